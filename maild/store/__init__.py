@@ -1,0 +1,1 @@
+"""Persistence: models, engine and queries, schema managed by Alembic."""

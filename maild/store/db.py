@@ -1,0 +1,139 @@
+"""Engine, sessions and schema management.
+
+SQLite gets WAL mode and a busy timeout so the daemon and the CLI can use the
+same file at once. The schema belongs to Alembic: :func:`upgrade` applies the
+migrations, :func:`check_schema` refuses a database that is behind the code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+
+__all__ = [
+    "AsyncSession",
+    "SchemaError",
+    "check_schema",
+    "make_engine",
+    "make_sessionmaker",
+    "prepare",
+    "upgrade",
+]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaError(RuntimeError):
+    """The database schema is missing or older than this version of maild."""
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+        kwargs["connect_args"] = {"timeout": 30}
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode is durable against process crashes (kill -9);
+            # only a power loss can drop the last commits.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:" and not path.startswith("file:"):
+        parent = Path(path).parent
+        if not parent.exists():
+            parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _script() -> ScriptDirectory:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str:
+    head = _script().get_current_head()
+    if head is None:
+        raise SchemaError("no migrations found: the maild installation is incomplete")
+    return head
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _upgrade_sync(conn: Connection) -> None:
+    from alembic import command
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
+    """Apply all migrations. Returns (revision before, revision after)."""
+    async with engine.begin() as conn:
+        before = await conn.run_sync(_current)
+        await conn.run_sync(_upgrade_sync)
+        after = await conn.run_sync(_current)
+    return before, after or head_revision()
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """Raise :class:`SchemaError` unless the database is at the code's head revision."""
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaError("the database has no maild schema yet: run `maild db upgrade`")
+    raise SchemaError(
+        f"the database schema is at revision {current}, this maild needs {head}: "
+        "run `maild db upgrade`"
+    )
+
+
+async def prepare(engine: AsyncEngine) -> None:
+    """Make a brand-new, empty database usable; refuse an outdated one.
+
+    An empty database (no tables at all) is initialised at once: there is
+    nothing to migrate and a newcomer should not need an extra step. A database
+    with an older schema is never migrated behind the operator's back.
+    """
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    if not tables:
+        log.info("initialising an empty database with the maild schema")
+        await upgrade(engine)
+        return
+    await check_schema(engine)

@@ -1,0 +1,209 @@
+"""Read-side queries for the CLI: the queue, one ticket with its timeline, the outbox.
+
+Each function returns plain JSON-ready dicts in the shapes of SPEC section 8;
+timestamps are ISO 8601 in UTC with offset.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maild.store.models import Attachment, Event, Message, Outbox, Quarantine, Ticket
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "STATUSES",
+    "iso",
+    "outbox_rows",
+    "queue",
+    "quarantine_rows",
+    "ticket_detail",
+    "ticket_json",
+]
+
+STATUSES = ("new", "open", "waiting", "resolved", "closed")
+ACTIVE_STATUSES = ("new", "open", "waiting")
+_PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def ticket_json(ticket: Ticket, now: datetime) -> dict[str, Any]:
+    """A ticket in the ``queue --json`` shape."""
+    next_due = None
+    if ticket.next_due_at is not None and ticket.next_due_kind is not None:
+        next_due = {
+            "kind": ticket.next_due_kind,
+            "at": iso(ticket.next_due_at),
+            "breached": ticket.next_due_at <= now,
+        }
+    return {
+        "id": ticket.id,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "type": ticket.type,
+        "priority": ticket.priority,
+        "community": ticket.community,
+        "requester": ticket.requester,
+        "cc": list(ticket.cc or []),
+        "assignee": ticket.assignee,
+        "incident_commander": ticket.incident_commander,
+        "links": list(ticket.links or []),
+        "time_spent_minutes": ticket.time_spent_minutes,
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "message_count": ticket.message_count,
+        "next_due": next_due,
+        "follow_up_of": ticket.follow_up_of,
+    }
+
+
+async def queue(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    statuses: Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+    community: str | None = None,
+    overdue: bool = False,
+    include_all: bool = False,
+) -> list[dict[str, Any]]:
+    """Tickets, most urgent first: earliest due time, then priority, then age."""
+    stmt = select(Ticket)
+    if statuses:
+        stmt = stmt.where(Ticket.status.in_(list(statuses)))
+    elif not include_all:
+        stmt = stmt.where(Ticket.status.in_(ACTIVE_STATUSES))
+    if types:
+        wanted = [t for t in types if t != "null"]
+        if "null" in types:
+            stmt = stmt.where(or_(Ticket.type.in_(wanted), Ticket.type.is_(None)))
+        else:
+            stmt = stmt.where(Ticket.type.in_(wanted))
+    if community is not None:
+        stmt = stmt.where(Ticket.community == community)
+    if overdue:
+        stmt = stmt.where(Ticket.next_due_at.is_not(None), Ticket.next_due_at <= now)
+    rank = case(_PRIORITY_RANK, value=Ticket.priority, else_=2)
+    stmt = stmt.order_by(
+        Ticket.next_due_at.is_(None), Ticket.next_due_at, rank, Ticket.created_at, Ticket.id
+    )
+    return [ticket_json(t, now) for t in (await session.scalars(stmt)).all()]
+
+
+async def ticket_detail(
+    session: AsyncSession, ticket_id: int, now: datetime
+) -> dict[str, Any] | None:
+    """The ticket with its whole timeline, or None if there is no such ticket."""
+    ticket = await session.get(Ticket, ticket_id)
+    if ticket is None:
+        return None
+    out = ticket_json(ticket, now)
+    events = (
+        await session.scalars(select(Event).where(Event.ticket_id == ticket_id).order_by(Event.id))
+    ).all()
+    message_pks = [e.message_pk for e in events if e.message_pk is not None]
+    messages: dict[int, Message] = {}
+    attachments: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    delivery: dict[int, str] = {}
+    if message_pks:
+        for row in (
+            await session.scalars(select(Message).where(Message.id.in_(message_pks)))
+        ).all():
+            messages[row.id] = row
+        rows = await session.execute(
+            select(
+                Attachment.message_pk, Attachment.filename, Attachment.content_type, Attachment.size
+            )
+            .where(Attachment.message_pk.in_(message_pks))
+            .order_by(Attachment.id)
+        )
+        for att_pk, filename, ctype, size in rows.all():
+            attachments[att_pk].append({"filename": filename, "content_type": ctype, "size": size})
+        for out_pk, status in (
+            await session.execute(
+                select(Outbox.message_pk, Outbox.status).where(Outbox.message_pk.in_(message_pks))
+            )
+        ).all():
+            if out_pk is not None:
+                delivery[out_pk] = status
+    timeline = []
+    for ev in events:
+        item: dict[str, Any] = {"at": iso(ev.at), "kind": ev.kind, "actor": ev.actor}
+        msg = messages.get(ev.message_pk) if ev.message_pk is not None else None
+        if msg is not None:
+            item.update(
+                {
+                    "message_id": msg.message_id,
+                    "from": msg.from_addr,
+                    "from_name": msg.from_name,
+                    "to": list(msg.to_addrs),
+                    "cc": list(msg.cc_addrs),
+                    "subject": msg.subject,
+                    "text": msg.text,
+                    "new_text": msg.new_text,
+                    "attachments": attachments.get(msg.id, []),
+                    "classification": msg.classification,
+                }
+            )
+            if msg.stub:
+                item["stub"] = True
+            if msg.direction == "out":
+                item["template"] = msg.template
+                item["delivery"] = delivery.get(msg.id, "queued")
+            if ev.text and ev.kind == "received":
+                item["threading"] = ev.text
+        elif ev.kind == "change":
+            item.update({"field": ev.field, "old": ev.old, "new": ev.new})
+        if ev.kind == "note":
+            item["text"] = ev.text or ""
+        timeline.append(item)
+    out["timeline"] = timeline
+    return out
+
+
+async def outbox_rows(
+    session: AsyncSession, *, failed_only: bool = False, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Outgoing mail, newest first, with delivery state."""
+    stmt = select(Outbox).order_by(Outbox.id.desc()).limit(limit)
+    if failed_only:
+        stmt = stmt.where(Outbox.status.in_(("failed", "bounced")))
+    return [
+        {
+            "id": row.id,
+            "ticket": row.ticket_id,
+            "template": row.template,
+            "to": list(row.rcpt_tos),
+            "status": row.status,
+            "attempts": row.attempts,
+            "created_at": iso(row.created_at),
+            "next_attempt_at": iso(row.next_attempt_at) if row.status == "queued" else None,
+            "sent_at": iso(row.sent_at),
+            "last_error": row.last_error,
+        }
+        for row in (await session.scalars(stmt)).all()
+    ]
+
+
+async def quarantine_rows(session: AsyncSession, limit: int = 200) -> list[dict[str, Any]]:
+    stmt = select(Quarantine).order_by(Quarantine.id.desc()).limit(limit)
+    return [
+        {
+            "id": q.id,
+            "at": iso(q.at),
+            "source": q.source,
+            "message_id": q.message_id,
+            "reason": q.reason,
+            "size": len(q.raw),
+        }
+        for q in (await session.scalars(stmt)).all()
+    ]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, on a fresh Debian machine, then the suite.
+# Installs Dovecot (the integration tests run a real IMAP server) and a
+# virtualenv in .venv with maild and its test tools; then lint, types, tests.
+# Extra arguments go to pytest:  tests/run.sh -k threading -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v dovecot >/dev/null 2>&1 || packages+=(dovecot-imapd dovecot-lmtpd)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
+if ((${#packages[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing ${packages[*]} with apt-get" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+# Integration tests must run here: a missing Dovecot is a failure, not a skip.
+MAILD_REQUIRE_SERVERS=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"
