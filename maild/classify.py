@@ -1,0 +1,118 @@
+"""Who sent a mail and whether it may be answered automatically.
+
+Pure: takes an :class:`~maild.inbound.InboundMail` and the config, returns a
+:class:`Classification`. The rules follow RFC 3834 (``Auto-Submitted``), the
+de-facto autoresponder headers (``X-Autoreply``, ``X-Autorespond``,
+``Precedence``), RFC 2919 list mail (``List-Id``) and RFC 3464 delivery reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from maild.config import Community, Config, Steward
+from maild.inbound import InboundMail
+
+__all__ = ["Classification", "Kind", "Role", "classify"]
+
+Kind = Literal["normal", "auto_reply", "bounce", "list", "own"]
+Role = Literal["steward", "representative", "requester"]
+
+_BOUNCE_LOCALPARTS = ("mailer-daemon", "postmaster")
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What a mail is and who sent it.
+
+    ``kind`` other than ``normal`` means no automatic mail may answer it.
+    ``reasons`` name the headers that decided, for ``maild explain``.
+    """
+
+    kind: Kind
+    reasons: tuple[str, ...]
+    role: Role
+    steward: Steward | None
+    community: Community | None
+    bounce_of: str | None = None
+
+    @property
+    def automated(self) -> bool:
+        return self.kind != "normal"
+
+
+def _localpart(addr: str | None) -> str:
+    return (addr or "").split("@", 1)[0].lower()
+
+
+def _automation(mail: InboundMail, config: Config) -> tuple[Kind, list[str]]:
+    support = config.support.address
+    reasons: list[str] = []
+    ctype = mail.content_type
+    if mail.return_path == "":
+        reasons.append("null return path (Return-Path: <>)")
+    if _localpart(mail.from_addr) in _BOUNCE_LOCALPARTS:
+        reasons.append(f"sent by {mail.from_addr}")
+    if ctype == "multipart/report":
+        reasons.append("multipart/report (delivery or disposition report)")
+    if reasons:
+        return "bounce", reasons
+
+    if mail.from_addr == support:
+        return "own", [f"From is our own address {support}"]
+    for loop in mail.header_all("x-loop"):
+        if support in loop.lower():
+            return "own", [f"X-Loop: {loop.strip()}"]
+
+    auto_submitted = (mail.header("auto-submitted") or "").strip().lower()
+    if auto_submitted and not auto_submitted.startswith("no"):
+        reasons.append(f"Auto-Submitted: {auto_submitted}")
+    for name in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"):
+        value = mail.header(name)
+        if value is None:
+            continue
+        if name == "X-Auto-Response-Suppress":
+            # Outlook puts this on its own out-of-office replies; on ordinary
+            # mail it is absent or lists only some categories.
+            if "oof" not in value.lower() and "all" not in value.lower():
+                continue
+            if not (mail.header("x-ms-exchange-generated-message-source") or "").strip():
+                continue
+        reasons.append(f"{name}: {value.strip()}")
+    precedence = (mail.header("precedence") or "").strip().lower()
+    if precedence in ("bulk", "junk", "auto_reply"):
+        reasons.append(f"Precedence: {precedence}")
+    if reasons:
+        return "auto_reply", reasons
+
+    if precedence == "list":
+        return "list", ["Precedence: list"]
+    list_id = mail.header("list-id")
+    if list_id is not None:
+        return "list", [f"List-Id: {list_id.strip()}"]
+    return "normal", []
+
+
+def classify(mail: InboundMail, config: Config) -> Classification:
+    """Classify ``mail``: automation kind and the sender's role."""
+    kind, reasons = _automation(mail, config)
+    sender = mail.from_addr or ""
+    steward = config.steward_by_address(sender) if sender else None
+    community = config.community_for(sender) if sender else None
+    role: Role
+    if steward is not None:
+        role = "steward"
+    elif community is not None and sender in community.representatives:
+        role = "representative"
+    else:
+        role = "requester"
+    bounce_of = mail.report_original_message_id if kind == "bounce" else None
+    return Classification(
+        kind=kind,
+        reasons=tuple(reasons),
+        role=role,
+        steward=steward,
+        community=community,
+        bounce_of=bounce_of,
+    )

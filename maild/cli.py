@@ -1,0 +1,631 @@
+"""The ``maild`` command: a thin layer over the library.
+
+Exit status: 0 on success, 1 on a user error (one line ``Error: …`` on stderr,
+no traceback), 2 on a usage error (argparse), 78 when ``maild run`` is given a
+bad config (so systemd does not restart-loop). Every listing takes ``--json``.
+Only this module prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+from zoneinfo import ZoneInfo
+
+from maild.config import Config, ConfigError, config_path_from, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("maild")
+
+EX_CONFIG = 78
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit 1."""
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = config_path_from(args.config)
+    if not path.exists():
+        raise UserError(
+            f"no config at {path} (pass --config PATH or set MAILD_CONFIG; see config.example.toml)"
+        )
+    return load_config(path)
+
+
+def _now(args: argparse.Namespace, config: Config | None = None) -> datetime:
+    value = getattr(args, "now", None)
+    if not value:
+        return datetime.now(UTC)
+    return parse_instant(value, config.hours.timezone if config else "UTC")
+
+
+def parse_instant(value: str, timezone: str) -> datetime:
+    """ISO 8601 with any offset, or a bare date meaning midnight in ``timezone``."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UserError(f"not an ISO 8601 date or time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
+    return parsed.astimezone(UTC)
+
+
+def _print_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    json.dump(data, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def _short(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def _with_store(
+    config: Config, fn: Callable[[Any], Awaitable[Any]], *, prepare: bool = True
+) -> Any:
+    from maild.store.db import SchemaError, make_engine, make_sessionmaker
+    from maild.store.db import prepare as prepare_db
+
+    engine = make_engine(config.database.url)
+    try:
+        if prepare:
+            try:
+                await prepare_db(engine)
+            except SchemaError as exc:
+                raise UserError(str(exc)) from exc
+        return await fn(make_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+def _iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+    """(label, raw bytes) for each mail in the given .eml files, mbox files or stdin."""
+    import mailbox
+
+    for path in paths:
+        if path == "-":
+            yield "<stdin>", sys.stdin.buffer.read()
+            continue
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"no such file: {path}")
+        with p.open("rb") as fh:
+            head = fh.read(5)
+        if head == b"From ":
+            box = mailbox.mbox(str(p), create=False)
+            try:
+                for i, key in enumerate(box.iterkeys(), start=1):
+                    yield f"{path}#{i}", box.get_bytes(key)
+            finally:
+                box.close()
+        else:
+            yield path, p.read_bytes()
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = config_path_from(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    from maild.render import Renderer, TemplateError
+
+    try:
+        Renderer(config)
+    except TemplateError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"{path}: OK ({len(config.stewards)} stewards, {len(config.communities)} communities)")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from maild.store.db import make_engine, upgrade
+
+    async def go() -> tuple[str | None, str]:
+        engine = make_engine(config.database.url)
+        try:
+            return await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = asyncio.run(go())
+    if before == after:
+        print(f"database already at revision {after}")
+    else:
+        print(f"database upgraded from {before or 'empty'} to revision {after}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.pipeline import Outcome, Pipeline
+
+    async def go(sessions: Any) -> list[Outcome]:
+        pipeline = Pipeline(config, sessions)
+        results = []
+        for label, raw in _iter_inputs(args.files):
+            outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
+            results.append(outcome)
+            if not args.json:
+                _print_outcome(outcome, args.dry_run)
+        return results
+
+    results = asyncio.run(_with_store(config, go))
+    if args.json:
+        _print_json([r.as_json() for r in results])
+    return 0
+
+
+def _print_outcome(outcome: Any, dry_run: bool) -> None:
+    ticket = f"#{outcome.ticket}" if outcome.ticket is not None else "-"
+    prefix = "would be " if dry_run else ""
+    print(f"{outcome.source}: {prefix}{outcome.action} {ticket} ({outcome.reason})")
+    for mail in outcome.sends:
+        verb = "would send" if dry_run else "queued"
+        print(f"  {verb} {mail.template} to {', '.join(mail.to)}")
+    for why in outcome.suppressed:
+        print(f"  not sent: {why}")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.pipeline import Outcome, Pipeline
+
+    async def go(sessions: Any) -> list[Outcome]:
+        pipeline = Pipeline(config, sessions)
+        return [
+            await pipeline.ingest(raw, label, now, dry_run=True)
+            for label, raw in _iter_inputs([args.file])
+        ]
+
+    results = asyncio.run(_with_store(config, go))
+    if args.json:
+        _print_json([_explain_json(o) for o in results])
+        return 0
+    for outcome in results:
+        print(_explain_text(outcome))
+    return 0
+
+
+def _explain_json(outcome: Any) -> dict[str, Any]:
+    data: dict[str, Any] = outcome.as_json()
+    cls = outcome.classification
+    if cls is not None:
+        data["classification"] = {
+            "kind": cls.kind,
+            "reasons": list(cls.reasons),
+            "role": cls.role,
+            "steward": cls.steward.name if cls.steward else None,
+            "community": cls.community.name if cls.community else None,
+        }
+    dec = outcome.decision
+    if dec is not None:
+        data["rule"] = dec.rule
+        data["follow_up_of"] = dec.follow_up_of
+    data["would_send"] = [
+        {"template": m.template, "to": list(m.to), "cc": list(m.cc), "subject": m.subject}
+        for m in outcome.sends
+    ]
+    data["not_sent"] = list(outcome.suppressed)
+    return data
+
+
+def _explain_text(outcome: Any) -> str:
+    lines = [f"{outcome.source}", f"  Message-ID: <{outcome.message_id}>"]
+    cls = outcome.classification
+    if cls is not None:
+        who = cls.role + (f" ({cls.steward.name})" if cls.steward else "")
+        lines.append(f"  sender: {who}; community: {cls.community.name if cls.community else '-'}")
+        kind = cls.kind + (": " + "; ".join(cls.reasons) if cls.reasons else "")
+        lines.append(f"  kind: {kind}")
+    dec = outcome.decision
+    target = f"#{outcome.ticket}" if outcome.ticket is not None else "-"
+    if dec is not None:
+        lines.append(f"  threading: rule {dec.rule}: {dec.reason}")
+    lines.append(f"  result: {outcome.action} {target} ({outcome.reason})")
+    for mail in outcome.sends:
+        lines.append(f"  would send {mail.template} to {', '.join(mail.to)}: {mail.subject}")
+    for why in outcome.suppressed:
+        lines.append(f"  would not send: {why}")
+    if not outcome.sends and not outcome.suppressed:
+        lines.append("  would send nothing")
+    return "\n".join(lines)
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.store.queries import queue
+
+    async def go(sessions: Any) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            rows: list[dict[str, Any]] = await queue(
+                session,
+                now,
+                statuses=args.status,
+                types=args.type,
+                community=args.community,
+                overdue=args.overdue,
+                include_all=args.all,
+            )
+            return rows
+
+    rows = asyncio.run(_with_store(config, go))
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no tickets")
+        return 0
+    table = [
+        (
+            f"#{r['id']}",
+            r["status"],
+            r["type"] or "-",
+            r["priority"],
+            r["community"] or "-",
+            r["assignee"] or "-",
+            _due_text(r["next_due"]),
+            _short(r["requester"], 28),
+            _short(r["subject"], 50),
+        )
+        for r in rows
+    ]
+    print(
+        _table(
+            table,
+            ("ID", "STATUS", "TYPE", "PRIO", "COMMUNITY", "ASSIGNEE", "DUE", "FROM", "SUBJECT"),
+        )
+    )
+    return 0
+
+
+def _due_text(due: dict[str, Any] | None) -> str:
+    if not due:
+        return "-"
+    mark = "BREACHED " if due["breached"] else ""
+    return f"{mark}{due['kind']} {due['at'][:16].replace('T', ' ')}"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.store.queries import ticket_detail
+
+    async def go(sessions: Any) -> dict[str, Any] | None:
+        async with sessions() as session:
+            detail: dict[str, Any] | None = await ticket_detail(session, args.id, now)
+            return detail
+
+    detail = asyncio.run(_with_store(config, go))
+    if detail is None:
+        raise UserError(f"no ticket #{args.id}")
+    if args.json:
+        _print_json(detail)
+        return 0
+    print(_show_text(detail))
+    return 0
+
+
+def _show_text(t: dict[str, Any]) -> str:
+    lines = [
+        f"#{t['id']} {t['subject']}",
+        f"  status {t['status']}, type {t['type'] or '-'}, priority {t['priority']}, "
+        f"community {t['community'] or '-'}",
+        f"  requester {t['requester']}" + (f", cc {', '.join(t['cc'])}" if t["cc"] else ""),
+        f"  assignee {t['assignee'] or '-'}, incident commander {t['incident_commander'] or '-'}",
+    ]
+    if t["links"]:
+        lines.append(f"  links {' '.join(t['links'])}")
+    if t.get("follow_up_of"):
+        lines.append(f"  follow-up to #{t['follow_up_of']}")
+    lines.append(
+        f"  created {t['created_at']}, updated {t['updated_at']}, "
+        f"{t['time_spent_minutes']} min logged"
+    )
+    lines.append("")
+    for ev in t["timeline"]:
+        at = ev["at"][:16].replace("T", " ")
+        kind = ev["kind"]
+        if kind in ("received", "sent") and "message_id" in ev:
+            arrow = "<-" if kind == "received" else "->"
+            who = ev["from"] if kind == "received" else ", ".join(ev["to"])
+            extra = f" [{ev['template']}, {ev['delivery']}]" if kind == "sent" else ""
+            lines.append(f"{at}  {arrow} {who}{extra}: {ev['subject']}")
+            body = ev.get("new_text") or ev.get("text") or ""
+            if kind == "received":
+                lines.extend("      " + ln for ln in body.strip().splitlines()[:40])
+            for att in ev.get("attachments", []):
+                size = f"{att['content_type']}, {att['size']} bytes"
+                lines.append(f"      [attachment] {att['filename']} ({size})")
+        elif kind == "change":
+            lines.append(
+                f"{at}  {ev['actor']}: {ev['field']} {ev['old'] or '-'} -> {ev['new'] or '-'}"
+            )
+        else:
+            lines.append(f"{at}  {kind} by {ev['actor']}: {ev.get('text', '')}")
+    return "\n".join(lines)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from maild.store.queries import outbox_rows
+
+    async def go(sessions: Any) -> list[dict[str, Any]]:
+        from sqlalchemy import update
+
+        from maild.store.models import Outbox
+
+        async with sessions() as session:
+            if args.retry is not None:
+                async with session.begin():
+                    result = await session.execute(
+                        update(Outbox)
+                        .where(Outbox.id == args.retry, Outbox.status.in_(("failed", "bounced")))
+                        .values(status="queued", next_attempt_at=datetime.now(UTC), last_error=None)
+                    )
+                    if result.rowcount == 0:
+                        raise UserError(f"no failed outbox row {args.retry}")
+                return []
+            rows: list[dict[str, Any]] = await outbox_rows(session, failed_only=args.failed)
+            return rows
+
+    rows = asyncio.run(_with_store(config, go))
+    if args.retry is not None:
+        print(f"outbox row {args.retry} queued again")
+        return 0
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("outbox is empty")
+        return 0
+    table = [
+        (
+            str(r["id"]),
+            f"#{r['ticket']}" if r["ticket"] else "-",
+            r["template"],
+            r["status"],
+            str(r["attempts"]),
+            _short(", ".join(r["to"]), 40),
+            _short(r["last_error"], 40),
+        )
+        for r in rows
+    ]
+    print(_table(table, ("ID", "TICKET", "TEMPLATE", "STATUS", "TRIES", "TO", "ERROR")))
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from maild.store.queries import quarantine_rows
+
+    async def go(sessions: Any) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            rows: list[dict[str, Any]] = await quarantine_rows(session)
+            return rows
+
+    rows = asyncio.run(_with_store(config, go))
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("quarantine is empty")
+        return 0
+    table = [
+        (str(r["id"]), r["at"][:16], _short(r["source"], 30), _short(r["reason"], 70)) for r in rows
+    ]
+    print(_table(table, ("ID", "AT", "SOURCE", "REASON")))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {}
+
+
+def _command(
+    sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help_text: str, example: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog="example:\n" + textwrap.indent(example, "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=fn)
+    COMMANDS[name] = (fn, help_text, example)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maild",
+        description="maild: an email-driven helpdesk daemon.",
+        epilog="example:\n  maild --config /etc/maild/maild.toml queue",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $MAILD_CONFIG, then /etc/maild/maild.toml)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _command(
+        sub,
+        "check-config",
+        cmd_check_config,
+        "validate the config and print each problem with its key path",
+        "maild --config maild.toml check-config",
+    )
+
+    db = _command(
+        sub,
+        "db",
+        lambda a: _usage(db),
+        "database schema management",
+        "maild db upgrade",
+    )
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    _command(db_sub, "upgrade", cmd_db_upgrade, "apply schema migrations", "maild db upgrade")
+    COMMANDS["db upgrade"] = COMMANDS.pop("upgrade")
+
+    p = _command(
+        sub,
+        "ingest",
+        cmd_ingest,
+        "process .eml or mbox files through the pipeline the daemon uses",
+        "maild ingest request.eml replies.mbox\nmaild ingest --dry-run --json - < mail.eml",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help=".eml or mbox file; - for stdin")
+    p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
+    p.add_argument("--json", action="store_true", help="one JSON object per mail")
+    p.add_argument("--now", metavar="ISO8601", help="process as of this time")
+
+    p = _command(
+        sub,
+        "explain",
+        cmd_explain,
+        "how one mail would be classified and threaded, and what would be sent; changes nothing",
+        "maild explain reply.eml",
+    )
+    p.add_argument("file", metavar="FILE", help=".eml file (or - for stdin)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--now", metavar="ISO8601", help="explain as of this time")
+
+    p = _command(
+        sub,
+        "queue",
+        cmd_queue,
+        "open tickets, most urgent first",
+        "maild queue --status waiting --community pangeo\nmaild queue --overdue --json",
+    )
+    p.add_argument(
+        "--status", action="append", choices=("new", "open", "waiting", "resolved", "closed")
+    )
+    p.add_argument("--type", action="append", choices=("incident", "change", "guidance", "null"))
+    p.add_argument("--community", metavar="NAME")
+    p.add_argument("--overdue", action="store_true", help="only tickets past a due time")
+    p.add_argument("--all", action="store_true", help="include resolved and closed tickets")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(sub, "show", cmd_show, "one ticket with its timeline", "maild show 42 --json")
+    p.add_argument("id", type=_ticket_id, metavar="ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(
+        sub,
+        "outbox",
+        cmd_outbox,
+        "outgoing mail and its delivery state",
+        "maild outbox --failed\nmaild outbox --retry 17",
+    )
+    p.add_argument("--failed", action="store_true", help="only failed or bounced mail")
+    p.add_argument("--retry", type=int, metavar="ID", help="queue a failed row again")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = _command(
+        sub,
+        "quarantine",
+        cmd_quarantine,
+        "mail that could not be processed, with the reason",
+        "maild quarantine --json",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _ticket_id(text: str) -> int:
+    try:
+        value = int(text.lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a ticket number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a ticket number: {text!r}")
+    return value
+
+
+def _usage(parser: argparse.ArgumentParser) -> NoReturn:
+    parser.print_usage(sys.stderr)
+    raise SystemExit(2)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.ERROR if args.quiet else logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        print(f"Error: bad config {config_path_from(args.config)}:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EX_CONFIG if args.command == "run" else 1
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

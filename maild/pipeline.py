@@ -1,0 +1,809 @@
+"""One mail, start to end: parse, classify, thread, decide, commit.
+
+Every mail is handled in exactly one database transaction: the ticket change,
+the stored message, its timeline events and every outbox row it causes commit
+together or not at all. Whatever goes wrong with one mail sends it to
+quarantine with the reason and the raw bytes; the caller carries on with the
+next one. The daemon and ``maild ingest`` both call :meth:`Pipeline.ingest`,
+so they decide and queue exactly the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from maild.classify import Classification, classify
+from maild.config import Config
+from maild.conversation import (
+    Candidates,
+    Decision,
+    TicketView,
+    decide,
+    referenced_ids,
+    thread_root,
+)
+from maild.inbound import InboundMail, ParseError, parse_mail
+from maild.render import (
+    Renderer,
+    build_message,
+    new_message_id,
+    new_thread_root,
+    thread_index_for,
+)
+from maild.roster import on_duty
+from maild.store.models import Attachment, Event, Message, Outbox, Participant, Quarantine, Ticket
+from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
+
+__all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
+
+log = logging.getLogger(__name__)
+
+Action = Literal["created", "appended", "duplicate", "quarantined"]
+
+_SUBJECT_KEY_MAX = 500
+_HEADER_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMail:
+    """A mail the pipeline queued (or, in a dry run, would queue)."""
+
+    template: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    message_id: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one mail; the row of ``maild ingest --json``."""
+
+    source: str
+    message_id: str | None
+    ticket: int | None
+    action: Action
+    reason: str
+    classification: Classification | None = None
+    decision: Decision | None = None
+    sends: list[PlannedMail] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.source,
+            "message_id": self.message_id,
+            "ticket": self.ticket,
+            "action": self.action,
+            "reason": self.reason,
+        }
+
+
+class _DryRun(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+def _header_only(raw: bytes) -> bytes:
+    head = raw[:_HEADER_LIMIT]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        pos = head.find(sep)
+        if pos != -1:
+            return head[: pos + len(sep)]
+    return head
+
+
+class Pipeline:
+    """Turns raw mail into ticket changes and outbox rows."""
+
+    def __init__(
+        self,
+        config: Config,
+        sessions: async_sessionmaker[AsyncSession],
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.renderer = renderer or Renderer(config)
+
+    # -- entry point ---------------------------------------------------------
+
+    async def ingest(
+        self, raw: bytes, source: str, now: datetime, *, dry_run: bool = False
+    ) -> Outcome:
+        """Process one mail in one transaction. Never raises for bad input.
+
+        With ``dry_run`` everything is decided and written, then rolled back,
+        so the outcome shows exactly what a real run would do.
+        """
+        too_large = len(raw) > self.config.tickets.max_message_bytes
+        try:
+            mail = parse_mail(_header_only(raw) if too_large else raw)
+        except ParseError as exc:
+            return await self._quarantine(raw, source, None, f"unparseable: {exc}", now, dry_run)
+        try:
+            async with self.sessions() as session:
+                try:
+                    async with session.begin():
+                        outcome = await self._process(session, mail, raw, source, now, too_large)
+                        if dry_run:
+                            raise _DryRun(outcome)
+                except _DryRun as dry:
+                    return dry.outcome
+        except IntegrityError:
+            # Another process stored the same Message-ID between our check and
+            # our insert: it is a duplicate, and nothing of ours was committed.
+            return Outcome(source, mail.message_id, None, "duplicate", "Message-ID already stored")
+        except Exception as exc:
+            log.exception("processing failed for Message-ID <%s>", mail.message_id)
+            reason = f"processing failed: {type(exc).__name__}: {exc}"
+            return await self._quarantine(raw, source, mail.message_id, reason, now, dry_run)
+        self._log(outcome)
+        return outcome
+
+    def _log(self, outcome: Outcome) -> None:
+        log.info(
+            "%s ticket=#%s message_id=<%s> %s",
+            outcome.action,
+            outcome.ticket,
+            outcome.message_id,
+            outcome.reason,
+        )
+
+    async def _quarantine(
+        self,
+        raw: bytes,
+        source: str,
+        message_id: str | None,
+        reason: str,
+        now: datetime,
+        dry_run: bool,
+    ) -> Outcome:
+        outcome = Outcome(source, message_id, None, "quarantined", reason)
+        if dry_run:
+            return outcome
+        async with self.sessions() as session, session.begin():
+            session.add(
+                Quarantine(at=now, source=source, message_id=message_id, reason=reason, raw=raw)
+            )
+        log.warning("quarantined %s message_id=<%s>: %s", source, message_id, reason)
+        return outcome
+
+    # -- the decision --------------------------------------------------------
+
+    async def _process(
+        self,
+        session: AsyncSession,
+        mail: InboundMail,
+        raw: bytes,
+        source: str,
+        now: datetime,
+        too_large: bool,
+    ) -> Outcome:
+        existing = await session.scalar(
+            select(Message.ticket_id).where(Message.message_id == mail.message_id)
+        )
+        if existing is not None:
+            return Outcome(
+                source,
+                mail.message_id,
+                existing,
+                "duplicate",
+                f"Message-ID already on #{existing}",
+            )
+        cls = classify(mail, self.config)
+        if cls.kind == "bounce" and cls.bounce_of:
+            outcome = await self._bounce(session, mail, raw, source, cls, now)
+            if outcome is not None:
+                return outcome
+
+        candidates = await self._candidates(session, mail, now)
+        decision = decide(mail, cls, candidates, self.config, now)
+        if decision.ticket_id is None:
+            ticket = await self._create(session, mail, cls, decision, now)
+            action: Action = "created"
+        else:
+            found = await session.get(Ticket, decision.ticket_id)
+            if found is None:  # the candidate look-up just returned it
+                raise LookupError(f"ticket #{decision.ticket_id} vanished")
+            ticket = found
+            action = "appended"
+
+        message = await self._store_message(session, ticket, mail, raw, cls, now, too_large)
+        await session.flush()
+        session.add(
+            Event(
+                ticket_id=ticket.id,
+                at=now,
+                kind="received",
+                actor=mail.from_addr or "",
+                message_pk=message.id,
+                text=decision.reason,
+            )
+        )
+        outcome = Outcome(
+            source, mail.message_id, ticket.id, action, decision.reason, cls, decision
+        )
+        if decision.follow_up_of is not None:
+            session.add_all(
+                [
+                    Event(
+                        ticket_id=ticket.id,
+                        at=now,
+                        kind="note",
+                        actor="maild",
+                        text=f"follow-up to #{decision.follow_up_of}",
+                    ),
+                    Event(
+                        ticket_id=decision.follow_up_of,
+                        at=now,
+                        kind="note",
+                        actor="maild",
+                        text=f"follow-up opened as #{ticket.id}",
+                    ),
+                ]
+            )
+        if decision.quoted_tag is not None:
+            session.add(
+                Event(
+                    ticket_id=ticket.id,
+                    at=now,
+                    kind="note",
+                    actor="maild",
+                    text=(
+                        f"the sender quoted the tag [#{decision.quoted_tag}] of a ticket "
+                        "they are not on; opened a ticket of their own"
+                    ),
+                )
+            )
+
+        if action == "appended" and cls.role != "steward":
+            self._requester_activity(session, ticket, mail, cls, now)
+        await self._notify(
+            session, ticket, mail, message, cls, action, outcome, now, len(raw) if too_large else 0
+        )
+        ticket.updated_at = now
+        ticket.last_activity_at = now
+        return outcome
+
+    async def _bounce(
+        self,
+        session: AsyncSession,
+        mail: InboundMail,
+        raw: bytes,
+        source: str,
+        cls: Classification,
+        now: datetime,
+    ) -> Outcome | None:
+        """Record a bounce of one of our mails on that mail; None if it is not ours."""
+        original = await session.scalar(
+            select(Message).where(Message.message_id == cls.bounce_of, Message.direction == "out")
+        )
+        if original is None:
+            return None
+        ticket = await session.get(Ticket, original.ticket_id)
+        if ticket is None:
+            return None
+        message = await self._store_message(session, ticket, mail, raw, cls, now, False)
+        await session.flush()
+        rows = (await session.scalars(select(Outbox).where(Outbox.message_pk == original.id))).all()
+        for row in rows:
+            row.status = "bounced"
+            row.last_error = (mail.new_text or mail.text)[:2000]
+        reason = f"bounce of our message <{original.message_id}> on #{ticket.id}"
+        session.add(
+            Event(
+                ticket_id=ticket.id,
+                at=now,
+                kind="received",
+                actor=mail.from_addr or "",
+                message_pk=message.id,
+                text=reason,
+            )
+        )
+        return Outcome(source, mail.message_id, ticket.id, "appended", reason, cls)
+
+    async def _candidates(
+        self, session: AsyncSession, mail: InboundMail, now: datetime
+    ) -> Candidates:
+        by_message_id: dict[str, TicketView] = {}
+        refs = referenced_ids(mail)[:100]
+        if refs:
+            rows = (
+                await session.execute(
+                    select(Message.message_id, Ticket)
+                    .join(Ticket, Ticket.id == Message.ticket_id)
+                    .where(Message.message_id.in_(refs))
+                )
+            ).all()
+            for mid, ticket in rows:
+                by_message_id[mid] = await self._view(session, ticket)
+
+        by_root: TicketView | None = None
+        root = thread_root(mail.thread_index)
+        if root is not None:
+            rooted = await session.scalar(
+                select(Ticket).where(Ticket.thread_root == root).order_by(Ticket.id.desc()).limit(1)
+            )
+            if rooted is not None:
+                by_root = await self._view(session, rooted)
+
+        by_number: dict[int, TicketView] = {}
+        numbers = find_ticket_refs(mail.subject, self.config.support.tag)[:20]
+        if numbers:
+            for ticket in (
+                await session.scalars(select(Ticket).where(Ticket.id.in_(numbers)))
+            ).all():
+                by_number[ticket.id] = await self._view(session, ticket)
+
+        by_subject: list[TicketView] = []
+        if mail.from_addr and is_reply_subject(mail.subject):
+            key = normalize_for_match(mail.subject, self.config.support.tag)[:_SUBJECT_KEY_MAX]
+            since = now - timedelta(days=self.config.tickets.subject_match_days)
+            tickets = (
+                await session.scalars(
+                    select(Ticket)
+                    .join(Participant, Participant.ticket_id == Ticket.id)
+                    .where(
+                        Participant.address == mail.from_addr,
+                        Ticket.subject_key == key,
+                        Ticket.last_activity_at >= since,
+                    )
+                    .order_by(Ticket.last_activity_at.desc())
+                    .limit(20)
+                )
+            ).all()
+            by_subject = [await self._view(session, t) for t in tickets]
+        return Candidates(by_message_id, by_root, by_number, by_subject)
+
+    async def _view(self, session: AsyncSession, ticket: Ticket) -> TicketView:
+        members = (
+            await session.scalars(
+                select(Participant.address).where(Participant.ticket_id == ticket.id)
+            )
+        ).all()
+        return TicketView(
+            id=ticket.id,
+            status=ticket.status,
+            requester=ticket.requester,
+            community=ticket.community,
+            subject_key=ticket.subject_key,
+            last_activity_at=ticket.last_activity_at,
+            members=frozenset(members),
+        )
+
+    def _thread_addresses(self, mail: InboundMail, requester: str) -> list[str]:
+        """The To/Cc people of a mail worth keeping on the thread."""
+        skip = {self.config.support.address, requester, ""}
+        out: list[str] = []
+        for addr in (*mail.to, *mail.cc):
+            if addr in skip or addr in out or "@" not in addr:
+                continue
+            if self.config.steward_by_address(addr) is not None:
+                continue
+            out.append(addr)
+        return out
+
+    async def _create(
+        self,
+        session: AsyncSession,
+        mail: InboundMail,
+        cls: Classification,
+        decision: Decision,
+        now: datetime,
+    ) -> Ticket:
+        tag = self.config.support.tag
+        subject = clean_subject(mail.subject, tag) or "(no subject)"
+        requester = mail.from_addr or ""
+        cc = self._thread_addresses(mail, requester)
+        ticket = Ticket(
+            subject=subject,
+            subject_key=normalize_for_match(mail.subject, tag)[:_SUBJECT_KEY_MAX],
+            status="new",
+            priority="normal",
+            community=cls.community.name if cls.community else None,
+            requester=requester,
+            cc=cc,
+            links=[],
+            time_spent_minutes=0,
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+            last_requester_at=now,
+            thread_root=thread_root(mail.thread_index) or new_thread_root(now),
+            follow_up_of=decision.follow_up_of,
+            message_count=0,
+        )
+        session.add(ticket)
+        await session.flush()
+        if requester:
+            session.add(Participant(ticket_id=ticket.id, address=requester, role="requester"))
+        for addr in cc:
+            session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
+        return ticket
+
+    async def _store_message(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        raw: bytes,
+        cls: Classification,
+        now: datetime,
+        stub: bool,
+    ) -> Message:
+        message = Message(
+            ticket_id=ticket.id,
+            direction="in",
+            message_id=mail.message_id,
+            from_addr=mail.from_addr,
+            from_name=mail.from_name,
+            to_addrs=list(mail.to),
+            cc_addrs=list(mail.cc),
+            subject=mail.subject,
+            date=mail.date,
+            at=now,
+            in_reply_to=list(mail.in_reply_to),
+            references=list(mail.references),
+            headers=[list(h) for h in mail.headers],
+            text=mail.text,
+            new_text=mail.new_text,
+            classification=cls.kind,
+            defects=list(mail.defects),
+            is_note=False,
+            stub=stub,
+            raw=_header_only(raw) if stub else raw,
+        )
+        session.add(message)
+        await session.flush()
+        ticket.message_count = (ticket.message_count or 0) + 1
+        for att in mail.attachments:
+            session.add(
+                Attachment(
+                    message_pk=message.id,
+                    filename=att.filename,
+                    content_type=att.content_type,
+                    size=att.size,
+                    content=att.content,
+                )
+            )
+        return message
+
+    def _requester_activity(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        cls: Classification,
+        now: datetime,
+    ) -> None:
+        """A mail from the requester's side: new cc people, and waiting/resolved reopen."""
+        if cls.automated:
+            return
+        ticket.last_requester_at = now
+        known = {ticket.requester, *ticket.cc}
+        new_cc = [a for a in self._thread_addresses(mail, ticket.requester) if a not in known]
+        if mail.from_addr and mail.from_addr not in known:
+            new_cc.insert(0, mail.from_addr)
+        if new_cc:
+            old = list(ticket.cc)
+            ticket.cc = old + new_cc
+            for addr in new_cc:
+                session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
+            self._change(session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), mail, now)
+        if ticket.status in ("waiting", "resolved"):
+            self._change(session, ticket, "status", ticket.status, "open", mail, now)
+            ticket.status = "open"
+            ticket.resolved_at = None
+
+    def _change(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        name: str,
+        old: str | None,
+        new: str | None,
+        mail: InboundMail | None,
+        now: datetime,
+    ) -> None:
+        session.add(
+            Event(
+                ticket_id=ticket.id,
+                at=now,
+                kind="change",
+                actor=(mail.from_addr or "") if mail else "maild",
+                field=name,
+                old=old,
+                new=new,
+            )
+        )
+
+    # -- mail we send ----------------------------------------------------------
+
+    async def _may_autoreply(
+        self, session: AsyncSession, to: str, cls: Classification, now: datetime
+    ) -> str | None:
+        """Why no automatic mail may go to ``to``, or None if it may."""
+        if cls.automated:
+            return f"{cls.kind}: " + "; ".join(cls.reasons)
+        if not to or "@" not in to:
+            return "no usable sender address"
+        if to == self.config.support.address:
+            return "our own address"
+        sent = await session.scalar(
+            select(func.count())
+            .select_from(Outbox)
+            .where(
+                Outbox.primary_rcpt == to,
+                Outbox.automatic.is_(True),
+                Outbox.created_at > now - timedelta(hours=1),
+            )
+        )
+        if (sent or 0) >= self.config.tickets.ack_rate_per_hour:
+            return f"{to} already got {sent} automatic mails this hour"
+        return None
+
+    def _context(
+        self, ticket: Ticket, mail: InboundMail, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        support = self.config.support
+        ctx: dict[str, Any] = {
+            "support": {"name": support.name, "address": support.address, "tag": support.tag},
+            "tag": f"[{support.tag} #{ticket.id}]",
+            "ticket": {
+                "id": ticket.id,
+                "subject": ticket.subject,
+                "status": ticket.status,
+                "type": ticket.type,
+                "priority": ticket.priority,
+                "community": ticket.community,
+                "requester": ticket.requester,
+                "cc": list(ticket.cc),
+                "assignee": ticket.assignee,
+                "incident_commander": ticket.incident_commander,
+                "follow_up_of": ticket.follow_up_of,
+            },
+            "message": {
+                "from_addr": mail.from_addr or "",
+                "from_name": mail.from_name,
+                "subject": mail.subject,
+                "text": mail.text,
+                "new_text": mail.new_text,
+                "attachments": [
+                    {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+                    for a in mail.attachments
+                ],
+            },
+            "quoted_tag": None,
+        }
+        if extra:
+            ctx.update(extra)
+        return ctx
+
+    async def queue_mail(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        template: str,
+        context: dict[str, Any],
+        *,
+        to: Sequence[str],
+        cc: Sequence[str] = (),
+        reply_to_mail: Message | None,
+        automatic: Literal["auto-replied", "auto-generated"] | None,
+        now: datetime,
+        from_name: str | None = None,
+        reply_to: str | None = None,
+    ) -> PlannedMail:
+        """Render ``template`` and store it as an outbound message plus an outbox row."""
+        rendered = self.renderer.render(template, context)
+        message_id = new_message_id(self.config, ticket.id)
+        references: list[str] = []
+        in_reply_to = None
+        if reply_to_mail is not None:
+            references = [*reply_to_mail.references, reply_to_mail.message_id]
+            in_reply_to = reply_to_mail.message_id
+        root = ticket.thread_root or new_thread_root(now)
+        msg = build_message(
+            config=self.config,
+            rendered=rendered,
+            to=to,
+            cc=cc,
+            message_id=message_id,
+            in_reply_to=in_reply_to,
+            references=references,
+            now=now,
+            auto=automatic,
+            from_name=from_name,
+            reply_to=reply_to,
+            thread_index=thread_index_for(root, now),
+            thread_topic=ticket.subject,
+            ticket_id=ticket.id,
+        )
+        raw = msg.as_bytes()
+        out = Message(
+            ticket_id=ticket.id,
+            direction="out",
+            message_id=message_id,
+            from_addr=self.config.support.address,
+            from_name=from_name or self.config.support.name,
+            to_addrs=list(to),
+            cc_addrs=list(cc),
+            subject=rendered.subject,
+            date=now,
+            at=now,
+            in_reply_to=[in_reply_to] if in_reply_to else [],
+            references=references,
+            headers=[],
+            text=rendered.text,
+            new_text=rendered.text,
+            classification="normal",
+            defects=[],
+            is_note=False,
+            template=template,
+            stub=False,
+            raw=raw,
+        )
+        session.add(out)
+        await session.flush()
+        recipients = list(dict.fromkeys([*to, *cc]))
+        session.add(
+            Outbox(
+                ticket_id=ticket.id,
+                message_pk=out.id,
+                template=template,
+                automatic=automatic is not None,
+                mail_from=self.config.support.address,
+                rcpt_tos=recipients,
+                primary_rcpt=recipients[0] if recipients else "",
+                raw=raw,
+                status="queued",
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+        session.add(
+            Event(
+                ticket_id=ticket.id,
+                at=now,
+                kind="sent",
+                actor="maild",
+                message_pk=out.id,
+                text=template,
+            )
+        )
+        ticket.message_count = (ticket.message_count or 0) + 1
+        return PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
+
+    def _steward_addresses(self, names: Sequence[str]) -> list[str]:
+        out = []
+        for name in names:
+            steward = self.config.steward_by_name(name)
+            if steward is not None and steward.addresses:
+                out.append(steward.addresses[0])
+        return out
+
+    async def _notify(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        message: Message,
+        cls: Classification,
+        action: Action,
+        outcome: Outcome,
+        now: datetime,
+        oversize: int,
+    ) -> None:
+        """Queue the automatic mails this mail calls for (``oversize``: a too-large size)."""
+        too_large = oversize > 0
+        decision = outcome.decision
+        extra = {"quoted_tag": decision.quoted_tag if decision else None}
+        ctx = self._context(ticket, mail, extra)
+        sender = mail.from_addr or ""
+        support = self.config.support.address
+        stewards = self._steward_addresses(on_duty(self.config, now))
+
+        if action == "created" and cls.role != "steward":
+            why_not = await self._may_autoreply(session, sender, cls, now)
+            if why_not is None:
+                template = "too_large" if too_large else "ack"
+                if too_large:
+                    ctx["size_mb"] = round(oversize / 1_048_576, 1)
+                    ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
+                outcome.sends.append(
+                    await self.queue_mail(
+                        session,
+                        ticket,
+                        template,
+                        ctx,
+                        to=[sender],
+                        reply_to_mail=message,
+                        automatic="auto-replied",
+                        now=now,
+                    )
+                )
+            else:
+                outcome.suppressed.append(f"ack: {why_not}")
+                session.add(
+                    Event(
+                        ticket_id=ticket.id,
+                        at=now,
+                        kind="note",
+                        actor="maild",
+                        text=f"no acknowledgment sent: {why_not}",
+                    )
+                )
+            if cls.kind not in ("bounce", "own") and stewards:
+                outcome.sends.append(
+                    await self.queue_mail(
+                        session,
+                        ticket,
+                        "steward_new",
+                        ctx,
+                        to=stewards,
+                        reply_to_mail=message,
+                        automatic="auto-generated",
+                        now=now,
+                        reply_to=support,
+                    )
+                )
+        elif action == "created" and too_large:
+            # A steward's own oversized mail: tell them, nothing else.
+            ctx["size_mb"] = round(oversize / 1_048_576, 1)
+            ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "too_large",
+                    ctx,
+                    to=[sender],
+                    reply_to_mail=message,
+                    automatic="auto-replied",
+                    now=now,
+                )
+            )
+        elif action == "appended" and cls.role != "steward" and not cls.automated:
+            if too_large:
+                why_not = await self._may_autoreply(session, sender, cls, now)
+                if why_not is None:
+                    ctx["size_mb"] = round(oversize / 1_048_576, 1)
+                    ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
+                    outcome.sends.append(
+                        await self.queue_mail(
+                            session,
+                            ticket,
+                            "too_large",
+                            ctx,
+                            to=[sender],
+                            reply_to_mail=message,
+                            automatic="auto-replied",
+                            now=now,
+                        )
+                    )
+            assignee = self.config.steward_by_name(ticket.assignee) if ticket.assignee else None
+            to = [assignee.addresses[0]] if assignee and assignee.addresses else stewards
+            if to:
+                outcome.sends.append(
+                    await self.queue_mail(
+                        session,
+                        ticket,
+                        "requester_reply",
+                        ctx,
+                        to=to,
+                        reply_to_mail=message,
+                        automatic="auto-generated",
+                        now=now,
+                        reply_to=support,
+                    )
+                )

@@ -1,0 +1,203 @@
+"""Templates and outgoing messages.
+
+Templates are Jinja2 files ``<name>.j2`` with the blocks ``subject``, ``text``
+and optionally ``html``, rendered with ``StrictUndefined`` so a typo in a
+template fails loudly instead of mailing a blank. A configured directory
+overrides the shipped templates one file at a time.
+
+Messages are built with :mod:`email.headerregistry` (``policy.SMTP``): every
+header value goes through it after control characters are removed, so a
+subject carrying CR/LF or encoded garbage cannot add a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import struct
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+
+from maild.config import Config
+from maild.subjects import strip_header_unsafe
+
+__all__ = [
+    "TEMPLATE_NAMES",
+    "Rendered",
+    "Renderer",
+    "TemplateError",
+    "build_message",
+    "new_message_id",
+    "new_thread_root",
+    "shipped_template_dir",
+    "thread_index_for",
+]
+
+TEMPLATE_NAMES = (
+    "ack",
+    "steward_new",
+    "requester_reply",
+    "too_large",
+)
+
+_FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
+
+
+class TemplateError(RuntimeError):
+    """A template is missing or failed to render."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+def shipped_template_dir() -> Path:
+    """The templates shipped with maild: inside the package when installed, else the repo's."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "ack.j2").is_file():
+            return candidate
+    raise TemplateError(f"shipped templates not found next to {here}")
+
+
+class Renderer:
+    """Renders the named templates with the override directory first."""
+
+    def __init__(self, config: Config) -> None:
+        search = [str(shipped_template_dir())]
+        if config.templates.dir is not None:
+            search.insert(0, str(config.templates.dir))
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(search),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # noqa: S701 - plain-text mail; html blocks escape with |e
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        try:
+            template = self.env.get_template(f"{name}.j2")
+            ctx = template.new_context(dict(context))
+            blocks = template.blocks
+            subject = "".join(blocks["subject"](ctx)) if "subject" in blocks else ""
+            text = "".join(blocks["text"](ctx)) if "text" in blocks else ""
+            html = "".join(blocks["html"](ctx)) if "html" in blocks else None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template {name!r}: {exc}") from exc
+        return Rendered(" ".join(subject.split()), text.strip() + "\n", html)
+
+    def check(self, context: Mapping[str, Any]) -> list[str]:
+        """Render every template with ``context``; return the problems found."""
+        problems = []
+        for name in TEMPLATE_NAMES:
+            try:
+                self.render(name, context)
+            except TemplateError as exc:
+                problems.append(str(exc))
+        return problems
+
+
+def new_message_id(config: Config, ticket_id: int | None) -> str:
+    """A fresh Message-ID on our domain (without angle brackets)."""
+    token = secrets.token_hex(6)
+    stem = f"maild-{ticket_id}-{token}" if ticket_id is not None else f"maild-{token}"
+    return f"{stem}@{config.support.message_id_domain}"
+
+
+def new_thread_root(now: datetime) -> str:
+    """A new Outlook conversation root (22 bytes, base64): time stamp and a GUID."""
+    filetime = int((now - _FILETIME_EPOCH).total_seconds() * 10_000_000)
+    header = b"\x01" + struct.pack(">Q", filetime)[:5]
+    return base64.b64encode(header + uuid.uuid4().bytes).decode("ascii")
+
+
+def thread_index_for(root: str, now: datetime) -> str:
+    """A Thread-Index for a new message in the conversation ``root``."""
+    raw = base64.b64decode(root)
+    filetime = int((now - _FILETIME_EPOCH).total_seconds() * 10_000_000)
+    child = struct.pack(">I", (filetime >> 18) & 0x7FFFFFFF) + os.urandom(1)
+    return base64.b64encode(raw + child).decode("ascii")
+
+
+def _addresses(addrs: Iterable[str]) -> list[Address]:
+    out = []
+    for addr in addrs:
+        clean = strip_header_unsafe(addr).strip()
+        local, _, domain = clean.rpartition("@")
+        # username/domain rather than addr_spec: an RFC 6532 address with a
+        # non-ASCII local part is valid mail, not a parse error.
+        out.append(Address(username=local, domain=domain) if local else Address(username=clean))
+    return out
+
+
+def _msgid(mid: str) -> str:
+    return f"<{strip_header_unsafe(mid).strip()}>"
+
+
+def build_message(
+    *,
+    config: Config,
+    rendered: Rendered,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    message_id: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    now: datetime,
+    auto: Literal["auto-replied", "auto-generated"] | None,
+    from_name: str | None = None,
+    reply_to: str | None = None,
+    thread_index: str | None = None,
+    thread_topic: str | None = None,
+    ticket_id: int | None = None,
+) -> EmailMessage:
+    """An outgoing mail from the support address, threaded and loop-safe."""
+    utf8 = not all(addr.isascii() for addr in (*to, *cc))
+    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    display = strip_header_unsafe(from_name or config.support.name).strip()
+    local, _, domain = config.support.address.partition("@")
+    msg["From"] = Address(display_name=display, username=local, domain=domain)
+    msg["To"] = _addresses(to)
+    if cc:
+        msg["Cc"] = _addresses(cc)
+    if reply_to:
+        msg["Reply-To"] = _addresses([reply_to])
+    msg["Subject"] = strip_header_unsafe(rendered.subject).strip()
+    msg["Date"] = format_datetime(now.astimezone(UTC))
+    msg["Message-ID"] = _msgid(message_id)
+    if in_reply_to:
+        msg["In-Reply-To"] = _msgid(in_reply_to)
+    refs = [r for r in references if r][-20:]
+    if refs:
+        msg["References"] = " ".join(_msgid(r) for r in refs)
+    if auto is not None:
+        msg["Auto-Submitted"] = auto
+        # Exchange and others honour this instead of RFC 3834.
+        msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Loop"] = config.support.address
+    if thread_index:
+        msg["Thread-Index"] = thread_index
+    if thread_topic:
+        msg["Thread-Topic"] = strip_header_unsafe(thread_topic).strip()
+    if ticket_id is not None:
+        msg["X-Maild-Ticket"] = str(ticket_id)
+    msg.set_content(rendered.text)
+    if rendered.html:
+        msg.add_alternative(rendered.html, subtype="html")
+    return msg

@@ -1,0 +1,190 @@
+"""Shared test fixtures: a configured maild instance in a temp dir, the corpus, mail builders."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maild.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MAILS = FIXTURES / "mails"
+
+
+def corpus_dir() -> Path | None:
+    """The shared corpus (../shared/corpus beside the checkout, or $MAILD_CORPUS)."""
+    env = os.environ.get("MAILD_CORPUS")
+    path = Path(env) if env else REPO.parent / "shared" / "corpus"
+    return path if path.is_dir() else None
+
+
+CONFIG_TEMPLATE = """
+[support]
+address = "support@example.org"
+name = "Example Support"
+tag = "support"
+
+[database]
+url = "sqlite+aiosqlite:///{db}"
+
+[hours]
+timezone = "America/Chicago"
+days = ["mon", "tue", "wed", "thu", "fri"]
+ranges = ["08:00-12:00", "13:00-17:00"]
+
+[tickets]
+ack_rate_per_hour = {ack_rate}
+
+[[stewards]]
+name = "alice"
+display_name = "Alice Liddell"
+addresses = ["alice@example.org"]
+
+[[stewards]]
+name = "bob"
+display_name = "Bob Builder"
+addresses = ["bob@example.org", "bob@home.example"]
+
+[[stewards]]
+name = "carol"
+addresses = ["carol@example.org"]
+
+[roster]
+order = ["alice", "bob", "carol"]
+start = "2026-11-02"
+
+[[communities]]
+name = "pangeo"
+representatives = ["rep@pangeo.example", "rep2@pangeo.example"]
+domains = ["pangeo.example"]
+budget_hours_per_month = 10
+
+[[communities]]
+name = "jupyter"
+representatives = ["lead@jupyter.example"]
+domains = ["jupyter.example"]
+"""
+
+
+@dataclass
+class Result:
+    status: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class Instance:
+    """A maild config + SQLite file in a temp dir, driven through the real CLI."""
+
+    def __init__(self, root: Path, ack_rate: int = 5) -> None:
+        self.root = root
+        self.db = root / "maild.db"
+        self.config = root / "maild.toml"
+        self.config.write_text(CONFIG_TEMPLATE.format(db=self.db, ack_rate=ack_rate))
+        self.mail_dir = root / "mail"
+        self.mail_dir.mkdir()
+        self._n = 0
+
+    def cli(self, *args: str) -> Result:
+        """Run ``maild --config … ARGS`` in this process (same code path as the command)."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(["--config", str(self.config), *args])
+            except SystemExit as exc:  # argparse usage errors
+                status = int(exc.code or 0)
+        return Result(status, out.getvalue(), err.getvalue())
+
+    def ok(self, *args: str) -> Result:
+        result = self.cli(*args)
+        assert result.status == 0, f"maild {' '.join(args)} failed: {result.err}"
+        return result
+
+    def run(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m maild`` as a real subprocess."""
+        return subprocess.run(
+            [sys.executable, "-m", "maild", "--config", str(self.config), *args],
+            input=stdin.decode() if stdin is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.root,
+        )
+
+    def write(self, raw: bytes | EmailMessage, name: str | None = None) -> Path:
+        self._n += 1
+        path = self.mail_dir / (name or f"mail-{self._n}.eml")
+        path.write_bytes(raw if isinstance(raw, bytes) else raw.as_bytes())
+        return path
+
+    def ingest(self, raw: bytes | EmailMessage | Path, *extra: str) -> dict[str, Any]:
+        """Ingest one mail; return its ``ingest --json`` row."""
+        path = raw if isinstance(raw, Path) else self.write(raw)
+        rows = self.ok("ingest", "--json", *extra, str(path)).json()
+        assert len(rows) == 1
+        row: dict[str, Any] = rows[0]
+        return row
+
+    def queue(self, *args: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.ok("queue", "--json", *args).json()
+        return rows
+
+    def show(self, ticket: int) -> dict[str, Any]:
+        detail: dict[str, Any] = self.ok("show", str(ticket), "--json").json()
+        return detail
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Instance:
+    return Instance(tmp_path)
+
+
+def make_mail(
+    *,
+    frm: str = "Rosa Rep <rep@pangeo.example>",
+    to: str = "support@example.org",
+    cc: str | None = None,
+    subject: str = "Hub is down",
+    body: str = "Hello,\n\nthe hub returns 502 since this morning.\n\nRosa\n",
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    date: str = "Wed, 25 Nov 2026 15:00:00 +0000",
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    """A plain mail built with the stdlib, for tests that need a variant of a fixture."""
+    msg = EmailMessage()
+    msg["From"] = frm
+    msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Date"] = date
+    if message_id is not None:
+        msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    return msg
+
+
+__all__ = ["MAILS", "Instance", "Result", "corpus_dir", "format_datetime", "make_mail"]
