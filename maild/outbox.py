@@ -1,0 +1,448 @@
+"""Outgoing mail: durable outbox rows delivered over SMTP, with retry and backoff.
+
+Every mail maild sends is first an :class:`~maild.store.models.Outbox` row,
+committed in the same transaction as the change that caused it. This module
+moves rows from ``queued`` to ``sent`` or ``failed``:
+
+- **sent**: the server accepted the mail for at least one recipient. Recipients
+  it refused are named in ``last_error``; they are not retried, because the
+  row is one message with one envelope.
+- **failed**: a permanent refusal (5xx to every recipient, to MAIL FROM or
+  after DATA), an address that cannot be sent at all, or a temporary failure
+  that lasted longer than ``smtp.retry_for``.
+- **queued** with ``attempts`` + 1 and a later ``next_attempt_at``: a 4xx, a
+  refused/reset/timed-out connection, or a relay that rejects our login (a
+  configuration mistake must not burn the queue; it is logged as an ERROR and
+  the mail fails only after ``retry_for``).
+
+Delivery is at least once. Each row is updated in its own transaction, committed
+right after the server's answer and before the next row is sent, so a crash
+or a failed commit can re-send at most the one mail the server had just
+accepted. SMTP has no way to close that window.
+
+Times are aware UTC datetimes from the injected ``clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import TYPE_CHECKING, Literal
+
+import aiosmtplib
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from maild.store.models import Outbox
+
+if TYPE_CHECKING:
+    from maild.config import SmtpConfig
+
+__all__ = ["BATCH_SIZE", "OutboxSender"]
+
+log = logging.getLogger(__name__)
+
+#: Rows claimed per query; a pass keeps going until no due row is left.
+BATCH_SIZE = 50
+#: The longest run() sleeps without looking at the table: other processes
+#: (``maild outbox --retry``) queue mail without calling wake().
+POLL_INTERVAL = 60.0
+#: Backoff gets up to this fraction added, so rows failed together spread out.
+JITTER = 0.1
+#: 530 to MAIL FROM: the relay wants a login that is not configured.
+AUTH_REQUIRED = 530
+
+_rng = random.SystemRandom()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    kind: Literal["sent", "failed", "retry"]
+    detail: str = ""
+
+
+class _Unusable(Exception):
+    """The relay cannot take any mail this pass; the remaining rows wait too."""
+
+    def __init__(self, detail: str, *, config_problem: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.config_problem = config_problem
+
+
+class OutboxSender:
+    """Delivers due outbox rows through one SMTP relay.
+
+    ``sessions`` makes sessions on the maild database. ``clock`` returns the
+    current aware UTC time. ``timeout`` (seconds) bounds every SMTP step.
+    Temporary failures wait ``min(backoff_cap, backoff_base * 2**(attempts-1))``
+    plus up to 10 % jitter before the next attempt.
+    """
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timeout: float = 30.0,
+        backoff_base: timedelta = timedelta(seconds=30),
+        backoff_cap: timedelta = timedelta(hours=1),
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self._config = config
+        self._sessions = sessions
+        self._clock = clock
+        self._timeout = timeout
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._lock_rows: bool | None = None
+        # SQLite has no row locks: two passes in one process must not overlap.
+        self._pass_lock = asyncio.Lock()
+
+    def wake(self) -> None:
+        """New rows were committed: start a pass now. Call it from the event loop's thread."""
+        self._wake.set()
+
+    async def send_due(self) -> int:
+        """Deliver every queued row whose ``next_attempt_at`` has come, oldest first.
+
+        Uses one SMTP connection for the pass (reconnecting if the server drops
+        it between mails). Returns the number of rows handled, whatever their
+        outcome. Stops after the row in flight when run()'s stop event is set.
+        Raises only on database errors. Concurrent calls run one after the other.
+        """
+        async with self._pass_lock:
+            return await self._pass()
+
+    async def _pass(self) -> int:
+        now = self._clock()
+        handled = 0
+        after = 0
+        smtp: aiosmtplib.SMTP | None = None
+        unusable: _Unusable | None = None
+        try:
+            while not self._stopping():
+                ids = await self._due_ids(now, after)
+                if not ids:
+                    break
+                for row_id in ids:
+                    if self._stopping():
+                        break
+                    after = row_id
+                    async with self._sessions() as session:
+                        row = await self._claim(session, row_id, now)
+                        if row is None:
+                            continue
+                        if unusable is None:
+                            try:
+                                smtp = await self._connection(smtp)
+                                outcome = await self._deliver(smtp, row)
+                            except _Unusable as exc:
+                                unusable = exc
+                                _drop(smtp)
+                                smtp = None
+                                self._report_unusable(exc)
+                                outcome = _Outcome("retry", exc.detail)
+                            except Exception as exc:
+                                # A bug or a surprise from the library: this row
+                                # waits, the next one gets a fresh connection.
+                                log.exception("outbox %d: unexpected error while sending", row.id)
+                                _drop(smtp)
+                                smtp = None
+                                outcome = _Outcome("retry", f"unexpected error: {exc!r}")
+                        else:
+                            outcome = _Outcome("retry", unusable.detail)
+                        self._record(row, outcome)
+                        try:
+                            await session.commit()
+                        except Exception:
+                            if outcome.kind == "sent":
+                                log.error(
+                                    "outbox %d was delivered but recording it failed; "
+                                    "it will be sent again",
+                                    row.id,
+                                )
+                            raise
+                    handled += 1
+        except BaseException:
+            # Cancelled or the database failed: no time for a polite QUIT.
+            _drop(smtp)
+            raise
+        if smtp is not None:
+            await _quit(smtp)
+        return handled
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send due mail until ``stop`` is set.
+
+        After each pass, sleeps until wake(), the earliest ``next_attempt_at``,
+        ``stop`` or the poll interval, whichever comes first. Errors are logged
+        and retried with a growing pause; only cancellation propagates. When
+        ``stop`` is set mid-pass, the mail in flight is finished first.
+        """
+        self._stop = stop
+        errors = 0
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    handled = await self.send_due()
+                    delay = await self._idle_delay(handled)
+                    errors = 0
+                except Exception:
+                    errors += 1
+                    delay = min(60.0, 2.0**errors)
+                    log.exception("outbox pass failed; trying again in %.0f s", delay)
+                await self._sleep(stop, delay)
+        finally:
+            self._stop = None
+
+    # -- the database ------------------------------------------------------------
+
+    async def _due_ids(self, now: datetime, after: int) -> Sequence[int]:
+        query = (
+            select(Outbox.id)
+            .where(Outbox.status == "queued", Outbox.next_attempt_at <= now, Outbox.id > after)
+            .order_by(Outbox.id)
+            .limit(BATCH_SIZE)
+        )
+        async with self._sessions() as session:
+            return (await session.scalars(query)).all()
+
+    async def _claim(self, session: AsyncSession, row_id: int, now: datetime) -> Outbox | None:
+        """The row if it is still due; on PostgreSQL, locked until this session commits.
+
+        The lock is held while the mail is sent, so a second maild on the same
+        database skips the row instead of sending it too. SQLite serialises
+        writers anyway and takes no lock for the read.
+        """
+        query = select(Outbox).where(
+            Outbox.id == row_id, Outbox.status == "queued", Outbox.next_attempt_at <= now
+        )
+        if self._lock_rows is None:
+            self._lock_rows = session.get_bind().dialect.name == "postgresql"
+        if self._lock_rows:
+            query = query.with_for_update(skip_locked=True)
+        return (await session.scalars(query)).one_or_none()
+
+    def _record(self, row: Outbox, outcome: _Outcome) -> None:
+        now = self._clock()
+        row.attempts += 1
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {_message_id(row.raw)})"
+        to = ", ".join(str(r) for r in row.rcpt_tos)
+        if outcome.kind == "sent":
+            row.status = "sent"
+            row.sent_at = now
+            row.last_error = outcome.detail or None
+            if outcome.detail:
+                log.warning("%s sent to %s; %s", who, to, outcome.detail)
+            else:
+                log.info("%s sent to %s", who, to)
+            return
+        if outcome.kind == "retry" and now - row.created_at > self._config.retry_for:
+            outcome = _Outcome(
+                "failed", f"gave up after {_span(self._config.retry_for)}: {outcome.detail}"
+            )
+        row.last_error = outcome.detail
+        if outcome.kind == "failed":
+            row.status = "failed"
+            log.error("%s to %s failed: %s", who, to, outcome.detail)
+            return
+        row.next_attempt_at = now + self._backoff(row.attempts)
+        log.warning(
+            "%s to %s deferred (attempt %d, next at %s): %s",
+            who,
+            to,
+            row.attempts,
+            row.next_attempt_at.isoformat(timespec="seconds"),
+            outcome.detail,
+        )
+
+    def _backoff(self, attempts: int) -> timedelta:
+        base = self._backoff_base.total_seconds()
+        # The exponent is bounded so a long outage cannot overflow the float.
+        delay = base * 2.0 ** min(max(attempts - 1, 0), 40)
+        delay *= 1.0 + _rng.uniform(0.0, JITTER)
+        return timedelta(seconds=min(delay, self._backoff_cap.total_seconds()))
+
+    async def _idle_delay(self, handled: int) -> float:
+        async with self._sessions() as session:
+            earliest = await session.scalar(
+                select(func.min(Outbox.next_attempt_at)).where(Outbox.status == "queued")
+            )
+        if earliest is None:
+            return self._poll_interval
+        delay = (earliest - self._clock()).total_seconds()
+        if delay <= 0 and handled == 0:
+            # Due but not ours to take (locked by another maild): do not spin.
+            return 1.0
+        return max(0.0, min(delay, self._poll_interval))
+
+    # -- the relay -----------------------------------------------------------------
+
+    async def _connection(self, smtp: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP:
+        """``smtp`` if still connected, else a new logged-in connection."""
+        if smtp is not None and smtp.is_connected:
+            return smtp
+        _drop(smtp)
+        cfg = self._config
+        fresh = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            use_tls=cfg.security == "tls",
+            # False, not None: "none" must not upgrade just because the server offers it.
+            start_tls=cfg.security == "starttls",
+            username=cfg.username,
+            password=cfg.password if cfg.username is not None else None,
+            timeout=self._timeout,
+        )
+        where = f"{cfg.host}:{cfg.port}"
+        try:
+            await fresh.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            _drop(fresh)
+            raise _Unusable(
+                f"{where} refused the login as {cfg.username!r}: {exc.code} {exc.message}; "
+                "check smtp.username and smtp.password",
+                config_problem=True,
+            ) from exc
+        except aiosmtplib.SMTPNotSupported as exc:
+            _drop(fresh)
+            raise _Unusable(
+                f"{where}: {exc.message}; check smtp.security", config_problem=True
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            _drop(fresh)
+            raise _Unusable(f"{where} refused the session: {exc.code} {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            _drop(fresh)
+            if _is_tls_problem(exc):
+                raise _Unusable(
+                    f"TLS with {where} failed: {_describe(exc)}; check smtp.security and smtp.port",
+                    config_problem=True,
+                ) from exc
+            raise _Unusable(f"cannot connect to {where}: {_describe(exc)}") from exc
+        return fresh
+
+    async def _deliver(self, smtp: aiosmtplib.SMTP, row: Outbox) -> _Outcome:
+        """One SMTP transaction for ``row``; raises :class:`_Unusable` if the relay is."""
+        recipients = [str(r) for r in row.rcpt_tos]
+        if not recipients:
+            return _Outcome("failed", "no recipients")
+        addresses = [row.mail_from, *recipients]
+        options = [] if all(a.isascii() for a in addresses) else ["SMTPUTF8"]
+        try:
+            refused, _reply = await smtp.sendmail(
+                row.mail_from, recipients, row.raw, mail_options=options
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            permanent = all(r.code >= 500 for r in exc.recipients)
+            return _Outcome("failed" if permanent else "retry", f"recipients refused: {detail}")
+        except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code == AUTH_REQUIRED:
+                raise _Unusable(
+                    f"{self._config.host}:{self._config.port} requires a login: "
+                    f"{exc.code} {exc.message}; set smtp.username and smtp.password",
+                    config_problem=True,
+                ) from exc
+            return _by_code(exc.code, f"sender {exc.sender} refused: {exc.code} {exc.message}")
+        except aiosmtplib.SMTPDataError as exc:
+            return _by_code(exc.code, f"message refused: {exc.code} {exc.message}")
+        except aiosmtplib.SMTPNotSupported as exc:
+            return _Outcome("failed", exc.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            # 421 and friends: this mail waits; a dropped connection is noticed
+            # and reopened before the next one.
+            return _by_code(exc.code, f"{exc.code} {exc.message}")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            # Timeouts and disconnects leave the session in an unknown state.
+            where = f"{self._config.host}:{self._config.port}"
+            raise _Unusable(f"connection to {where} failed: {_describe(exc)}") from exc
+        except ValueError as exc:
+            return _Outcome("failed", f"cannot be sent: {exc}")
+        if refused:
+            detail = "; ".join(f"{addr}: {r.code} {r.message}" for addr, r in refused.items())
+            return _Outcome("sent", f"some recipients refused: {detail}")
+        return _Outcome("sent")
+
+    def _report_unusable(self, exc: _Unusable) -> None:
+        if exc.config_problem:
+            log.error("SMTP configuration problem, outgoing mail stays queued: %s", exc.detail)
+        else:
+            log.warning("SMTP relay unavailable, outgoing mail stays queued: %s", exc.detail)
+
+    # -- run() helpers ---------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
+        if stop.is_set() or self._wake.is_set() or delay <= 0:
+            return
+        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def _by_code(code: int, detail: str) -> _Outcome:
+    return _Outcome("failed" if code >= 500 else "retry", detail)
+
+
+def _is_tls_problem(exc: BaseException) -> bool:
+    """A handshake or certificate failure, or STARTTLS asked of a server without it."""
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return True
+    # aiosmtplib raises a bare SMTPException for a missing STARTTLS extension.
+    return type(exc) is aiosmtplib.SMTPException and "STARTTLS" in str(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).rstrip(".") or type(exc).__name__
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
+def _drop(smtp: aiosmtplib.SMTP | None) -> None:
+    """Close without a goodbye: the session is broken or not worth a QUIT."""
+    if smtp is not None:
+        smtp.close()
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    if not smtp.is_connected:
+        return
+    try:
+        await smtp.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _message_id(raw: bytes) -> str:
+    """The Message-ID for log lines; "no Message-ID" if there is none."""
+    value = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536]).get("Message-ID")
+    return str(value).strip() if value else "no Message-ID"
+
+
+def _span(span: timedelta) -> str:
+    """``2d``, ``1h30m``, ``45s``: the config's own duration syntax."""
+    seconds = int(span.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
