@@ -458,6 +458,61 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator() -> str:
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "operator"
+
+
+def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    actor = _operator()
+    from maild.pipeline import Pipeline
+
+    async def go(sessions: Any) -> Any:
+        try:
+            return await Pipeline(config, sessions).operate(args.id, tags, actor, now, note=note)
+        except LookupError as exc:
+            raise UserError(str(exc)) from exc
+
+    planned, errors = asyncio.run(_with_store(config, go))
+    if errors:
+        for line in errors:
+            print(f"Error: {line}", file=sys.stderr)
+        return 1
+    lines = planned.describe() if planned is not None else []
+    if note:
+        lines.append("note added")
+    print(f"#{args.id}: " + ("; ".join(lines) if lines else "nothing to change"))
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    return _operate(args, " ".join(args.tags))
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    return _operate(args, "[status=resolved]" + (" [silent]" if args.silent else ""))
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    return _operate(args, "[status=closed]" + (" [silent]" if args.silent else ""))
+
+
+def cmd_reopen(args: argparse.Namespace) -> int:
+    return _operate(args, "[status=open]")
+
+
+def cmd_assign(args: argparse.Namespace) -> int:
+    return _operate(args, f"[assign={args.name}]")
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    text = " ".join(args.text).strip()
+    if not text:
+        raise UserError("a note needs text")
+    return _operate(args, "[note]", note=text)
+
+
 # -- parser ------------------------------------------------------------------
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {}
@@ -556,6 +611,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "show", cmd_show, "one ticket with its timeline", "maild show 42 --json")
     p.add_argument("id", type=_ticket_id, metavar="ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    for name, fn, what in (
+        ("resolve", cmd_resolve, "mark a ticket resolved; the requester is told it closes later"),
+        ("close", cmd_close, "close a ticket; the requester gets the closing mail"),
+        ("reopen", cmd_reopen, "reopen a resolved or closed ticket"),
+    ):
+        p = _command(sub, name, fn, what, f"maild {name} 42")
+        p.add_argument("id", type=_ticket_id, metavar="ID")
+        if name != "reopen":
+            p.add_argument("--silent", action="store_true", help="tell the requester nothing")
+        p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(
+        sub,
+        "assign",
+        cmd_assign,
+        "assign a ticket to a steward (none clears)",
+        "maild assign 42 alice\nmaild assign 42 none",
+    )
+    p.add_argument("id", type=_ticket_id, metavar="ID")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(
+        sub,
+        "note",
+        cmd_note,
+        "add an internal note (never sent to the requester)",
+        "maild note 42 'called them, waiting for logs'",
+    )
+    p.add_argument("id", type=_ticket_id, metavar="ID")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(
+        sub,
+        "tag",
+        cmd_tag,
+        "apply subject-tag commands to a ticket, as a steward's mail would",
+        "maild tag 42 '[type=incident] [ic=alice] [priority=urgent]'",
+    )
+    p.add_argument("id", type=_ticket_id, metavar="ID")
+    p.add_argument("tags", nargs="+", metavar="TAGS")
     p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
 
     p = _command(

@@ -20,8 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from maild.classify import Classification, classify
-from maild.config import Config
+from maild.classify import Classification, classify, sender_authenticated
+from maild.commands import Change, Plan, apply, plan
+from maild.config import Config, Steward
 from maild.conversation import (
     Candidates,
     Decision,
@@ -31,6 +32,7 @@ from maild.conversation import (
     thread_root,
 )
 from maild.inbound import InboundMail, ParseError, parse_mail
+from maild.lifecycle import is_confirmation
 from maild.render import (
     Renderer,
     build_message,
@@ -41,6 +43,7 @@ from maild.render import (
 from maild.roster import on_duty
 from maild.store.models import Attachment, Event, Message, Outbox, Participant, Quarantine, Ticket
 from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
+from maild.tags import ACCEPTED, ParsedSubject, parse_subject
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -76,6 +79,8 @@ class Outcome:
     decision: Decision | None = None
     sends: list[PlannedMail] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    command_errors: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +90,43 @@ class Outcome:
             "action": self.action,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _StewardMail:
+    """A steward's mail: its parsed tags and whether the sender is vouched for."""
+
+    steward: Steward
+    parsed: ParsedSubject
+    authenticated: bool
+    findings: tuple[str, ...]
+
+    @property
+    def is_note(self) -> bool:
+        return not self.authenticated or bool(self.parsed.errors) or self.parsed.has("note")
+
+    @classmethod
+    def read(
+        cls,
+        config: Config,
+        mail: InboundMail,
+        classification: Classification,
+        ticket: Ticket | None,
+    ) -> _StewardMail | None:
+        steward = classification.steward
+        if steward is None or classification.automated:
+            return None
+        authenticated: bool = True
+        findings: tuple[str, ...] = ()
+        if config.commands.require_authenticated:
+            authenticated, findings = sender_authenticated(mail, config.commands.authserv_id)
+        parsed = parse_subject(
+            mail.subject,
+            stewards=[s.name for s in config.stewards],
+            communities=[c.name for c in config.communities],
+            ticket_subject=ticket.subject if ticket is not None else "",
+        )
+        return cls(steward, parsed, authenticated, findings)
 
 
 class _DryRun(Exception):
@@ -207,24 +249,29 @@ class Pipeline:
 
         candidates = await self._candidates(session, mail, now)
         decision = decide(mail, cls, candidates, self.config, now)
-        if decision.ticket_id is None:
-            ticket = await self._create(session, mail, cls, decision, now)
+        existing_ticket: Ticket | None = None
+        if decision.ticket_id is not None:
+            existing_ticket = await session.get(Ticket, decision.ticket_id)
+            if existing_ticket is None:  # the candidate look-up just returned it
+                raise LookupError(f"ticket #{decision.ticket_id} vanished")
+
+        steward = _StewardMail.read(self.config, mail, cls, existing_ticket)
+        if existing_ticket is None:
+            ticket = await self._create(session, mail, cls, decision, now, steward)
             action: Action = "created"
         else:
-            found = await session.get(Ticket, decision.ticket_id)
-            if found is None:  # the candidate look-up just returned it
-                raise LookupError(f"ticket #{decision.ticket_id} vanished")
-            ticket = found
+            ticket = existing_ticket
             action = "appended"
 
         message = await self._store_message(session, ticket, mail, raw, cls, now, too_large)
+        message.is_note = steward is not None and steward.is_note
         await session.flush()
         session.add(
             Event(
                 ticket_id=ticket.id,
                 at=now,
-                kind="received",
-                actor=mail.from_addr or "",
+                kind="note" if message.is_note else "received",
+                actor=cls.steward.name if cls.steward else (mail.from_addr or ""),
                 message_pk=message.id,
                 text=decision.reason,
             )
@@ -232,6 +279,9 @@ class Pipeline:
         outcome = Outcome(
             source, mail.message_id, ticket.id, action, decision.reason, cls, decision
         )
+        if steward is not None:
+            outcome.commands = [c.source for c in steward.parsed.commands]
+            outcome.command_errors = [f"{e.tag}: {e.message}" for e in steward.parsed.errors]
         if decision.follow_up_of is not None:
             session.add_all(
                 [
@@ -265,11 +315,22 @@ class Pipeline:
                 )
             )
 
-        if action == "appended" and cls.role != "steward":
-            self._requester_activity(session, ticket, mail, cls, now)
-        await self._notify(
-            session, ticket, mail, message, cls, action, outcome, now, len(raw) if too_large else 0
-        )
+        if steward is not None:
+            await self._steward_mail(session, ticket, mail, message, steward, outcome, now)
+        else:
+            if action == "appended":
+                await self._requester_activity(session, ticket, mail, message, cls, outcome, now)
+            await self._notify(
+                session,
+                ticket,
+                mail,
+                message,
+                cls,
+                action,
+                outcome,
+                now,
+                len(raw) if too_large else 0,
+            )
         ticket.updated_at = now
         ticket.last_activity_at = now
         return outcome
@@ -399,17 +460,27 @@ class Pipeline:
         cls: Classification,
         decision: Decision,
         now: datetime,
+        steward: _StewardMail | None = None,
     ) -> Ticket:
         tag = self.config.support.tag
-        subject = clean_subject(mail.subject, tag) or "(no subject)"
+        raw_subject = mail.subject
         requester = mail.from_addr or ""
+        community = cls.community
+        if steward is not None:
+            # a steward's tags are not part of the ticket's subject
+            raw_subject = steward.parsed.subject
+            on_behalf = steward.parsed.get("requester")
+            if on_behalf and on_behalf.value and not steward.is_note:
+                requester = on_behalf.value
+                community = self.config.community_for(requester)
+        subject = clean_subject(raw_subject, tag) or "(no subject)"
         cc = self._thread_addresses(mail, requester)
         ticket = Ticket(
             subject=subject,
-            subject_key=normalize_for_match(mail.subject, tag)[:_SUBJECT_KEY_MAX],
+            subject_key=normalize_for_match(raw_subject, tag)[:_SUBJECT_KEY_MAX],
             status="new",
             priority="normal",
-            community=cls.community.name if cls.community else None,
+            community=community.name if community else None,
             requester=requester,
             cc=cc,
             links=[],
@@ -477,17 +548,20 @@ class Pipeline:
             )
         return message
 
-    def _requester_activity(
+    async def _requester_activity(
         self,
         session: AsyncSession,
         ticket: Ticket,
         mail: InboundMail,
+        message: Message,
         cls: Classification,
+        outcome: Outcome,
         now: datetime,
     ) -> None:
-        """A mail from the requester's side: new cc people, and waiting/resolved reopen."""
+        """A mail from the requester's side: new cc people, and the status it implies."""
         if cls.automated:
             return
+        actor = mail.from_addr or ""
         ticket.last_requester_at = now
         known = {ticket.requester, *ticket.cc}
         new_cc = [a for a in self._thread_addresses(mail, ticket.requester) if a not in known]
@@ -498,11 +572,40 @@ class Pipeline:
             ticket.cc = old + new_cc
             for addr in new_cc:
                 session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
-            self._change(session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), mail, now)
-        if ticket.status in ("waiting", "resolved"):
-            self._change(session, ticket, "status", ticket.status, "open", mail, now)
-            ticket.status = "open"
-            ticket.resolved_at = None
+            self._change(session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), actor, now)
+        if ticket.status == "resolved" and (
+            self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
+        ):
+            self._set(session, ticket, [Change("status", "resolved", "closed")], actor, now)
+            outcome.reason += "; the requester confirmed the fix, so the ticket is closed"
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "closed",
+                    self._context(ticket, mail, {"reason": "you confirmed the fix"}),
+                    to=[ticket.requester],
+                    cc=ticket.cc,
+                    reply_to_mail=message,
+                    automatic="auto-replied",
+                    now=now,
+                )
+            )
+        elif ticket.status in ("waiting", "resolved"):
+            self._set(session, ticket, [Change("status", ticket.status, "open")], actor, now)
+
+    def _set(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        changes: Sequence[Change],
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """Apply field changes and record each on the timeline."""
+        for change in changes:
+            self._change(session, ticket, change.field, change.old, change.new, actor, now)
+        apply(ticket, changes, now)
 
     def _change(
         self,
@@ -511,7 +614,7 @@ class Pipeline:
         name: str,
         old: str | None,
         new: str | None,
-        mail: InboundMail | None,
+        actor: str,
         now: datetime,
     ) -> None:
         session.add(
@@ -519,7 +622,7 @@ class Pipeline:
                 ticket_id=ticket.id,
                 at=now,
                 kind="change",
-                actor=(mail.from_addr or "") if mail else "maild",
+                actor=actor,
                 field=name,
                 old=old,
                 new=new,
@@ -597,6 +700,7 @@ class Pipeline:
         *,
         to: Sequence[str],
         cc: Sequence[str] = (),
+        bcc: Sequence[str] = (),
         reply_to_mail: Message | None,
         automatic: Literal["auto-replied", "auto-generated"] | None,
         now: datetime,
@@ -654,7 +758,8 @@ class Pipeline:
         )
         session.add(out)
         await session.flush()
-        recipients = list(dict.fromkeys([*to, *cc]))
+        # Bcc exists only in the envelope: the message headers never name them.
+        recipients = list(dict.fromkeys([*to, *cc, *bcc]))
         session.add(
             Outbox(
                 ticket_id=ticket.id,
@@ -807,3 +912,273 @@ class Pipeline:
                         reply_to=support,
                     )
                 )
+
+    # -- stewards ------------------------------------------------------------------
+
+    async def _last_requester_message(
+        self, session: AsyncSession, ticket: Ticket
+    ) -> Message | None:
+        """The requester side's latest mail: what a relay is threaded under."""
+        people = [a for a in (ticket.requester, *ticket.cc) if a]
+        return await session.scalar(
+            select(Message)
+            .where(
+                Message.ticket_id == ticket.id,
+                Message.direction == "in",
+                Message.from_addr.in_(people),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+    def _other_stewards(self, steward: Steward | None, now: datetime) -> list[str]:
+        names = [n for n in on_duty(self.config, now) if steward is None or n != steward.name]
+        return self._steward_addresses(names)
+
+    async def _steward_mail(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        message: Message,
+        sm: _StewardMail,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        """A steward wrote: check, apply the tags, relay, answer errors."""
+        ctx = self._context(ticket, mail)
+        sender = mail.from_addr or sm.steward.addresses[0]
+        if not sm.authenticated:
+            outcome.reason += "; the sender is not authenticated: kept as a note, commands ignored"
+            warned = self._steward_addresses(on_duty(self.config, now)) or list(
+                sm.steward.addresses[:1]
+            )
+            ctx.update(steward=sm.steward.name, findings=list(sm.findings))
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "spoof_warning",
+                    ctx,
+                    to=warned,
+                    reply_to_mail=message,
+                    automatic="auto-generated",
+                    now=now,
+                )  # fmt: skip
+            )
+            return
+        if sm.parsed.errors:
+            outcome.reason += "; bad tags: nothing applied, kept as a note"
+            ctx.update(errors=sm.parsed.errors, accepted=list(ACCEPTED.values()))
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "command_error",
+                    ctx,
+                    to=[sender],
+                    reply_to_mail=message,
+                    automatic="auto-replied",
+                    now=now,
+                )  # fmt: skip
+            )
+            return
+        planned = plan(ticket, sm.parsed, sm.steward.name, self.config)
+        await self._carry_out(
+            session, ticket, planned, sm.steward.name, sm.steward, now, outcome,
+            reply=(mail, message, sm.parsed.subject),
+        )  # fmt: skip
+        if self.config.commands.receipts == "always" and planned.changes:
+            ctx.update(changes=planned.describe())
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "receipt",
+                    ctx,
+                    to=[sender],
+                    reply_to_mail=message,
+                    automatic="auto-replied",
+                    now=now,
+                )  # fmt: skip
+            )
+
+    async def _carry_out(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        planned: Plan,
+        actor: str,
+        steward: Steward | None,
+        now: datetime,
+        outcome: Outcome,
+        *,
+        reply: tuple[InboundMail, Message, str] | None = None,
+    ) -> None:
+        """Apply a plan and send what it calls for: the relay, the resolution, the closing."""
+        before = ticket.status
+        self._set(session, ticket, planned.changes, actor, now)
+        if planned.note:
+            return
+        requester_is_steward = self.config.steward_by_address(ticket.requester) is not None
+        relay = reply is not None and not planned.silent and not requester_is_steward
+        if relay and reply is not None:
+            mail, message, steward_subject = reply
+            if planned.status is None and ticket.status == "new":
+                self._set(session, ticket, [Change("status", "new", "open")], actor, now)
+            if ticket.first_response_at is None:
+                ticket.first_response_at = now
+            ticket.last_update_at = now
+            parent = await self._last_requester_message(session, ticket) or message
+            body = mail.new_text.strip()
+            if mail.signature.strip():
+                body += "\n\n-- \n" + mail.signature.strip()
+            tag = f"[{self.config.support.tag} #{ticket.id}]"
+            subject = _relay_subject(steward_subject, ticket, tag, self.config.support.tag)
+            ctx = self._context(
+                ticket,
+                mail,
+                {
+                    "subject": subject,
+                    "body": body,
+                    "resolved": ticket.status == "resolved" and before != "resolved",
+                    "closed": ticket.status == "closed" and before != "closed",
+                    "auto_close_hours": _hours(self.config.tickets.auto_close_after),
+                },
+            )
+            display = steward.display_name if steward else actor
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "relay",
+                    ctx,
+                    to=[ticket.requester],
+                    cc=list(ticket.cc),
+                    bcc=self._other_stewards(steward, now),
+                    reply_to_mail=parent,
+                    automatic=None,
+                    now=now,
+                    from_name=f"{display} (Support)",
+                )
+            )
+            return
+        if planned.silent or requester_is_steward or not ticket.requester:
+            return
+        # no relay (an operator's command): the requester still hears of the outcome
+        if ticket.status == "closed" and before != "closed":
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "closed",
+                    self._context_bare(ticket, {"reason": None}),
+                    to=[ticket.requester],
+                    cc=list(ticket.cc),
+                    reply_to_mail=await self._last_requester_message(session, ticket),
+                    automatic="auto-generated",
+                    now=now,
+                )  # fmt: skip
+            )
+        elif ticket.status == "resolved" and before != "resolved":
+            tag = f"[{self.config.support.tag} #{ticket.id}]"
+            ctx = self._context_bare(
+                ticket,
+                {
+                    "subject": f"{tag} {ticket.subject}",
+                    "body": "",
+                    "resolved": True,
+                    "closed": False,
+                    "auto_close_hours": _hours(self.config.tickets.auto_close_after),
+                },
+            )
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "relay",
+                    ctx,
+                    to=[ticket.requester],
+                    cc=list(ticket.cc),
+                    reply_to_mail=await self._last_requester_message(session, ticket),
+                    automatic="auto-generated",
+                    now=now,
+                )  # fmt: skip
+            )
+
+    def _context_bare(self, ticket: Ticket, extra: dict[str, Any]) -> dict[str, Any]:
+        """Template context for mail not caused by an inbound message."""
+        support = self.config.support
+        ctx: dict[str, Any] = {
+            "support": {"name": support.name, "address": support.address, "tag": support.tag},
+            "tag": f"[{support.tag} #{ticket.id}]",
+            "ticket": {
+                "id": ticket.id,
+                "subject": ticket.subject,
+                "status": ticket.status,
+                "type": ticket.type,
+                "priority": ticket.priority,
+                "community": ticket.community,
+                "requester": ticket.requester,
+                "cc": list(ticket.cc),
+                "assignee": ticket.assignee,
+                "incident_commander": ticket.incident_commander,
+                "follow_up_of": ticket.follow_up_of,
+            },
+            "quoted_tag": None,
+        }
+        ctx.update(extra)
+        return ctx
+
+    # -- the operator's commands -------------------------------------------------------
+
+    async def operate(
+        self,
+        ticket_id: int,
+        tags: str,
+        actor: str,
+        now: datetime,
+        *,
+        note: str | None = None,
+    ) -> tuple[Plan | None, list[str]]:
+        """Apply ``tags`` (subject-tag syntax) to a ticket as the operator ``actor``.
+
+        The same grammar, validation and effects as a steward's mail, without a
+        relay. Returns (the plan applied, []) or (None, one line per bad tag).
+        Raises LookupError if there is no such ticket.
+        """
+        async with self.sessions() as session, session.begin():
+            ticket = await session.get(Ticket, ticket_id)
+            if ticket is None:
+                raise LookupError(f"no ticket #{ticket_id}")
+            parsed = parse_subject(
+                tags,
+                stewards=[s.name for s in self.config.stewards],
+                communities=[c.name for c in self.config.communities],
+            )
+            errors = [f"{e.tag}: {e.message}" for e in parsed.errors]
+            if parsed.subject.strip():
+                errors.append(f"not a tag: {parsed.subject.strip()!r}")
+            if errors:
+                return None, errors
+            steward = self.config.steward_by_name(actor)
+            planned = plan(ticket, parsed, steward.name if steward else actor, self.config)
+            if note:
+                session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor=actor, text=note))
+            outcome = Outcome(f"operator:{actor}", None, ticket.id, "appended", "operator command")
+            await self._carry_out(session, ticket, planned, actor, steward, now, outcome)
+            ticket.updated_at = now
+            return planned, []
+
+
+def _hours(delta: timedelta) -> int:
+    return round(delta.total_seconds() / 3600)
+
+
+def _relay_subject(subject: str, ticket: Ticket, tag: str, tag_name: str) -> str:
+    """The steward's subject (command tags already removed), carrying the ticket tag."""
+    subject = " ".join(subject.split())
+    if ticket.id in find_ticket_refs(subject, tag_name):
+        return subject
+    cleaned = clean_subject(subject, tag_name) or ticket.subject
+    return f"Re: {tag} {cleaned}"

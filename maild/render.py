@@ -47,7 +47,13 @@ __all__ = [
 TEMPLATE_NAMES = (
     "ack",
     "steward_new",
+    "relay",
     "requester_reply",
+    "resolved_footer",
+    "closed",
+    "command_error",
+    "receipt",
+    "spoof_warning",
     "too_large",
 )
 
@@ -96,7 +102,8 @@ class Renderer:
             ctx = template.new_context(dict(context))
             blocks = template.blocks
             subject = "".join(blocks["subject"](ctx)) if "subject" in blocks else ""
-            text = "".join(blocks["text"](ctx)) if "text" in blocks else ""
+            # a template without blocks (resolved_footer) is all text
+            text = "".join(blocks["text"](ctx)) if "text" in blocks else template.render(ctx)
             html = "".join(blocks["html"](ctx)) if "html" in blocks else None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {name!r}: {exc}") from exc

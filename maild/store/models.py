@@ -37,6 +37,7 @@ __all__ = [
     "Outbox",
     "Participant",
     "Quarantine",
+    "Reminder",
     "Ticket",
     "UTCDateTime",
 ]
@@ -103,14 +104,27 @@ class Ticket(Base):
     thread_root: Mapped[str | None] = mapped_column(String(64), default=None)
     follow_up_of: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), default=None)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
+    # the SLA target shown in `maild queue`: kind (triage, first_response) and due time
     next_due_kind: Mapped[str | None] = mapped_column(String(32), default=None)
     next_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    triage_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    response_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    # incidents: per-ticket cadence override, last public update, next update due
+    update_every_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_update_at: Mapped[datetime | None] = mapped_column(default=None)
+    next_update_at: Mapped[datetime | None] = mapped_column(default=None)
+    # resolved tickets: when the auto-close happens unless the requester writes
+    close_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the earliest instant the scheduler has something to do for this ticket;
+    # one indexed column lets a pass ask only for what is due
+    next_action_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
         Index("ix_tickets_status_updated", "status", "updated_at"),
         Index("ix_tickets_subject_key", "subject_key"),
         Index("ix_tickets_thread_root", "thread_root"),
         Index("ix_tickets_next_due_at", "next_due_at"),
+        Index("ix_tickets_next_action_at", "next_action_at"),
         Index("ix_tickets_requester", "requester"),
     )
 
@@ -237,6 +251,19 @@ class Quarantine(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_quarantine_message_id", "message_id"),)
+
+
+class Reminder(Base):
+    """A reminder or nudge already sent: (ticket, what, stage) never goes twice."""
+
+    __tablename__ = "reminders"
+
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]
 
 
 class ImapState(Base):

@@ -159,11 +159,11 @@ async def ticket_detail(
             if msg.direction == "out":
                 item["template"] = msg.template
                 item["delivery"] = delivery.get(msg.id, "queued")
-            if ev.text and ev.kind == "received":
+            if ev.text and ev.kind in ("received", "note"):
                 item["threading"] = ev.text
         elif ev.kind == "change":
             item.update({"field": ev.field, "old": ev.old, "new": ev.new})
-        if ev.kind == "note":
+        if ev.kind == "note" and msg is None:
             item["text"] = ev.text or ""
         timeline.append(item)
     out["timeline"] = timeline

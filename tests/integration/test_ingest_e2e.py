@@ -250,7 +250,11 @@ def test_auto_reply_is_stored_but_never_answered(instance: Instance) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Precedence": "bulk"}, {"List-Id": "<dev.lists.example>"}, {"Auto-Submitted": "auto-generated"}],
+    [
+        {"Precedence": "bulk"},
+        {"List-Id": "<dev.lists.example>"},
+        {"Auto-Submitted": "auto-generated"},
+    ],
 )
 def test_no_ack_to_bulk_list_or_generated_mail(instance: Instance, headers: dict[str, str]) -> None:
     row = instance.ingest(make_mail(message_id="<bulk@pangeo.example>", headers=headers))
@@ -333,7 +337,9 @@ def test_requester_reply_reopens_waiting(instance: Instance) -> None:
     open_request(instance)
     sql(instance, "update tickets set status = 'waiting' where id = 1")
     instance.ingest(
-        make_mail(subject="Re: Hub is down", message_id="<w@pangeo.example>", in_reply_to=REQUEST_ID)
+        make_mail(
+            subject="Re: Hub is down", message_id="<w@pangeo.example>", in_reply_to=REQUEST_ID
+        )
     )
     detail = instance.show(1)
     assert detail["status"] == "open"
@@ -353,8 +359,7 @@ def test_encoded_non_ascii_subject_and_name(instance: Instance) -> None:
         b"Subject: =?UTF-8?Q?=C4=8Cesk=C3=BD_test_=E2=80=93_hub?=\r\n"
         b"Message-ID: <cz@jupyter.example>\r\n"
         b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Transfer-Encoding: 8bit\r\n\r\n"
-        + "Příliš žluťoučký kůň.\r\n".encode()
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "Příliš žluťoučký kůň.\r\n".encode()
     )
     row = instance.ingest(raw)
     [ticket] = instance.queue()
@@ -452,7 +457,9 @@ def test_mbox_and_dry_run(instance: Instance) -> None:
 def test_explain_changes_nothing_and_says_why(instance: Instance) -> None:
     open_request(instance)
     path = instance.write(
-        make_mail(subject="Re: Hub is down", message_id="<x@pangeo.example>", in_reply_to=REQUEST_ID)
+        make_mail(
+            subject="Re: Hub is down", message_id="<x@pangeo.example>", in_reply_to=REQUEST_ID
+        )
     )
     before = (instance.show(1), outbox(instance))
     out = instance.ok("explain", str(path)).out

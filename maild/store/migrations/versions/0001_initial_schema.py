@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 14:40:12.869533
+Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -69,12 +69,20 @@ def upgrade() -> None:
         sa.Column("message_count", sa.Integer(), nullable=False),
         sa.Column("next_due_kind", sa.String(length=32), nullable=True),
         sa.Column("next_due_at", maild.store.models.UTCDateTime(), nullable=True),
+        sa.Column("triage_due_at", maild.store.models.UTCDateTime(), nullable=True),
+        sa.Column("response_due_at", maild.store.models.UTCDateTime(), nullable=True),
+        sa.Column("update_every_minutes", sa.Integer(), nullable=True),
+        sa.Column("last_update_at", maild.store.models.UTCDateTime(), nullable=True),
+        sa.Column("next_update_at", maild.store.models.UTCDateTime(), nullable=True),
+        sa.Column("close_due_at", maild.store.models.UTCDateTime(), nullable=True),
+        sa.Column("next_action_at", maild.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["follow_up_of"], ["tickets.id"], name=op.f("fk_tickets_follow_up_of_tickets")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tickets")),
     )
     with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.create_index("ix_tickets_next_action_at", ["next_action_at"], unique=False)
         batch_op.create_index("ix_tickets_next_due_at", ["next_due_at"], unique=False)
         batch_op.create_index("ix_tickets_requester", ["requester"], unique=False)
         batch_op.create_index("ix_tickets_status_updated", ["status", "updated_at"], unique=False)
@@ -130,6 +138,20 @@ def upgrade() -> None:
     with op.batch_alter_table("participants", schema=None) as batch_op:
         batch_op.create_index("ix_participants_address", ["address"], unique=False)
 
+    op.create_table(
+        "reminders",
+        sa.Column("ticket_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("stage", sa.String(length=64), nullable=False),
+        sa.Column("at", maild.store.models.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"],
+            ["tickets.id"],
+            name=op.f("fk_reminders_ticket_id_tickets"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("ticket_id", "kind", "stage", name=op.f("pk_reminders")),
+    )
     op.create_table(
         "attachments",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -223,6 +245,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_attachments_message_pk")
 
     op.drop_table("attachments")
+    op.drop_table("reminders")
     with op.batch_alter_table("participants", schema=None) as batch_op:
         batch_op.drop_index("ix_participants_address")
 
@@ -237,6 +260,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tickets_status_updated")
         batch_op.drop_index("ix_tickets_requester")
         batch_op.drop_index("ix_tickets_next_due_at")
+        batch_op.drop_index("ix_tickets_next_action_at")
 
     op.drop_table("tickets")
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
