@@ -458,6 +458,102 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    path = config_path_from(args.config)
+    config = _load(args)
+    from maild.daemon import run_daemon
+    from maild.store.db import SchemaError
+
+    try:
+        return run_daemon(config, path)
+    except SchemaError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.pipeline import Pipeline
+    from maild.scheduler import PassResult, Scheduler
+
+    async def go(sessions: Any) -> PassResult:
+        pipeline = Pipeline(config, sessions)
+        return await Scheduler(config, sessions, pipeline).run_pass(now)
+
+    result = asyncio.run(_with_store(config, go))
+    if args.json:
+        _print_json({"at": now.isoformat(), "sent": result.sent, "actions": result.actions})
+        return 0
+    for line in result.actions:
+        print(line)
+    print(f"{len(result.actions)} actions, {result.sent} mails queued as of {now.isoformat()}")
+    return 0
+
+
+def cmd_roster(args: argparse.Namespace) -> int:
+    config = _load(args)
+    value = getattr(args, "at", None)
+    at = parse_instant(value, config.hours.timezone) if value else datetime.now(UTC)
+    from maild.roster import duty_at
+
+    duty = duty_at(config, at)
+    data = {
+        "at": at.isoformat(),
+        "on_duty": list(duty.on_duty),
+        "next_change": (
+            {"at": duty.next_change.astimezone(UTC).isoformat(), "on_duty": list(duty.next_on_duty)}
+            if duty.next_change is not None
+            else None
+        ),
+    }
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"on duty: {', '.join(duty.on_duty) or 'nobody'}")
+    if duty.next_change is not None:
+        local = duty.next_change.astimezone(ZoneInfo(config.hours.timezone))
+        print(f"next change: {local:%a %Y-%m-%d %H:%M %Z} -> {', '.join(duty.next_on_duty)}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    since = parse_instant(args.since, config.hours.timezone) if args.since else None
+    from maild.store.reports import stats
+
+    async def go(sessions: Any) -> dict[str, Any]:
+        async with sessions() as session:
+            data: dict[str, Any] = await stats(
+                session, config, now, since=since, older_than_days=args.older_than
+            )
+            return data
+
+    data = asyncio.run(_with_store(config, go))
+    if args.json:
+        _print_json(data)
+        return 0
+    print(
+        f"since {data['since'][:10]}: {data['opened_this_week']} opened, "
+        f"{data['closed_this_week']} closed"
+    )
+    print(f"all time: {data['opened_total']} opened, {data['closed_total']} closed")
+    mean, median = data["mean_hours_to_resolution"], data["median_hours_to_resolution"]
+    if mean is not None:
+        print(f"time to resolution: mean {mean} h, median {median} h (working hours)")
+    print(
+        f"open tickets older than {args.older_than} days: "
+        + (", ".join(f"#{a['id']} ({a['age_days']} d)" for a in data["aged"]) or "none")
+    )
+    breaches = data["sla_breaches"]
+    print("SLA breaches: " + (", ".join(f"{k} {v}" for k, v in breaches.items()) or "none"))
+    for row in data["budget"]:
+        budget = row["budget_hours"]
+        left = f", {budget - row['used_hours']:.1f} h left" if budget is not None else ""
+        print(f"budget {row['community']}: {row['used_hours']} h of {budget or '-'} h{left}")
+    return 0
+
+
 def _operator() -> str:
     return os.environ.get("USER") or os.environ.get("LOGNAME") or "operator"
 
@@ -548,6 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _command(
+        sub,
+        "run",
+        cmd_run,
+        "the daemon: IMAP/LMTP ingestion, the outbox sender and the scheduler, until SIGTERM",
+        "maild --config /etc/maild/maild.toml run",
+    )
 
     _command(
         sub,
@@ -655,6 +759,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id", type=_ticket_id, metavar="ID")
     p.add_argument("tags", nargs="+", metavar="TAGS")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(
+        sub,
+        "tick",
+        cmd_tick,
+        "run one scheduler pass (auto-close, incident updates, reminders) now or as of --now",
+        "maild tick\nmaild tick --now 2026-12-01T09:00:00-06:00",
+    )
+    p.add_argument("--now", metavar="ISO8601", help="the pass's idea of now (any offset)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = _command(
+        sub,
+        "roster",
+        cmd_roster,
+        "stewards on duty now (or at --at) and the next change",
+        "maild roster\nmaild roster --at 2026-12-24 --json",
+    )
+    p.add_argument("--at", metavar="DATE", help="ISO date or time; a bare date is local midnight")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = _command(
+        sub,
+        "stats",
+        cmd_stats,
+        "the weekly report: opened/closed, time to resolution, aged tickets, SLA, budgets",
+        "maild stats\nmaild stats --since 2026-11-01 --json",
+    )
+    p.add_argument("--since", metavar="DATE", help="period start (default: this week's Monday)")
+    p.add_argument(
+        "--older-than",
+        type=int,
+        default=14,
+        metavar="DAYS",
+        help="list open tickets older than this (default 14)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
 
     p = _command(

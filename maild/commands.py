@@ -129,6 +129,9 @@ def apply(ticket: Ticket, changes: Sequence[Change], now: datetime) -> None:
             setattr(ticket, change.field, change.new)
         if change.field == "type" and change.new and ticket.triaged_at is None:
             ticket.triaged_at = now
+        if change.field == "type" and change.new == "incident" and change.old != "incident":
+            # the incident's update cadence counts from when it became one
+            ticket.last_update_at = now
         if change.field == "status":
             if change.new == "resolved":
                 ticket.resolved_at = now

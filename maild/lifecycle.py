@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-__all__ = ["STATUSES", "is_confirmation"]
+from maild.config import Config
+from maild.workhours import Calendar
+
+__all__ = ["STATUSES", "Clocked", "Dues", "Reminder", "compute_dues", "is_confirmation"]
 
 STATUSES = ("new", "open", "waiting", "resolved", "closed")
 
@@ -76,3 +81,115 @@ def is_confirmation(new_text: str) -> bool:
     if _NEGATIVE.search(text):
         return False
     return bool(_POSITIVE.search(text))
+
+
+# -- the clock: when each promise falls due ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clocked:
+    """The ticket fields the clock reads (all datetimes aware)."""
+
+    status: str
+    type: str | None
+    created_at: datetime
+    triaged_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    update_every_minutes: int | None
+    last_update_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """A reminder the scheduler owes: ``kind`` (triage, first_response, nudge) and stage."""
+
+    kind: str
+    stage: str  # warn | breach | an ISO time for nudges
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dues:
+    """Every due time of one ticket, and the earliest instant with work for the scheduler."""
+
+    triage_due_at: datetime | None
+    response_due_at: datetime | None
+    close_due_at: datetime | None
+    next_update_at: datetime | None
+    next_due_kind: str | None
+    next_due_at: datetime | None
+    reminders: tuple[Reminder, ...]
+    next_action_at: datetime | None
+
+
+def _sla_due(
+    calendar: Calendar, start: datetime, target: timedelta | None, clock: str, fraction: float
+) -> tuple[datetime, datetime] | None:
+    if target is None:
+        return None
+    if clock == "wall":
+        return start + target * fraction, start + target
+    return calendar.add(start, target * fraction), calendar.add(start, target)
+
+
+def compute_dues(
+    t: Clocked,
+    config: Config,
+    calendar: Calendar,
+    sent: frozenset[tuple[str, str]] = frozenset(),
+) -> Dues:
+    """All due times of ``t``; ``sent`` holds the (kind, stage) reminders already sent."""
+    active = t.status not in ("resolved", "closed")
+    target = config.sla.target_for(t.type)
+    warn_at = config.sla.warn_at
+    reminders: list[Reminder] = []
+    triage_due = response_due = None
+    open_targets: list[tuple[datetime, str]] = []
+    if active and t.triaged_at is None:
+        dues = _sla_due(calendar, t.created_at, target.triage, target.clock, warn_at)
+        if dues is not None:
+            warn, triage_due = dues
+            open_targets.append((triage_due, "triage"))
+            reminders += [
+                Reminder("triage", "warn", warn),
+                Reminder("triage", "breach", triage_due),
+            ]
+    if active and t.first_response_at is None:
+        dues = _sla_due(calendar, t.created_at, target.first_response, target.clock, warn_at)
+        if dues is not None:
+            warn, response_due = dues
+            open_targets.append((response_due, "first_response"))
+            reminders += [
+                Reminder("first_response", "warn", warn),
+                Reminder("first_response", "breach", response_due),
+            ]
+    next_update = None
+    if active and t.type == "incident":
+        every = (
+            timedelta(minutes=t.update_every_minutes)
+            if t.update_every_minutes
+            else config.incidents.update_every
+        )
+        base = t.last_update_at or t.triaged_at or t.created_at
+        next_update = base + every
+        nudge = config.incidents.nudge_before
+        if nudge > timedelta(0):
+            reminders.append(Reminder("nudge", next_update.isoformat(), next_update - nudge))
+    close_due = None
+    if t.status == "resolved" and t.resolved_at is not None:
+        close_due = calendar.add(t.resolved_at, config.tickets.auto_close_after)
+    owed = tuple(r for r in reminders if (r.kind, r.stage) not in sent)
+    candidates = [r.at for r in owed]
+    candidates += [d for d in (next_update, close_due) if d is not None]
+    due_at, due_kind = min(open_targets) if open_targets else (None, None)
+    return Dues(
+        triage_due_at=triage_due,
+        response_due_at=response_due,
+        close_due_at=close_due,
+        next_update_at=next_update,
+        next_due_kind=due_kind,
+        next_due_at=due_at,
+        reminders=owed,
+        next_action_at=min(candidates) if candidates else None,
+    )

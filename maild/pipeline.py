@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,7 @@ from maild.conversation import (
     referenced_ids,
     thread_root,
 )
+from maild.dues import refresh_dues
 from maild.inbound import InboundMail, ParseError, parse_mail
 from maild.lifecycle import is_confirmation
 from maild.render import (
@@ -44,6 +46,7 @@ from maild.roster import on_duty
 from maild.store.models import Attachment, Event, Message, Outbox, Participant, Quarantine, Ticket
 from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
 from maild.tags import ACCEPTED, ParsedSubject, parse_subject
+from maild.workhours import Calendar
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -155,6 +158,7 @@ class Pipeline:
         self.config = config
         self.sessions = sessions
         self.renderer = renderer or Renderer(config)
+        self.calendar = Calendar(config.hours)
 
     # -- entry point ---------------------------------------------------------
 
@@ -333,6 +337,7 @@ class Pipeline:
             )
         ticket.updated_at = now
         ticket.last_activity_at = now
+        await refresh_dues(session, ticket, self.config, self.calendar)
         return outcome
 
     async def _bounce(
@@ -789,6 +794,49 @@ class Pipeline:
         ticket.message_count = (ticket.message_count or 0) + 1
         return PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
 
+    async def queue_standalone(
+        self,
+        session: AsyncSession,
+        template: str,
+        context: dict[str, Any],
+        *,
+        to: Sequence[str],
+        now: datetime,
+        automatic: Literal["auto-replied", "auto-generated"] | None,
+    ) -> PlannedMail:
+        """A mail about no single ticket (the roster handoff): an outbox row only."""
+        rendered = self.renderer.render(template, context)
+        message_id = new_message_id(self.config, None)
+        msg = build_message(
+            config=self.config,
+            rendered=rendered,
+            to=to,
+            message_id=message_id,
+            in_reply_to=None,
+            references=(),
+            now=now,
+            auto=automatic,
+        )
+        raw = msg.as_bytes()
+        recipients = list(dict.fromkeys(to))
+        session.add(
+            Outbox(
+                ticket_id=None,
+                message_pk=None,
+                template=template,
+                automatic=automatic is not None,
+                mail_from=self.config.support.address,
+                rcpt_tos=recipients,
+                primary_rcpt=recipients[0] if recipients else "",
+                raw=raw,
+                status="queued",
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+        return PlannedMail(template, tuple(to), (), rendered.subject, message_id)
+
     def _steward_addresses(self, names: Sequence[str]) -> list[str]:
         out = []
         for name in names:
@@ -1044,14 +1092,16 @@ class Pipeline:
                     "resolved": ticket.status == "resolved" and before != "resolved",
                     "closed": ticket.status == "closed" and before != "closed",
                     "auto_close_hours": _hours(self.config.tickets.auto_close_after),
+                    "next_update": self._next_update_text(ticket, now),
                 },
             )
             display = steward.display_name if steward else actor
+            resolved_incident = ticket.type == "incident" and ctx["resolved"]
             outcome.sends.append(
                 await self.queue_mail(
                     session,
                     ticket,
-                    "relay",
+                    "incident_resolved" if resolved_incident else "relay",
                     ctx,
                     to=[ticket.requester],
                     cc=list(ticket.cc),
@@ -1090,13 +1140,15 @@ class Pipeline:
                     "resolved": True,
                     "closed": False,
                     "auto_close_hours": _hours(self.config.tickets.auto_close_after),
+                    "next_update": None,
                 },
             )
+            template = "incident_resolved" if ticket.type == "incident" else "relay"
             outcome.sends.append(
                 await self.queue_mail(
                     session,
                     ticket,
-                    "relay",
+                    template,
                     ctx,
                     to=[ticket.requester],
                     cc=list(ticket.cc),
@@ -1105,6 +1157,19 @@ class Pipeline:
                     now=now,
                 )  # fmt: skip
             )
+
+    def _next_update_text(self, ticket: Ticket, now: datetime) -> str | None:
+        """When the next incident update is due, for mail that must say so."""
+        if ticket.type != "incident" or ticket.status in ("resolved", "closed"):
+            return None
+        every = (
+            timedelta(minutes=ticket.update_every_minutes)
+            if ticket.update_every_minutes
+            else self.config.incidents.update_every
+        )
+        due = (ticket.last_update_at or now) + every
+        tz = ZoneInfo(self.config.hours.timezone)
+        return due.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z")
 
     def _context_bare(self, ticket: Ticket, extra: dict[str, Any]) -> dict[str, Any]:
         """Template context for mail not caused by an inbound message."""
@@ -1168,6 +1233,7 @@ class Pipeline:
             outcome = Outcome(f"operator:{actor}", None, ticket.id, "appended", "operator command")
             await self._carry_out(session, ticket, planned, actor, steward, now, outcome)
             ticket.updated_at = now
+            await refresh_dues(session, ticket, self.config, self.calendar)
             return planned, []
 
 

@@ -55,6 +55,10 @@ TEMPLATE_NAMES = (
     "receipt",
     "spoof_warning",
     "too_large",
+    "incident_update",
+    "incident_resolved",
+    "sla_reminder",
+    "handoff",
 )
 
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)

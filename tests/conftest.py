@@ -18,6 +18,9 @@ import pytest
 
 from maild.cli import main
 
+# the real servers, shared by every test module of the session
+pytest_plugins = ["tests.integration.dovecot", "tests.integration.smtp_sink"]
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MAILS = FIXTURES / "mails"

@@ -38,6 +38,7 @@ __all__ = [
     "Participant",
     "Quarantine",
     "Reminder",
+    "State",
     "Ticket",
     "UTCDateTime",
 ]
@@ -263,6 +264,16 @@ class Reminder(Base):
     )
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     stage: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]
+
+
+class State(Base):
+    """Small named facts the daemon keeps between runs (the roster period handed over...)."""
+
+    __tablename__ = "state"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
 
 

@@ -308,7 +308,7 @@ def test_cli_verbs_and_tag_match_the_mail_path(tmp_path: Path) -> None:
     assert detail["assignee"] == "bob" and detail["status"] == "resolved"
     assert any(e.get("text") == "called them" for e in detail["timeline"])
     # the requester is told of the resolution and the 48-hour close
-    [resolved] = sent(by_cli, "relay")
+    [resolved] = sent(by_cli, "incident_resolved")  # it is an incident now
     assert "48 working hours" in resolved.get_content()
     assert by_cli.cli("close", "1").status == 0
     assert len(sent(by_cli, "closed")) == 1

@@ -42,6 +42,13 @@ def upgrade() -> None:
         batch_op.create_index("ix_quarantine_message_id", ["message_id"], unique=False)
 
     op.create_table(
+        "state",
+        sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.Column("at", maild.store.models.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_state")),
+    )
+    op.create_table(
         "tickets",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("subject", sa.Text(), nullable=False),
@@ -263,6 +270,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tickets_next_action_at")
 
     op.drop_table("tickets")
+    op.drop_table("state")
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.drop_index("ix_quarantine_message_id")
 

@@ -1,0 +1,293 @@
+"""``maild run``: ingestion, the outbox sender and the scheduler as supervised tasks.
+
+Lifecycle (after uvicorn's server): one stop event set by SIGTERM/SIGINT; a
+second SIGINT forces the exit. Shutdown lets the mail in flight finish (its
+transaction commits and it is marked on the server) and then cancels what is
+left after a timeout. SIGHUP reloads config and templates; a bad new config
+is reported and the old one kept. systemd learns READY=1 once the store is
+checked and the first IMAP login was tried (STATUS= says how it went),
+WATCHDOG=1 while the loops are alive, STOPPING=1 on the way out; without
+NOTIFY_SOCKET nothing is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from maild.config import Config, ConfigError, load_config
+from maild.imap_source import ImapSource, Verdict
+from maild.outbox import OutboxSender
+from maild.pipeline import Outcome, Pipeline
+from maild.render import Renderer, TemplateError
+from maild.store.db import make_engine, make_sessionmaker, prepare
+from maild.workhours import Calendar
+
+__all__ = ["Daemon", "Notifier", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 20.0
+_BACKOFF_START = 1.0
+_BACKOFF_CAP = 60.0
+
+
+class Notifier:
+    """sd_notify(3) over $NOTIFY_SOCKET; silent when systemd is not listening."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = env.get("NOTIFY_SOCKET") or None
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        self.watchdog: float | None = None
+        if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
+            self.watchdog = int(usec) / 1_000_000
+
+    def send(self, *lines: str) -> None:
+        if not self.address:
+            return
+        addr = self.address
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.connect(addr)
+                sock.sendall("\n".join(lines).encode())
+        except OSError as exc:
+            log.debug("sd_notify failed: %s", exc)
+
+
+@dataclass
+class _Task:
+    name: str
+    start: Callable[[asyncio.Event], Awaitable[None]]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    alive_at: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    """The running service. Construct, then ``await run()``; returns the exit status."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stop = asyncio.Event()
+        self.notifier = Notifier()
+        self.engine = make_engine(config.database.url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.pipeline = Pipeline(config, self.sessions)
+        self.sender: OutboxSender | None = None
+        self.imap: ImapSource | None = None
+        self.tasks: dict[str, _Task] = {}
+        self._interrupts = 0
+
+    # -- handling one mail ---------------------------------------------------
+
+    async def handle_mail(self, raw: bytes, source: str) -> Verdict:
+        """Run one mail through the pipeline; tell the transport what to do with it."""
+        try:
+            outcome: Outcome = await self.pipeline.ingest(raw, source, datetime.now(UTC))
+        except OperationalError as exc:
+            # the database is locked or away: leave the mail where it is
+            log.warning("store unavailable for %s, will retry: %s", source, exc.orig)
+            return "retry"
+        except Exception:
+            log.exception("mail %s could not be stored; left on the server for a retry", source)
+            return "retry"
+        if outcome.sends and self.sender is not None:
+            self.sender.wake()
+        return "quarantined" if outcome.action == "quarantined" else "processed"
+
+    # -- tasks -------------------------------------------------------------------
+
+    def _components(self) -> list[_Task]:
+        tasks: list[_Task] = []
+        config = self.config
+        if config.smtp is not None:
+            self.sender = OutboxSender(config.smtp, self.sessions)
+            tasks.append(_Task("outbox", self.sender.run))
+        else:
+            self.sender = None
+            log.warning("no [smtp] configured: mail is queued in the outbox but not sent")
+        if config.mailbox is not None:
+            self.imap = ImapSource(config.mailbox, self.sessions, self.handle_mail)
+            tasks.append(_Task("imap", self.imap.run))
+        if config.lmtp is not None:
+            tasks.append(_Task("lmtp", self._run_lmtp))
+        tasks.append(_Task("scheduler", self._run_scheduler))
+        return tasks
+
+    async def _supervise(self, item: _Task) -> None:
+        """Run a component until its stop is set; restart it with backoff when it fails."""
+        delay = _BACKOFF_START
+        while not item.stop.is_set() and not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                await item.start(item.stop)
+                if not item.stop.is_set() and not self.stop.is_set():
+                    log.error("%s ended unexpectedly; restarting in %.0fs", item.name, delay)
+                else:
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting in %.0fs", item.name, delay)
+            if time.monotonic() - started > 5 * _BACKOFF_CAP:
+                delay = _BACKOFF_START
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            delay = min(delay * 2, _BACKOFF_CAP)
+
+    def _start_all(self) -> None:
+        for item in self._components():
+            item.task = asyncio.create_task(self._supervise(item), name=f"maild-{item.name}")
+            self.tasks[item.name] = item
+
+    async def _stop_all(self, grace: float) -> None:
+        for item in self.tasks.values():
+            item.stop.set()
+        pending = [t.task for t in self.tasks.values() if t.task is not None]
+        if not pending:
+            return
+        _done, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            log.warning("%s did not stop within %.0fs; cancelling it", task.get_name(), grace)
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=5)
+        self.tasks.clear()
+
+    async def _run_scheduler(self, stop: asyncio.Event) -> None:
+        from maild.scheduler import Scheduler
+
+        scheduler = Scheduler(self.config, self.sessions, self.pipeline)
+        while not stop.is_set():
+            try:
+                result = await scheduler.run_pass(datetime.now(UTC))
+                if result.sent and self.sender is not None:
+                    self.sender.wake()
+            except OperationalError as exc:
+                log.warning("scheduler pass skipped, store unavailable: %s", exc.orig)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 60)
+
+    async def _run_lmtp(self, stop: asyncio.Event) -> None:
+        from maild.lmtp import serve
+
+        lmtp = self.config.lmtp
+        if lmtp is None:
+            return
+        await serve(lmtp, self.handle_mail, stop)
+
+    # -- signals ----------------------------------------------------------------
+
+    def _on_term(self) -> None:
+        log.info("stopping on request")
+        self.stop.set()
+
+    def _on_int(self) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1:
+            log.warning("second interrupt: exiting now")
+            os._exit(130)
+        self._on_term()
+
+    async def reload(self) -> bool:
+        """Reload config and templates; keep the old ones if the new config is bad."""
+        if self.config_path is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+            renderer = Renderer(new)
+        except (ConfigError, TemplateError, OSError) as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.send("STATUS=reload refused: bad config, running on the old one")
+            return False
+        if new.database.url != self.config.database.url:
+            log.warning("database.url changed: takes effect at the next restart")
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        await self._stop_all(SHUTDOWN_TIMEOUT)
+        self.config = new
+        self.pipeline.config = new
+        self.pipeline.renderer = renderer
+        self.pipeline.calendar = Calendar(new.hours)
+        self._start_all()
+        self.notifier.send("READY=1", "STATUS=running (config reloaded)")
+        log.info("config and templates reloaded from %s", self.config_path)
+        return True
+
+    # -- the whole run -------------------------------------------------------------
+
+    async def _first_login(self) -> str:
+        mailbox = self.config.mailbox
+        if mailbox is None:
+            return "no IMAP mailbox configured"
+        source = ImapSource(mailbox, self.sessions, self.handle_mail)
+        try:
+            await asyncio.wait_for(source.sync_once(), 30)
+            return f"IMAP {mailbox.host}:{mailbox.port} login ok"
+        except Exception as exc:
+            return f"IMAP {mailbox.host}:{mailbox.port} not reachable yet: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await source.aclose()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_term)
+        loop.add_signal_handler(signal.SIGINT, self._on_int)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def _on_hup() -> None:
+            task = asyncio.create_task(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, _on_hup)
+        try:
+            await prepare(self.engine)
+            status = await self._first_login()
+            log.info("maild running: %s", status)
+            self._start_all()
+            self.notifier.send("READY=1", f"STATUS=running; {status}")
+            await self._watch()
+            self.notifier.send("STOPPING=1")
+            log.info("shutting down")
+            await self._stop_all(SHUTDOWN_TIMEOUT)
+            return 0
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.engine.dispose()
+
+    async def _watch(self) -> None:
+        """Until stop: ping the watchdog while every component task is alive."""
+        interval = (self.notifier.watchdog or 20.0) / 2
+        while not self.stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), min(interval, 5.0))
+            alive = all(t.task is not None and not t.task.done() for t in self.tasks.values())
+            if alive and self.notifier.watchdog:
+                self.notifier.send("WATCHDOG=1")
+
+
+def run_daemon(config: Config, config_path: Path | None) -> int:
+    """Entry point for ``maild run``."""
+
+    async def main() -> int:
+        return await Daemon(config, config_path).run()
+
+    return asyncio.run(main())

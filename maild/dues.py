@@ -1,0 +1,53 @@
+"""Keep a ticket's stored due times in step with its state.
+
+Called in the same transaction as every change to a ticket, so the indexed
+``next_action_at`` always tells the scheduler when to look at it next.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maild.config import Config
+from maild.lifecycle import Clocked, Dues, compute_dues
+from maild.store.models import Reminder, Ticket
+from maild.workhours import Calendar
+
+__all__ = ["clocked", "refresh_dues"]
+
+
+def clocked(ticket: Ticket) -> Clocked:
+    return Clocked(
+        status=ticket.status,
+        type=ticket.type,
+        created_at=ticket.created_at,
+        triaged_at=ticket.triaged_at,
+        first_response_at=ticket.first_response_at,
+        resolved_at=ticket.resolved_at,
+        update_every_minutes=ticket.update_every_minutes,
+        last_update_at=ticket.last_update_at,
+    )
+
+
+async def refresh_dues(
+    session: AsyncSession, ticket: Ticket, config: Config, calendar: Calendar
+) -> Dues:
+    """Recompute and store ``ticket``'s due times; returns them."""
+    sent = frozenset(
+        (kind, stage)
+        for kind, stage in (
+            await session.execute(
+                select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket.id)
+            )
+        ).all()
+    )
+    dues = compute_dues(clocked(ticket), config, calendar, sent)
+    ticket.triage_due_at = dues.triage_due_at
+    ticket.response_due_at = dues.response_due_at
+    ticket.close_due_at = dues.close_due_at
+    ticket.next_update_at = dues.next_update_at
+    ticket.next_due_kind = dues.next_due_kind
+    ticket.next_due_at = dues.next_due_at
+    ticket.next_action_at = dues.next_action_at
+    return dues

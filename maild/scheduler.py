@@ -1,0 +1,308 @@
+"""Due work, found with one indexed query per pass: auto-close, incident updates,
+nudges, SLA reminders and the roster handoff.
+
+A pass asks the store only for tickets whose ``next_action_at`` has come, and
+handles each in its own transaction that writes the outbox rows and records
+what it did (reminders in the ``reminders`` table, updates in
+``last_update_at``), so repeating a pass, or a restart in the middle of one,
+sends nothing twice. After downtime each ticket gets at most one catch-up
+action of each kind: the next update is planned from now, not from when it
+was missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from maild.commands import Change
+from maild.config import Config
+from maild.dues import refresh_dues
+from maild.pipeline import Outcome, Pipeline
+from maild.roster import duty_at
+from maild.store.models import Message, Reminder, State, Ticket
+from maild.store.queries import ACTIVE_STATUSES
+
+__all__ = ["PassResult", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 200
+_KIND_TEXT = {
+    "triage": "triage (setting the ticket type)",
+    "first_response": "the first response to the requester",
+    "nudge": "the next incident update",
+}
+
+
+@dataclass
+class PassResult:
+    """What one pass did: the number of mails queued and a line per action."""
+
+    sent: int = 0
+    actions: list[str] = field(default_factory=list)
+
+
+def local(config: Config, at: datetime | None) -> str:
+    """A due time as the stewards read it: local time in the working-hours zone."""
+    if at is None:
+        return "-"
+    return at.astimezone(ZoneInfo(config.hours.timezone)).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+class Scheduler:
+    def __init__(
+        self, config: Config, sessions: async_sessionmaker[AsyncSession], pipeline: Pipeline
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.pipeline = pipeline
+
+    async def run_pass(self, now: datetime) -> PassResult:
+        """Do everything due at ``now`` (aware)."""
+        result = PassResult()
+        await self._handoff(now, result)
+        seen: set[int] = set()
+        while True:
+            async with self.sessions() as session:
+                ids = [
+                    i
+                    for i in (
+                        await session.scalars(
+                            select(Ticket.id)
+                            .where(Ticket.next_action_at <= now)
+                            .order_by(Ticket.next_action_at, Ticket.id)
+                            .limit(_BATCH)
+                        )
+                    ).all()
+                    if i not in seen
+                ]
+            if not ids:
+                break
+            for ticket_id in ids:
+                seen.add(ticket_id)
+                await self._ticket(ticket_id, now, result)
+        return result
+
+    async def _ticket(self, ticket_id: int, now: datetime, result: PassResult) -> None:
+        async with self.sessions() as session, session.begin():
+            stmt = select(Ticket).where(Ticket.id == ticket_id)
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            ticket = await session.scalar(stmt)
+            if ticket is None or ticket.next_action_at is None or ticket.next_action_at > now:
+                return
+            outcome = Outcome(f"tick:{ticket_id}", None, ticket_id, "appended", "scheduler")
+            dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
+
+            if dues.close_due_at is not None and dues.close_due_at <= now:
+                await self._auto_close(session, ticket, now, outcome)
+                result.actions.append(f"#{ticket.id} closed after the quiet period")
+            elif dues.next_update_at is not None and dues.next_update_at <= now:
+                await self._incident_update(session, ticket, now, outcome)
+                result.actions.append(f"#{ticket.id} incident update")
+
+            due_reminders = [r for r in dues.reminders if r.at <= now]
+            breached = {r.kind for r in due_reminders if r.stage == "breach"}
+            for reminder in due_reminders:
+                session.add(
+                    Reminder(ticket_id=ticket.id, kind=reminder.kind, stage=reminder.stage, at=now)
+                )
+                if reminder.stage == "warn" and reminder.kind in breached:
+                    continue  # caught up late: the breach says it all, once
+                if reminder.kind == "nudge" and (
+                    dues.next_update_at is None or dues.next_update_at <= now
+                ):
+                    continue  # the update itself went out in this pass
+                await self._remind(session, ticket, reminder.kind, reminder.stage, now, outcome)
+                result.actions.append(f"#{ticket.id} reminder {reminder.kind} {reminder.stage}")
+            await session.flush()
+            await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
+            result.sent += len(outcome.sends)
+
+    # -- the actions -----------------------------------------------------------------
+
+    async def _auto_close(
+        self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
+    ) -> None:
+        hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
+        self.pipeline._set(session, ticket, [Change("status", "resolved", "closed")], "maild", now)
+        ticket.updated_at = now
+        if not ticket.requester:
+            return
+        ctx = self.pipeline._context_bare(
+            ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
+        )
+        outcome.sends.append(
+            await self.pipeline.queue_mail(
+                session,
+                ticket,
+                "closed",
+                ctx,
+                to=[ticket.requester],
+                cc=list(ticket.cc),
+                reply_to_mail=await self.pipeline._last_requester_message(session, ticket),
+                automatic="auto-generated",
+                now=now,
+            )
+        )
+
+    async def _incident_update(
+        self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
+    ) -> None:
+        since = ticket.last_update_at or ticket.created_at
+        latest = await session.scalar(
+            select(Message)
+            .where(
+                Message.ticket_id == ticket.id,
+                Message.direction == "out",
+                Message.template == "relay",
+                Message.at > since,
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        ticket.last_update_at = now
+        dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
+        ctx = self.pipeline._context_bare(
+            ticket,
+            {
+                "latest_reply": latest.text if latest is not None else None,
+                "next_update": local(self.config, dues.next_update_at),
+                "since": local(self.config, since),
+            },
+        )
+        if ticket.requester:
+            outcome.sends.append(
+                await self.pipeline.queue_mail(
+                    session,
+                    ticket,
+                    "incident_update",
+                    ctx,
+                    to=[ticket.requester],
+                    cc=list(ticket.cc),
+                    reply_to_mail=await self.pipeline._last_requester_message(session, ticket),
+                    automatic="auto-generated",
+                    now=now,
+                )
+            )
+
+    async def _remind(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        kind: str,
+        stage: str,
+        now: datetime,
+        outcome: Outcome,
+    ) -> None:
+        to: list[str] = []
+        if kind == "nudge" and ticket.incident_commander:
+            ic = self.config.steward_by_name(ticket.incident_commander)
+            if ic is not None:
+                to = [ic.addresses[0]]
+        if not to and ticket.assignee and kind != "nudge":
+            assignee = self.config.steward_by_name(ticket.assignee)
+            if assignee is not None:
+                to = [assignee.addresses[0]]
+        duty = duty_at(self.config, now).on_duty
+        for name in duty:
+            steward = self.config.steward_by_name(name)
+            if steward is not None and steward.addresses[0] not in to and kind != "nudge":
+                to.append(steward.addresses[0])
+        if not to:
+            to = self.pipeline._steward_addresses(duty)
+        if not to:
+            return
+        due = {
+            "triage": ticket.triage_due_at,
+            "first_response": ticket.response_due_at,
+            "nudge": ticket.next_update_at,
+        }.get(kind)
+        ctx: dict[str, Any] = self.pipeline._context_bare(
+            ticket,
+            {
+                "kind": kind,
+                "what": _KIND_TEXT.get(kind, kind),
+                "stage": "breach"
+                if stage == "breach"
+                else ("nudge" if kind == "nudge" else "warn"),
+                "due": local(self.config, due),
+            },
+        )
+        outcome.sends.append(
+            await self.pipeline.queue_mail(
+                session,
+                ticket,
+                "sla_reminder",
+                ctx,
+                to=to,
+                reply_to_mail=None,
+                automatic="auto-generated",
+                now=now,
+                reply_to=self.config.support.address,
+            )
+        )
+
+    async def _handoff(self, now: datetime, result: PassResult) -> None:
+        """On a roster change, tell the incoming and outgoing stewards what is open."""
+        if self.config.roster is None:
+            return
+        duty = duty_at(self.config, now)
+        current = ",".join(duty.on_duty)
+        async with self.sessions() as session, session.begin():
+            state = await session.get(State, "roster.on_duty")
+            if state is None:
+                session.add(State(key="roster.on_duty", value=current, at=now))
+                return
+            if state.value == current:
+                return
+            previous = [n for n in state.value.split(",") if n]
+            state.value, state.at = current, now
+            tickets = (
+                await session.scalars(
+                    select(Ticket)
+                    .where(Ticket.status.in_(ACTIVE_STATUSES))
+                    .order_by(Ticket.next_due_at.is_(None), Ticket.next_due_at, Ticket.id)
+                    .limit(200)
+                )
+            ).all()
+            incoming = [n for n in duty.on_duty if n not in previous]
+            outgoing = [n for n in previous if n not in duty.on_duty]
+            to = self.pipeline._steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
+            if not to:
+                return
+            ctx = {
+                "support": {
+                    "name": self.config.support.name,
+                    "address": self.config.support.address,
+                    "tag": self.config.support.tag,
+                },
+                "on_duty": list(duty.on_duty),
+                "incoming": incoming,
+                "outgoing": outgoing,
+                "next_change": local(self.config, duty.next_change),
+                "tickets": [
+                    {
+                        "tag": f"[{self.config.support.tag} #{t.id}]",
+                        "subject": t.subject,
+                        "status": t.status,
+                        "type": t.type,
+                        "priority": t.priority,
+                        "due_kind": t.next_due_kind,
+                        "due": local(self.config, t.next_due_at),
+                    }
+                    for t in tickets
+                ],
+            }
+            await self.pipeline.queue_standalone(
+                session, "handoff", ctx, to=to, now=now, automatic="auto-generated"
+            )
+            result.sent += 1
+            result.actions.append(f"handoff: {', '.join(outgoing)} -> {', '.join(incoming)}")
