@@ -458,6 +458,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from maild.demo import run_demo
+
+    return run_demo(Path(args.dir).resolve(), args.scenario)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     path = config_path_from(args.config)
     config = _load(args)
@@ -644,6 +650,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _command(
+        sub,
+        "demo",
+        cmd_demo,
+        "a self-contained local instance for a first look: no mail server, no config needed",
+        "maild demo\nmaild demo --scenario",
+    )
+    p.add_argument("--dir", default="maild-demo", help="folder for config, store and mail")
+    p.add_argument("--scenario", action="store_true", help="play a short scripted conversation")
 
     _command(
         sub,
@@ -843,6 +859,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # aioimaplib reports every ignored untagged response at INFO
+    logging.getLogger("aioimaplib").setLevel(max(level, logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -330,7 +330,7 @@ class _Connection:
         def spy(line: bytes) -> Any:  # called for every untagged line, IDLE or not
             text = line[2:] if line.startswith(b"* ") else line
             if _EXISTS.match(text):
-                pass
+                self.new_mail.set()
             elif text.startswith(b"BYE"):
                 self.bye = text.decode("utf-8", "replace")
             elif self.established and (

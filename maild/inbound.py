@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -29,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.generator import BytesGenerator
+from email.generator import BytesGenerator, Generator
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser, HeaderParser
@@ -51,6 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_D = TypeVar("_D")
 
 # Headers are looked at in the first 256 KiB only; nobody's header block is larger.
 _HEADER_SCAN_LIMIT = 256 * 1024
@@ -61,6 +64,7 @@ _MAX_FILENAME = 200
 # The structured header parser is quadratic on long values; past this many
 # characters the simpler RFC 2047 decoder is used instead.
 _MAX_STRUCTURED = 8192
+_UNSTRUCTURED = "x-maild-unstructured"  # a name the header registry does not know
 
 _LEADING_BLANK_RE = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _HEADER_LINE_RE = re.compile(rb"^[!-9;-~]+[ \t]*:")
@@ -232,7 +236,7 @@ class _Defects:
         if text not in self.items:
             self.items.append(text)
 
-    def guard(self, what: str, fn: Callable[[], _T], default: _T) -> _T:
+    def guard(self, what: str, fn: Callable[[], _T], default: _D) -> _T | _D:
         """Run ``fn``; on any error record it and return ``default``."""
         try:
             return fn()
@@ -246,10 +250,10 @@ def _codec_for(charset: str | None) -> str:
     label = _CHARSET_ALIASES.get(label, label)
     try:
         info = codecs.lookup(label)
-    except LookupError:
+    except (LookupError, ValueError, TypeError) as exc:  # ValueError: NUL in the label
         if label.startswith("x-"):
             return _codec_for(label[2:])
-        raise
+        raise LookupError(label) from exc
     if not getattr(info, "_is_text_encoding", True):
         raise LookupError(f"{label} is not a text encoding")
     return info.name
@@ -321,10 +325,9 @@ def _decode_header_value(name: str, value: str) -> str:
     """Decode RFC 2047 words in a raw (unfolded) header value; raw text if that fails."""
     value = _fix_encoded_word_charsets(value)
     if len(value) <= _MAX_STRUCTURED:
-        try:
+        # The structured parser has crash paths on hostile input.
+        with contextlib.suppress(Exception):
             return _clean_str(str(policy.default.header_factory(name, value)))
-        except Exception:  # the structured parser has crash paths on hostile input
-            pass
     try:
         return _clean_str(str(make_header(decode_header(value))))
     except Exception:  # unknown charsets, bad base64 in encoded words
@@ -374,10 +377,9 @@ def _safe_filename(part: Message, defects: _Defects) -> str | None:
         return None
     text = str(name)
     if "=?" in text and "?=" in text:
-        try:
+        # Leave undecodable encoded words as they are.
+        with contextlib.suppress(Exception):
             text = str(make_header(decode_header(text)))
-        except Exception:  # leave undecodable encoded words as they are
-            pass
     return _clean_str(text)
 
 
@@ -404,9 +406,25 @@ def _payload_bytes(part: Message, defects: _Defects) -> bytes:
 
 def _generate(msg: Message) -> bytes:
     # compat32 re-emits the source header lines as they were; CRLF as in a real .eml.
-    buf = io.BytesIO()
-    BytesGenerator(buf, mangle_from_=False, policy=_GENERATE_POLICY).flatten(msg)
-    return buf.getvalue()
+    # The generator refuses some headers its own parser accepted.
+    with contextlib.suppress(Exception):
+        buf = io.BytesIO()
+        BytesGenerator(buf, mangle_from_=False, policy=_GENERATE_POLICY).flatten(msg)
+        return buf.getvalue()
+    # Text the parser already decoded cannot always go back to 8-bit bytes;
+    # write it as a string and encode that as UTF-8 instead.
+    with contextlib.suppress(Exception):
+        out = io.StringIO()
+        Generator(out, mangle_from_=False, policy=_GENERATE_POLICY).flatten(msg)
+        return out.getvalue().encode("utf-8", "surrogateescape")
+    # Last resort: the header lines as received, then the payload.
+    head = "".join(f"{name}: {value}\r\n" for name, value in _raw_items(msg))
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        body = b"\r\n".join(_generate(p) for p in payload if isinstance(p, Message))
+    else:
+        body = str(payload).encode("utf-8", "surrogateescape")
+    return head.encode("utf-8", "surrogateescape") + b"\r\n" + body
 
 
 def _message_part_bytes(part: Message, defects: _Defects) -> bytes:
@@ -545,7 +563,8 @@ class _Walker:
             ctype = "text/plain"
         elif ctype.startswith("multipart/"):
             self.defects.add("MIME nesting too deep")
-        self._leaf(part, ctype)
+        # One broken part must not cost the others.
+        self.defects.guard(f"part {self.count}", lambda: self._leaf(part, ctype), None)
 
     def _walk_without_plain(self, part: Message, depth: int) -> None:
         saved = list(self.plain)
@@ -563,7 +582,10 @@ class _Walker:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
             (self.plain if ctype == "text/plain" else self.html).append(text)
             return
-        if maintype == "message":
+        if maintype == "multipart":
+            # Nested too deep to follow: keep the whole part as it came.
+            content = self.defects.guard("multipart", lambda: _generate(part), b"")
+        elif maintype == "message":
             content = _message_part_bytes(part, self.defects)
             encoded = _encoded_message(part, content)
             if encoded is not None:
@@ -674,7 +696,7 @@ def _report_original_id(msg: Message, defects: _Defects) -> str | None:
         for part in parts:
             ctype = _safe_ctype(part)
             if ctype in ("message/rfc822", "message/global", "message/rfc822-headers"):
-                payload = defects.guard("report", lambda p=part: p.get_payload(), None)
+                payload = defects.guard("report", part.get_payload, None)
                 if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                     found = _first_msgid_in(payload[0], ("message-id",))
                     if found:
@@ -682,9 +704,8 @@ def _report_original_id(msg: Message, defects: _Defects) -> str | None:
             elif ctype in ("text/rfc822-headers", "text/global-headers"):
                 data = _payload_bytes(part, defects)
                 text = _decode_bytes(data, "utf-8", ctype, defects)
-                headers = defects.guard(
-                    "report", lambda t=text: HeaderParser(policy=policy.compat32).parsestr(t), None
-                )
+                parse = HeaderParser(policy=policy.compat32).parsestr
+                headers = defects.guard("report", functools.partial(parse, text), None)
                 if headers is not None:
                     found = _first_msgid_in(headers, ("message-id",))
                     if found:
@@ -696,20 +717,22 @@ def _report_original_id(msg: Message, defects: _Defects) -> str | None:
     return None
 
 
-def _parse_bytes(data: bytes, defects: _Defects) -> Message:
+def _parse_bytes(data: bytes, defects: _Defects) -> Message | None:
     try:
         return BytesParser(policy=policy.default).parsebytes(data)
     except Exception as exc:  # the default policy's header parser can crash mid-parse
         defects.add(f"parser: {type(exc).__name__}; parsed with compat32")
     try:
         return BytesParser(policy=policy.compat32).parsebytes(data)
-    except Exception as exc:
-        raise ParseError(f"unparseable message: {type(exc).__name__}") from exc
+    except Exception as exc:  # RecursionError on absurdly deep MIME nesting
+        defects.add(f"parser: {type(exc).__name__}; body kept as raw text")
+    for fallback in (policy.default, policy.compat32):
+        with contextlib.suppress(Exception):
+            return BytesParser(policy=fallback).parsebytes(data, headersonly=True)
+    return None
 
 
-def _addresses(
-    name: str, values: list[str], defects: _Defects
-) -> list[tuple[str, str]]:
+def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[str, str]]:
     """(display name, lowercased addr-spec) for every address in the header values."""
     out: list[tuple[str, str]] = []
     for value in values:
@@ -784,7 +807,8 @@ def parse_mail(raw: bytes) -> InboundMail:
     _check_is_mail(data)
     defects = _Defects()
     msg = _parse_bytes(data, defects)
-
+    if msg is None:
+        return _minimal(raw, data, defects)
     try:
         return _build(raw, msg, defects)
     except ParseError:
@@ -849,7 +873,9 @@ def _build(raw: bytes, msg: Message, defects: _Defects) -> InboundMail:
         lname = _clean_str(name).strip().lower()
         text = _unfold(_raw_header_text(value, top_charset)).strip()
         raw_headers.append((lname, text))
-        headers.append((lname, _decode_header_value(lname, text)))
+        # Decoded as unstructured text whatever the header: RFC 2047 words are
+        # decoded, but dates, ids and addresses keep the sender's spelling.
+        headers.append((lname, _decode_header_value(_UNSTRUCTURED, text)))
 
     def raw_all(name: str) -> list[str]:
         return [v for k, v in raw_headers if k == name]

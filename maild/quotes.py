@@ -396,7 +396,9 @@ def split_reply(text: str) -> ReplyParts:
             start = body.attribution_ending_at(j, floor)
             if start is not None:
                 k = start
-            elif body.plain(j) and (_RULE_RE.match(body.lines[j]) or _SEPARATOR_RE.match(body.lines[j])):
+            elif body.plain(j) and (
+                _RULE_RE.match(body.lines[j]) or _SEPARATOR_RE.match(body.lines[j])
+            ):
                 k = j
         if body.has_content(0, k):
             new_end = k
@@ -404,16 +406,16 @@ def split_reply(text: str) -> ReplyParts:
                 label[i] = "quoted"
     elif e > floor and floor == 0:
         # Bottom posting: quoted history first, the answer below it.
-        first = body.next_nonblank(0)
-        if first is not None and first < e:
-            r = first
-            header_end = body.attribution_starting_at(first) if body.plain(first) else None
+        top = body.next_nonblank(0)
+        if top is not None and top < e:
+            r = top
+            header_end = body.attribution_starting_at(top) if body.plain(top) else None
             if header_end is not None:
                 r = header_end + 1
             if r < e and (body.quoted[r] or body.blank[r]):
                 while r < e and (body.quoted[r] or body.blank[r] or body.continuation(r)):
                     r += 1
-                quoted_seen = any(body.quoted[i] for i in range(first, r))
+                quoted_seen = any(body.quoted[i] for i in range(top, r))
                 if quoted_seen and r < e and not any(body.quoted[i] for i in range(r, e)):
                     new_start = r
                     for i in range(0, r):

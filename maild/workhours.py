@@ -19,9 +19,10 @@ first instant at which the local clock shows that time or later:
 - in the autumn overlap, where the clock shows a time twice, it is the first
   occurrence (``fold=0``);
 - in the spring gap, where the clock never shows it, it is the instant of the
-  jump (02:30 on a night the clock goes from 02:00 to 03:00 is the instant the
-  clock jumps, shown as 03:00). Python's own ``fold=0`` would instead map it
-  half an hour past the jump, which could put a range's start after its end.
+  jump (02:30 on a night the clock goes from 02:00 to 03:00 is the instant
+  shown as 03:00). Python's own ``fold=0`` would map it as far past the jump
+  as it lies past 02:00 (to 03:30), which could put a range's start after
+  its end; ``_instant`` finds the jump instead.
 
 Working time is the *real elapsed time* between those instants, so a range
 00:00-08:00 holds 9 hours on a night the clocks go back and 7 on a night they
@@ -70,9 +71,10 @@ _EPSILON = timedelta(microseconds=1)
 class Calendar:
     """Working hours of one :class:`~maild.config.HoursConfig`.
 
-    Raises :class:`ValueError` when the config has no working days or no
-    ranges. Instances cache per-day results and the country's holidays per
-    year; they never change once built and are safe to share.
+    ``hours`` is the config it was built from. Raises :class:`ValueError`
+    when the config has no working days or no ranges. Instances cache per-day
+    results and the country's holidays per year; they never change once built
+    and are safe to share.
     """
 
     def __init__(self, hours: HoursConfig) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -283,6 +284,7 @@ class ImapState(Base):
     __tablename__ = "imap_state"
 
     folder: Mapped[str] = mapped_column(String(500), primary_key=True)
-    uidvalidity: Mapped[int] = mapped_column(Integer)
+    # UIDVALIDITY is an unsigned 32-bit number: too big for a signed INTEGER
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(Integer, default=0)
     last_sync_at: Mapped[datetime | None] = mapped_column(default=None)

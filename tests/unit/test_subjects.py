@@ -73,7 +73,10 @@ TAG = "support"
         ("Hub down [support #42]", "Hub down"),
         ("Re: [Ppp] Re: testing", "[Ppp] testing"),
         ("[Ppp] testing", "[Ppp] testing"),
-        ("Re: [support #42] Hub is down [type=incident] [ic=alice]", "Hub is down [type=incident] [ic=alice]"),
+        (
+            "Re: [support #42] Hub is down [type=incident] [ic=alice]",
+            "Hub is down [type=incident] [ic=alice]",
+        ),
         ("Re:  Hub   is\tdown ", "Hub is down"),
         ("Research: results", "Research: results"),
         ("Reply needed: Hub", "Reply needed: Hub"),
@@ -93,7 +96,17 @@ def test_clean_subject_other_tag_kept() -> None:
 
 @pytest.mark.parametrize(
     "subject",
-    ["Re: x", "RE: x", "AW: x", "SV: x", "Antw: x", "回复：x", "Ответ: x", "[support #1] Re: x", "Fwd: Re: x"],
+    [
+        "Re: x",
+        "RE: x",
+        "AW: x",
+        "SV: x",
+        "Antw: x",
+        "回复：x",
+        "Ответ: x",
+        "[support #1] Re: x",
+        "Fwd: Re: x",
+    ],
 )
 def test_is_reply(subject: str) -> None:
     assert is_reply_subject(subject)

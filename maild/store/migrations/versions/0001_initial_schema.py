@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "imap_state",
         sa.Column("folder", sa.String(length=500), nullable=False),
-        sa.Column("uidvalidity", sa.Integer(), nullable=False),
+        sa.Column("uidvalidity", sa.BigInteger(), nullable=False),
         sa.Column("last_uid", sa.Integer(), nullable=False),
         sa.Column("last_sync_at", maild.store.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("folder", name=op.f("pk_imap_state")),
