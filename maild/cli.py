@@ -16,7 +16,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 from zoneinfo import ZoneInfo
@@ -476,6 +476,72 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
 
 
+EX_UNHEALTHY = 3
+
+
+def _health_problems(config: Config, data: dict[str, Any], now: datetime) -> list[str]:
+    """Why the daemon looks unhealthy, judged from what it left in the store."""
+    problems = []
+    daemon = data["daemon"]
+    if daemon is None:
+        problems.append("the daemon has never run against this store")
+    else:
+        beat = datetime.fromisoformat(daemon["heartbeat_at"])
+        if now - beat > timedelta(minutes=2):
+            problems.append(
+                f"no heartbeat since {daemon['heartbeat_at']}: the daemon is not running"
+            )
+    mailbox = config.mailbox
+    if mailbox is not None and daemon is not None:
+        # with IDLE a quiet mailbox is re-synced at each IDLE renewal (under 30 min)
+        limit = max(mailbox.poll_interval * 3, timedelta(minutes=35 if mailbox.idle else 10))
+        last = data["last_imap_sync_at"]
+        if last is None or now - datetime.fromisoformat(last) > limit:
+            problems.append(f"no successful IMAP sync since {last or 'ever'}")
+    oldest = data["outbox"]["oldest_queued_at"]
+    if oldest is not None and now - datetime.fromisoformat(oldest) > timedelta(hours=1):
+        problems.append(f"outbox backlog: the oldest queued mail is from {oldest}")
+    return problems
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.store.queries import health
+
+    async def go(sessions: Any) -> dict[str, Any]:
+        async with sessions() as session:
+            data: dict[str, Any] = await health(session, now)
+            return data
+
+    data = asyncio.run(_with_store(config, go))
+    problems = _health_problems(config, data, now)
+    data["healthy"] = not problems
+    data["problems"] = problems
+    if args.json:
+        _print_json(data)
+    else:
+        daemon = data["daemon"]
+        state = "healthy" if not problems else "UNHEALTHY"
+        print(f"maild: {state}")
+        if daemon is not None:
+            print(
+                f"  daemon pid {daemon['pid']} on {daemon['host']}, "
+                f"last heartbeat {daemon['heartbeat_at']}"
+            )
+        print(f"  last IMAP sync: {data['last_imap_sync_at'] or 'never'}")
+        box = data["outbox"]
+        print(
+            f"  outbox: {box['queued']} queued (oldest {box['oldest_queued_at'] or '-'}), "
+            f"{box['failed']} failed"
+        )
+        print(f"  quarantine: {data['quarantined']} mails")
+        print(f"  next scheduler action: {data['next_scheduler_action_at'] or 'none'}")
+        for problem in problems:
+            print(f"  problem: {problem}")
+    return 0 if not problems else EX_UNHEALTHY
+
+
 def cmd_tick(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
@@ -649,6 +715,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stderr as text (default) or one JSON object per line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = _command(
@@ -779,6 +851,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "status",
+        cmd_status,
+        "is the daemon running and healthy? exit 0 if so, 3 if not (for monitoring)",
+        "maild status\nmaild status --json",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+    p = _command(
+        sub,
         "tick",
         cmd_tick,
         "run one scheduler pass (auto-close, incident updates, reminders) now or as of --now",
@@ -853,14 +935,12 @@ def _usage(parser: argparse.ArgumentParser) -> NoReturn:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.ERROR if args.quiet else logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aioimaplib reports every ignored untagged response at INFO
-    logging.getLogger("aioimaplib").setLevel(max(level, logging.WARNING))
+    from maild.logs import setup
+
+    # the daemon tells what it does by default; one-shot commands only warn
+    base = logging.INFO if args.command in ("run", "demo") else logging.WARNING
+    level = logging.ERROR if args.quiet else base - 10 * min(args.verbose, 2)
+    setup(max(level, logging.DEBUG), args.log_format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

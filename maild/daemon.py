@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from maild.outbox import OutboxSender
 from maild.pipeline import Outcome, Pipeline
 from maild.render import Renderer, TemplateError
 from maild.store.db import make_engine, make_sessionmaker, prepare
+from maild.store.models import State
 from maild.workhours import Calendar
 
 __all__ = ["Daemon", "Notifier", "run_daemon"]
@@ -39,6 +41,7 @@ __all__ = ["Daemon", "Notifier", "run_daemon"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 20.0
+HEARTBEAT_SECONDS = 30.0
 _BACKOFF_START = 1.0
 _BACKOFF_CAP = 60.0
 
@@ -93,6 +96,7 @@ class Daemon:
         self.imap: ImapSource | None = None
         self.tasks: dict[str, _Task] = {}
         self._interrupts = 0
+        self.started_at = datetime.now(UTC)
 
     # -- handling one mail ---------------------------------------------------
 
@@ -274,14 +278,39 @@ class Daemon:
             await self.engine.dispose()
 
     async def _watch(self) -> None:
-        """Until stop: ping the watchdog while every component task is alive."""
+        """Until stop: ping the watchdog while every component task is alive, and leave
+        a heartbeat in the store for ``maild status``."""
         interval = (self.notifier.watchdog or 20.0) / 2
+        last_beat = 0.0
         while not self.stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), min(interval, 5.0))
             alive = all(t.task is not None and not t.task.done() for t in self.tasks.values())
             if alive and self.notifier.watchdog:
                 self.notifier.send("WATCHDOG=1")
+            if alive and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                try:
+                    await self._heartbeat()
+                    last_beat = time.monotonic()
+                except OperationalError as exc:
+                    log.warning("could not write the heartbeat: %s", exc.orig)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), min(interval, 5.0))
+
+    async def _heartbeat(self) -> None:
+        now = datetime.now(UTC)
+        value = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started_at": self.started_at.isoformat(),
+                "tasks": sorted(self.tasks),
+            }
+        )
+        async with self.sessions() as session, session.begin():
+            row = await session.get(State, "daemon.heartbeat")
+            if row is None:
+                session.add(State(key="daemon.heartbeat", value=value, at=now))
+            else:
+                row.value, row.at = value, now
 
 
 def run_daemon(config: Config, config_path: Path | None) -> int:

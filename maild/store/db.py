@@ -62,11 +62,18 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def _ensure_sqlite_dir(url: str) -> None:
+    """Create the database's folder (0700) and file (0600): mail is private.
+
+    SQLite gives its -wal and -shm files the database file's mode, so creating
+    the file ourselves covers those too.
+    """
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:" and not path.startswith("file:"):
-        parent = Path(path).parent
-        if not parent.exists():
-            parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        db = Path(path.split("?", 1)[0])
+        if not db.parent.exists():
+            db.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        if not db.exists():
+            db.touch(mode=0o600)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

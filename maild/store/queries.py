@@ -207,3 +207,42 @@ async def quarantine_rows(session: AsyncSession, limit: int = 200) -> list[dict[
         }
         for q in (await session.scalars(stmt)).all()
     ]
+
+
+async def health(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """What ``maild status`` reports, read from the store alone."""
+    import json
+
+    from sqlalchemy import func
+
+    from maild.store.models import ImapState, State
+
+    beat = await session.get(State, "daemon.heartbeat")
+    daemon: dict[str, Any] | None = None
+    if beat is not None:
+        daemon = {"heartbeat_at": iso(beat.at), **json.loads(beat.value)}
+    last_sync = await session.scalar(select(func.max(ImapState.last_sync_at)))
+    queued, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Outbox.created_at)).where(Outbox.status == "queued")
+        )
+    ).one()
+    failed = await session.scalar(
+        select(func.count()).select_from(Outbox).where(Outbox.status.in_(("failed", "bounced")))
+    )
+    quarantined = await session.scalar(select(func.count()).select_from(Quarantine))
+    next_action = await session.scalar(select(func.min(Ticket.next_action_at)))
+    roster = await session.get(State, "roster.on_duty")
+    return {
+        "at": iso(now),
+        "daemon": daemon,
+        "last_imap_sync_at": iso(last_sync),
+        "outbox": {
+            "queued": int(queued or 0),
+            "oldest_queued_at": iso(oldest),
+            "failed": int(failed or 0),
+        },
+        "quarantined": int(quarantined or 0),
+        "next_scheduler_action_at": iso(next_action),
+        "on_duty": roster.value.split(",") if roster is not None else None,
+    }
