@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,9 @@ def test_mail_end_to_end_with_reload_and_clean_stop(running: Running) -> None:
     assert queue.returncode == 0, queue.stderr
     assert '"subject": "Hub is down"' in queue.stdout
     running.notify.wait("WATCHDOG=1", timeout=5)
+    healthy = running.cli("status", "--json")
+    assert healthy.returncode == 0, healthy.stdout
+    assert '"healthy": true' in healthy.stdout
 
     # a bad config on SIGHUP is refused and the old one keeps running
     good = running.config.read_text()
@@ -176,6 +180,11 @@ def test_mail_end_to_end_with_reload_and_clean_stop(running: Running) -> None:
 
     assert running.stop() == 0
     running.notify.wait("STOPPING=1", timeout=5)
+    # ten minutes later nobody is beating the heart: monitoring hears about it
+    later = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    down = running.cli("status", "--now", later)
+    assert down.returncode == 3
+    assert "not running" in down.stdout
     assert "Traceback" not in running.logtext()
 
 
