@@ -1,0 +1,51 @@
+"""The schema: migrations match the models, old schemas are refused, files are private."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from maild.store.models import Base
+from tests.conftest import Instance, make_mail
+
+
+def test_migrations_build_exactly_the_models(instance: Instance) -> None:
+    assert instance.cli("db", "upgrade").status == 0
+    engine = create_engine(f"sqlite:///{instance.db}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == [], "the models changed without a migration: add one under store/migrations"
+
+
+def test_upgrade_is_idempotent_and_says_so(instance: Instance) -> None:
+    first = instance.ok("db", "upgrade").out
+    assert "upgraded from empty" in first
+    assert "already at revision" in instance.ok("db", "upgrade").out
+
+
+def test_an_old_schema_is_refused_with_the_command_that_fixes_it(instance: Instance) -> None:
+    instance.ok("db", "upgrade")
+    with sqlite3.connect(instance.db) as conn:
+        conn.execute("update alembic_version set version_num = '0000'")
+    result = instance.cli("queue")
+    assert result.status == 1
+    assert "maild db upgrade" in result.err and "Traceback" not in result.err
+
+
+def test_database_file_and_folder_are_private(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    root.mkdir()
+    instance = Instance(root)
+    nested = root / "var" / "lib" / "maild"
+    instance.config.write_text(
+        instance.config.read_text().replace(str(instance.db), str(nested / "maild.db"))
+    )
+    instance.ingest(make_mail(message_id="<p@pangeo.example>"))
+    assert stat.S_IMODE(nested.stat().st_mode) == 0o700
+    assert stat.S_IMODE((nested / "maild.db").stat().st_mode) == 0o600
