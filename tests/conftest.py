@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -19,7 +20,11 @@ import pytest
 from maild.cli import main
 
 # the real servers, shared by every test module of the session
-pytest_plugins = ["tests.integration.dovecot", "tests.integration.smtp_sink"]
+pytest_plugins = [
+    "tests.integration.dovecot",
+    "tests.integration.smtp_sink",
+    "tests.integration.postgres",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -94,11 +99,14 @@ class Result:
 class Instance:
     """A maild config + SQLite file in a temp dir, driven through the real CLI."""
 
-    def __init__(self, root: Path, ack_rate: int = 5) -> None:
+    def __init__(self, root: Path, ack_rate: int = 5, url: str | None = None) -> None:
         self.root = root
         self.db = root / "maild.db"
+        self.url = url or f"sqlite+aiosqlite:///{self.db}"
         self.config = root / "maild.toml"
-        self.config.write_text(CONFIG_TEMPLATE.format(db=self.db, ack_rate=ack_rate))
+        text = CONFIG_TEMPLATE.format(db=self.db, ack_rate=ack_rate)
+        text = text.replace(f'url = "sqlite+aiosqlite:///{self.db}"', f'url = "{self.url}"')
+        self.config.write_text(text)
         self.mail_dir = root / "mail"
         self.mail_dir.mkdir()
         self._n = 0
@@ -143,6 +151,45 @@ class Instance:
         row: dict[str, Any] = rows[0]
         return row
 
+    def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
+        """Run one SQL statement (``?`` placeholders) on this instance's store, any backend.
+
+        Datetimes come back as ISO strings and JSON as text, the way SQLite gives them.
+        """
+        import asyncio
+        from datetime import datetime
+
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        parts = query.split("?")
+        sql = parts[0] + "".join(f":p{i}{part}" for i, part in enumerate(parts[1:]))
+        params = {f"p{i}": value for i, value in enumerate(args)}
+
+        async def go() -> list[tuple[Any, ...]]:
+            engine = create_async_engine(self.url)
+            try:
+                async with engine.begin() as conn:
+                    result = await conn.execute(text(sql), params)
+                    return [tuple(row) for row in result.all()] if result.returns_rows else []
+            finally:
+                await engine.dispose()
+
+        rows = asyncio.run(go())
+        return [
+            tuple(
+                v.replace(tzinfo=None).isoformat(sep=" ")
+                if isinstance(v, datetime)
+                else bytes(v)
+                if isinstance(v, memoryview)
+                else json.dumps(v)
+                if isinstance(v, list | dict)
+                else v
+                for v in row
+            )
+            for row in rows
+        ]
+
     def queue(self, *args: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.ok("queue", "--json", *args).json()
         return rows
@@ -152,9 +199,32 @@ class Instance:
         return detail
 
 
+def _backend_url(request: pytest.FixtureRequest) -> str | None:
+    """MAILD_TEST_DB=postgres runs the store tests on a fresh PostgreSQL database."""
+    if os.environ.get("MAILD_TEST_DB") == "postgres":
+        return str(request.getfixturevalue("postgres").new_database())
+    return None
+
+
+Factory = Callable[..., Instance]
+
+
 @pytest.fixture
-def instance(tmp_path: Path) -> Instance:
-    return Instance(tmp_path)
+def instance(tmp_path: Path, request: pytest.FixtureRequest) -> Instance:
+    return Instance(tmp_path, url=_backend_url(request))
+
+
+@pytest.fixture
+def new_instance(tmp_path: Path, request: pytest.FixtureRequest) -> Factory:
+    """Make more instances (own folder each) on the backend under test."""
+    counter = iter(range(1, 1000))
+
+    def make(**kwargs: Any) -> Instance:
+        root = tmp_path / f"instance-{next(counter)}"
+        root.mkdir()
+        return Instance(root, url=_backend_url(request), **kwargs)
+
+    return make
 
 
 def make_mail(
@@ -190,4 +260,4 @@ def make_mail(
     return msg
 
 
-__all__ = ["MAILS", "Instance", "Result", "corpus_dir", "format_datetime", "make_mail"]
+__all__ = ["MAILS", "Factory", "Instance", "Result", "corpus_dir", "format_datetime", "make_mail"]

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, on a fresh Debian machine, then the suite.
-# Installs Dovecot (the integration tests run a real IMAP server) and a
-# virtualenv in .venv with maild and its test tools; then lint, types, tests.
+# Installs Dovecot and PostgreSQL (the integration tests run real servers),
+# systemd (to check the unit file) and a virtualenv in .venv with maild and
+# its test tools; then lint, types, and the tests on SQLite and PostgreSQL.
 # Extra arguments go to pytest:  tests/run.sh -k threading -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=()
 command -v dovecot >/dev/null 2>&1 || packages+=(dovecot-imapd dovecot-lmtpd)
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || packages+=(postgresql)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
 if ((${#packages[@]})); then
@@ -19,7 +22,7 @@ if ((${#packages[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres]'
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import email
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from email import policy
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import Instance, make_mail
+from tests.conftest import Factory, Instance, make_mail
 
 CHICAGO = ZoneInfo("America/Chicago")
 REQUEST_ID = "<req-1@pangeo.example>"
@@ -24,8 +22,7 @@ def ct(text: str) -> str:
 
 
 def sql(instance: Instance, query: str, *args: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(instance.db) as conn:
-        return conn.execute(query, args).fetchall()
+    return instance.sql(query, *args)
 
 
 def templates(instance: Instance) -> list[str]:
@@ -52,8 +49,7 @@ def steward(instance: Instance, subject: str, at: str, body: str = "Done.") -> N
 
 
 @pytest.fixture
-def clock(tmp_path: Path) -> Instance:
-    instance = Instance(tmp_path)
+def clock(instance: Instance) -> Instance:
     text = instance.config.read_text().replace(
         'ranges = ["08:00-12:00", "13:00-17:00"]',
         'ranges = ["08:00-12:00", "13:00-17:00"]\nholidays = ["2026-12-07"]',
@@ -104,8 +100,10 @@ def test_requester_reply_stops_the_close_clock(clock: Instance) -> None:
     assert "closed" not in templates(clock)
 
 
-def test_incident_updates_every_three_hours_through_the_night_and_dst(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_incident_updates_every_three_hours_through_the_night_and_dst(
+    new_instance: Factory,
+) -> None:
+    instance = new_instance()
     start = datetime(2026, 10, 31, 20, 0, tzinfo=CHICAGO)  # DST ends at 02:00 on Nov 1
     instance.ingest(make_mail(message_id=REQUEST_ID), "--now", start.isoformat())
     steward(instance, "[incident] [ic=alice]", (start + timedelta(minutes=10)).isoformat(),
@@ -135,8 +133,10 @@ def test_incident_updates_every_three_hours_through_the_night_and_dst(tmp_path: 
     assert any("alice@example.org" in r[0] for r in nudges)
 
 
-def test_relayed_reply_restarts_the_cadence_and_catch_up_sends_one(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_relayed_reply_restarts_the_cadence_and_catch_up_sends_one(
+    new_instance: Factory,
+) -> None:
+    instance = new_instance()
     start = datetime(2026, 11, 24, 9, 0, tzinfo=CHICAGO)
     instance.ingest(make_mail(message_id=REQUEST_ID), "--now", start.isoformat())
     steward(instance, "[incident]", start.isoformat(), "Investigating.")
@@ -153,8 +153,8 @@ def test_relayed_reply_restarts_the_cadence_and_catch_up_sends_one(tmp_path: Pat
     assert templates(instance).count("incident_update") == 1
 
 
-def test_sla_warning_then_breach_once_each(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_sla_warning_then_breach_once_each(new_instance: Factory) -> None:
+    instance = new_instance()
     # triage is due 8 working hours after Monday 08:00: Monday 17:00; 75 % is at 15:00
     instance.ingest(make_mail(message_id=REQUEST_ID), "--now", ct("2026-11-23T08:00"))
     [ticket] = instance.queue("--now", ct("2026-11-23T08:00"))
@@ -183,8 +183,8 @@ def test_sla_warning_then_breach_once_each(tmp_path: Path) -> None:
     assert ticket["next_due"]["kind"] == "first_response"
 
 
-def test_roster_rotates_and_hands_over(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_roster_rotates_and_hands_over(new_instance: Factory) -> None:
+    instance = new_instance()
     seen = []
     for day in ("2026-11-02", "2026-11-15", "2026-11-16", "2026-11-30", "2026-12-14"):
         data = instance.ok("roster", "--json", "--at", day).json()
@@ -209,8 +209,8 @@ def test_roster_rotates_and_hands_over(tmp_path: Path) -> None:
     assert templates(instance).count("handoff") == 1
 
 
-def test_budget_counts_time_on_non_incidents(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_budget_counts_time_on_non_incidents(new_instance: Factory) -> None:
+    instance = new_instance()
     instance.ingest(make_mail(message_id=REQUEST_ID), "--now", ct("2026-11-23T10:00"))
     steward(instance, "[change] [time=1h30m] [silent]", ct("2026-11-23T11:00"))
     instance.ingest(

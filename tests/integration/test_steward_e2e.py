@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import email
-import sqlite3
 from email import policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
-from tests.conftest import Instance, make_mail
+from tests.conftest import Factory, Instance, make_mail
 
 REQUEST_ID = "<req-1@pangeo.example>"
 
 
 def sql(instance: Instance, query: str, *args: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(instance.db) as conn:
-        return conn.execute(query, args).fetchall()
+    return instance.sql(query, *args)
 
 
 def sent(instance: Instance, template: str) -> list[EmailMessage]:
@@ -172,8 +169,10 @@ def test_silent_applies_without_relaying(instance: Instance) -> None:
     assert sent(instance, "relay") == []
 
 
-def test_spoofed_steward_becomes_a_note_and_stewards_are_warned(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_spoofed_steward_becomes_a_note_and_stewards_are_warned(
+    new_instance: Factory,
+) -> None:
+    instance = new_instance()
     instance.config.write_text(
         instance.config.read_text()
         + '\n[commands]\nrequire_authenticated = true\nauthserv_id = "mx.example.org"\n'
@@ -262,8 +261,8 @@ def test_steward_opens_a_ticket_on_someones_behalf(instance: Instance) -> None:
     assert sent(instance, "ack") == []
 
 
-def test_receipts_always(tmp_path: Path) -> None:
-    instance = Instance(tmp_path)
+def test_receipts_always(new_instance: Factory) -> None:
+    instance = new_instance()
     instance.config.write_text(instance.config.read_text() + '\n[commands]\nreceipts = "always"\n')
     open_request(instance)
     gmail_reply(instance, "Re: [support #1] Hub is down [priority=high]", "Looking.")
@@ -271,11 +270,9 @@ def test_receipts_always(tmp_path: Path) -> None:
     assert "priority: normal -> high" in receipt.get_content()
 
 
-def test_cli_verbs_and_tag_match_the_mail_path(tmp_path: Path) -> None:
-    (tmp_path / "by-mail").mkdir()
-    (tmp_path / "by-cli").mkdir()
-    by_mail = Instance(tmp_path / "by-mail")
-    by_cli = Instance(tmp_path / "by-cli")
+def test_cli_verbs_and_tag_match_the_mail_path(new_instance: Factory) -> None:
+    by_mail = new_instance()
+    by_cli = new_instance()
     for inst in (by_mail, by_cli):
         open_request(inst)
     gmail_reply(by_mail, "Re: [support #1] Hub [type=incident] [ic=alice] [silent]", "x")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 import stat
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from maild.store.models import Base
 from tests.conftest import Instance, make_mail
@@ -16,10 +16,18 @@ from tests.conftest import Instance, make_mail
 
 def test_migrations_build_exactly_the_models(instance: Instance) -> None:
     assert instance.cli("db", "upgrade").status == 0
-    engine = create_engine(f"sqlite:///{instance.db}")
-    with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    engine.dispose()
+
+    async def compare() -> list[object]:
+        engine = create_async_engine(instance.url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+                )
+        finally:
+            await engine.dispose()
+
+    diff = asyncio.run(compare())
     assert diff == [], "the models changed without a migration: add one under store/migrations"
 
 
@@ -31,14 +39,14 @@ def test_upgrade_is_idempotent_and_says_so(instance: Instance) -> None:
 
 def test_an_old_schema_is_refused_with_the_command_that_fixes_it(instance: Instance) -> None:
     instance.ok("db", "upgrade")
-    with sqlite3.connect(instance.db) as conn:
-        conn.execute("update alembic_version set version_num = '0000'")
+    instance.sql("update alembic_version set version_num = '0000'")
     result = instance.cli("queue")
     assert result.status == 1
     assert "maild db upgrade" in result.err and "Traceback" not in result.err
 
 
 def test_database_file_and_folder_are_private(tmp_path: Path) -> None:
+    """SQLite only: the file and its folder."""
     root = tmp_path / "state"
     root.mkdir()
     instance = Instance(root)
