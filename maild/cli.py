@@ -484,7 +484,7 @@ def _health_problems(config: Config, data: dict[str, Any], now: datetime) -> lis
     problems = []
     daemon = data["daemon"]
     if daemon is None:
-        problems.append("the daemon has never run against this store")
+        problems.append("no daemon is running against this store (no heartbeat)")
     else:
         beat = datetime.fromisoformat(daemon["heartbeat_at"])
         if now - beat > timedelta(minutes=2):
@@ -521,13 +521,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        daemon = data["daemon"]
         state = "healthy" if not problems else "UNHEALTHY"
         print(f"maild: {state}")
-        if daemon is not None:
+        for inst in data["instances"]:
+            role = "leader" if inst.get("leader") else "standby"
+            print(f"  instance {inst['instance']} ({role}), heartbeat {inst['heartbeat_at']}")
+        if data["leader"] is not None:
+            lead = data["leader"]
             print(
-                f"  daemon pid {daemon['pid']} on {daemon['host']}, "
-                f"last heartbeat {daemon['heartbeat_at']}"
+                f"  leader lease: {lead['holder']} since {lead['since']}, "
+                f"until {lead['expires_at']}"
             )
         print(f"  last IMAP sync: {data['last_imap_sync_at'] or 'never'}")
         box = data["outbox"]

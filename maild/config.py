@@ -256,6 +256,9 @@ class DatabaseConfig:
     """
 
     url: str = DEFAULT_DATABASE_URL
+    # several daemons on one database: how long the leader's claim on IMAP
+    # ingestion and the scheduler lasts without renewal (the failover time)
+    leader_lease: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1002,13 +1005,17 @@ def _smtp(r: _Reader) -> SmtpConfig:
 
 def _database(r: _Reader) -> DatabaseConfig:
     text = r.text("url", DEFAULT_DATABASE_URL, nonempty=True)
+    lease = r.duration("leader_lease", timedelta(seconds=30))
+    if lease < timedelta(seconds=2):
+        r.expected("leader_lease", "at least 2s", format_duration(lease))
+        lease = timedelta(seconds=2)
     password = r.secret()
     try:
         url = make_url(text)
     except (ArgumentError, ValueError):
         r.expected("url", f'an SQLAlchemy URL like "{DEFAULT_DATABASE_URL}"', text)
         r.finish()
-        return DatabaseConfig()
+        return DatabaseConfig(leader_lease=lease)
     changed = False
     if "+" not in url.drivername:
         # The store runs on asyncio: a bare "sqlite://" would pick a blocking driver.
@@ -1029,7 +1036,9 @@ def _database(r: _Reader) -> DatabaseConfig:
         changed = True
     r.finish()
     # Rendering re-quotes some characters (":memory:"), so only when needed.
-    return DatabaseConfig(url=url.render_as_string(hide_password=False) if changed else text)
+    return DatabaseConfig(
+        url=url.render_as_string(hide_password=False) if changed else text, leader_lease=lease
+    )
 
 
 def _hours(r: _Reader) -> HoursConfig:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 
 from maild.config import Config, ConfigError, load_config
 from maild.imap_source import ImapSource, Verdict
+from maild.lease import Lease, instance_id
 from maild.outbox import OutboxSender
 from maild.pipeline import Outcome, Pipeline
 from maild.render import Renderer, TemplateError
@@ -97,11 +98,16 @@ class Daemon:
         self.tasks: dict[str, _Task] = {}
         self._interrupts = 0
         self.started_at = datetime.now(UTC)
+        self.instance = instance_id()
+        self.lease = Lease(self.sessions, "leader", self.instance, config.database.leader_lease)
 
     # -- handling one mail ---------------------------------------------------
 
     async def handle_mail(self, raw: bytes, source: str) -> Verdict:
         """Run one mail through the pipeline; tell the transport what to do with it."""
+        if source.startswith("imap:") and not self.lease.valid:
+            # we may have been frozen and replaced: leave it to the leader
+            return "retry"
         try:
             outcome: Outcome = await self.pipeline.ingest(raw, source, datetime.now(UTC))
         except OperationalError as exc:
@@ -118,6 +124,7 @@ class Daemon:
     # -- tasks -------------------------------------------------------------------
 
     def _components(self) -> list[_Task]:
+        """What every instance runs: sending, the LMTP listener, the leader election."""
         tasks: list[_Task] = []
         config = self.config
         if config.smtp is not None:
@@ -126,13 +133,52 @@ class Daemon:
         else:
             self.sender = None
             log.warning("no [smtp] configured: mail is queued in the outbox but not sent")
-        if config.mailbox is not None:
-            self.imap = ImapSource(config.mailbox, self.sessions, self.handle_mail)
-            tasks.append(_Task("imap", self.imap.run))
         if config.lmtp is not None:
             tasks.append(_Task("lmtp", self._run_lmtp))
+        tasks.append(_Task("leader", self._run_leadership))
+        return tasks
+
+    def _leader_components(self) -> list[_Task]:
+        """What only the leader runs: IMAP ingestion and the scheduler."""
+        tasks: list[_Task] = []
+        if self.config.mailbox is not None:
+            self.imap = ImapSource(self.config.mailbox, self.sessions, self.handle_mail)
+            tasks.append(_Task("imap", self.imap.run))
         tasks.append(_Task("scheduler", self._run_scheduler))
         return tasks
+
+    async def _run_leadership(self, stop: asyncio.Event) -> None:
+        """Hold (or wait for) the leader lease; run the leader's tasks while we hold it."""
+        lease = self.lease
+        step = max(0.25, lease.ttl.total_seconds() / 4)
+        running: list[_Task] = []
+        try:
+            while not stop.is_set():
+                try:
+                    held = await lease.acquire()
+                except OperationalError as exc:
+                    log.warning("could not renew the leader lease: %s", exc.orig)
+                    held = lease.valid
+                if held and not running:
+                    self.notifier.send("STATUS=running as leader")
+                    running = self._leader_components()
+                    for item in running:
+                        item.task = asyncio.create_task(
+                            self._supervise(item), name=f"maild-{item.name}"
+                        )
+                        self.tasks[item.name] = item
+                elif not held and running:
+                    log.warning("lost the leader lease: stopping IMAP ingestion and the scheduler")
+                    self.notifier.send("STATUS=running as standby")
+                    await self._stop_tasks(running, SHUTDOWN_TIMEOUT)
+                    running = []
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), step)
+        finally:
+            if running:
+                await self._stop_tasks(running, SHUTDOWN_TIMEOUT)
+            with contextlib.suppress(Exception):
+                await lease.release()
 
     async def _supervise(self, item: _Task) -> None:
         """Run a component until its stop is set; restart it with backoff when it fails."""
@@ -160,18 +206,28 @@ class Daemon:
             item.task = asyncio.create_task(self._supervise(item), name=f"maild-{item.name}")
             self.tasks[item.name] = item
 
-    async def _stop_all(self, grace: float) -> None:
-        for item in self.tasks.values():
+    async def _stop_tasks(self, items: list[_Task], grace: float) -> None:
+        for item in items:
             item.stop.set()
-        pending = [t.task for t in self.tasks.values() if t.task is not None]
-        if not pending:
-            return
-        _done, still = await asyncio.wait(pending, timeout=grace)
-        for task in still:
-            log.warning("%s did not stop within %.0fs; cancelling it", task.get_name(), grace)
-            task.cancel()
-        if still:
-            await asyncio.wait(still, timeout=5)
+        pending = [t.task for t in items if t.task is not None]
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                log.warning("%s did not stop within %.0fs; cancelling it", task.get_name(), grace)
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        for item in items:
+            if self.tasks.get(item.name) is item:
+                del self.tasks[item.name]
+
+    async def _stop_all(self, grace: float) -> None:
+        # the election last: it stops the leader's tasks and gives up the lease
+        items = list(self.tasks.values())
+        leader = [t for t in items if t.name == "leader"]
+        others = [t for t in items if t.name not in ("leader", "imap", "scheduler")]
+        await self._stop_tasks(others, grace)
+        await self._stop_tasks(leader, grace)
         self.tasks.clear()
 
     async def _run_scheduler(self, stop: asyncio.Event) -> None:
@@ -263,7 +319,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, _on_hup)
         try:
             await prepare(self.engine)
-            status = await self._first_login()
+            if await self.lease.acquire():
+                status = await self._first_login()
+            else:
+                status = "standby: another instance holds the leader lease"
             log.info("maild running: %s", status)
             self._start_all()
             self.notifier.send("READY=1", f"STATUS=running; {status}")
@@ -271,6 +330,7 @@ class Daemon:
             self.notifier.send("STOPPING=1")
             log.info("shutting down")
             await self._stop_all(SHUTDOWN_TIMEOUT)
+            await self._forget_heartbeat()
             return 0
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -299,18 +359,28 @@ class Daemon:
         now = datetime.now(UTC)
         value = json.dumps(
             {
+                "instance": self.instance,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "started_at": self.started_at.isoformat(),
+                "leader": self.lease.valid,
                 "tasks": sorted(self.tasks),
             }
         )
+        key = f"heartbeat:{self.instance}"
         async with self.sessions() as session, session.begin():
-            row = await session.get(State, "daemon.heartbeat")
+            row = await session.get(State, key)
             if row is None:
-                session.add(State(key="daemon.heartbeat", value=value, at=now))
+                session.add(State(key=key, value=value, at=now))
             else:
                 row.value, row.at = value, now
+
+    async def _forget_heartbeat(self) -> None:
+        with contextlib.suppress(Exception):
+            async with self.sessions() as session, session.begin():
+                row = await session.get(State, f"heartbeat:{self.instance}")
+                if row is not None:
+                    await session.delete(row)
 
 
 def run_daemon(config: Config, config_path: Path | None) -> int:

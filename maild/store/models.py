@@ -34,6 +34,7 @@ __all__ = [
     "Base",
     "Event",
     "ImapState",
+    "Lease",
     "Message",
     "Outbox",
     "Participant",
@@ -276,6 +277,17 @@ class State(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
+
+
+class Lease(Base):
+    """Who holds a role among several daemons on one database, and until when."""
+
+    __tablename__ = "leases"
+
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 class ImapState(Base):

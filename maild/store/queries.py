@@ -215,12 +215,26 @@ async def health(session: AsyncSession, now: datetime) -> dict[str, Any]:
 
     from sqlalchemy import func
 
-    from maild.store.models import ImapState, State
+    from maild.store.models import ImapState, Lease, State
 
-    beat = await session.get(State, "daemon.heartbeat")
-    daemon: dict[str, Any] | None = None
-    if beat is not None:
-        daemon = {"heartbeat_at": iso(beat.at), **json.loads(beat.value)}
+    instances = []
+    for row in (
+        await session.scalars(
+            select(State).where(State.key.like("heartbeat:%")).order_by(State.at.desc())
+        )
+    ).all():
+        instances.append({"heartbeat_at": iso(row.at), **json.loads(row.value)})
+    daemon: dict[str, Any] | None = instances[0] if instances else None
+    lease = await session.get(Lease, "leader")
+    leader = (
+        {
+            "holder": lease.holder,
+            "since": iso(lease.acquired_at),
+            "expires_at": iso(lease.expires_at),
+        }
+        if lease is not None
+        else None
+    )
     last_sync = await session.scalar(select(func.max(ImapState.last_sync_at)))
     queued, oldest = (
         await session.execute(
@@ -236,6 +250,8 @@ async def health(session: AsyncSession, now: datetime) -> dict[str, Any]:
     return {
         "at": iso(now),
         "daemon": daemon,
+        "instances": instances,
+        "leader": leader,
         "last_imap_sync_at": iso(last_sync),
         "outbox": {
             "queued": int(queued or 0),

@@ -184,7 +184,7 @@ def test_mail_end_to_end_with_reload_and_clean_stop(running: Running) -> None:
     later = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     down = running.cli("status", "--now", later)
     assert down.returncode == 3
-    assert "not running" in down.stdout
+    assert "no daemon is running" in down.stdout
     assert "Traceback" not in running.logtext()
 
 

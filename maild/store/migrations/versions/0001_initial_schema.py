@@ -29,6 +29,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("folder", name=op.f("pk_imap_state")),
     )
     op.create_table(
+        "leases",
+        sa.Column("role", sa.String(length=64), nullable=False),
+        sa.Column("holder", sa.String(length=200), nullable=False),
+        sa.Column("acquired_at", maild.store.models.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", maild.store.models.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("role", name=op.f("pk_leases")),
+    )
+    op.create_table(
         "quarantine",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("at", maild.store.models.UTCDateTime(), nullable=False),
@@ -275,5 +283,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_quarantine_message_id")
 
     op.drop_table("quarantine")
+    op.drop_table("leases")
     op.drop_table("imap_state")
     # ### end Alembic commands ###
