@@ -27,5 +27,10 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-# Integration tests must run here: a missing Dovecot is a failure, not a skip.
-MAILD_REQUIRE_SERVERS=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# Integration tests must run here: a missing server is a failure, not a skip.
+export MAILD_REQUIRE_SERVERS=1
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+# The store-facing end-to-end tests once more, on PostgreSQL.
+MAILD_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider "$@" \
+    tests/integration/test_ingest_e2e.py tests/integration/test_steward_e2e.py \
+    tests/integration/test_clock_e2e.py tests/integration/test_store.py
