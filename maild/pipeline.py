@@ -184,10 +184,21 @@ class Pipeline:
                             raise _DryRun(outcome)
                 except _DryRun as dry:
                     return dry.outcome
-        except IntegrityError:
+        except IntegrityError as exc:
             # Another process stored the same Message-ID between our check and
-            # our insert: it is a duplicate, and nothing of ours was committed.
-            return Outcome(source, mail.message_id, None, "duplicate", "Message-ID already stored")
+            # our insert: a duplicate, and nothing of ours was committed. Any
+            # other constraint failing is a bug to look at, not a reason to drop
+            # the mail: quarantine it.
+            async with self.sessions() as session:
+                owner = await session.scalar(
+                    select(Message.ticket_id).where(Message.message_id == mail.message_id)
+                )
+            if owner is not None:
+                return Outcome(
+                    source, mail.message_id, owner, "duplicate", f"Message-ID already on #{owner}"
+                )
+            reason = f"processing failed: {type(exc).__name__}: {exc.orig}"
+            return await self._quarantine(raw, source, mail.message_id, reason, now, dry_run)
         except Exception as exc:
             log.exception("processing failed for Message-ID <%s>", mail.message_id)
             reason = f"processing failed: {type(exc).__name__}: {exc}"

@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.commands import Change
@@ -87,7 +88,11 @@ class Scheduler:
                 break
             for ticket_id in ids:
                 seen.add(ticket_id)
-                await self._ticket(ticket_id, now, result)
+                try:
+                    await self._ticket(ticket_id, now, result)
+                except IntegrityError:
+                    # another scheduler did this ticket's work at the same moment
+                    log.info("ticket #%s was handled by another pass", ticket_id)
         return result
 
     async def _ticket(self, ticket_id: int, now: datetime, result: PassResult) -> None:
