@@ -109,14 +109,17 @@ def _belongs(ticket: TicketView, sender: str, cls: Classification, config: Confi
     return False
 
 
-def _found(rule: Rule, ticket: TicketView, reason: str) -> Decision:
-    if ticket.status == "closed":
+def _found(rule: Rule, ticket: TicketView, reason: str, steward: bool = False) -> Decision:
+    if ticket.status == "closed" and not steward:
         return Decision(
             rule=rule,
             ticket_id=None,
             reason=f"{reason}; #{ticket.id} is closed, so this opens a follow-up",
             follow_up_of=ticket.id,
         )
+    if ticket.status == "closed":
+        # a steward may write on a closed ticket (to reopen it, or a last word)
+        reason += f"; #{ticket.id} is closed but the sender is a steward"
     return Decision(rule=rule, ticket_id=ticket.id, reason=reason)
 
 
@@ -128,11 +131,14 @@ def decide(
     now: datetime,
 ) -> Decision:
     """Apply the threading rules in order; the first that matches wins."""
+    steward = cls.steward is not None
     for mid in referenced_ids(mail):
         ticket = candidates.by_message_id.get(mid)
         if ticket is not None:
             header = "In-Reply-To" if mid in mail.in_reply_to else "References"
-            return _found("references", ticket, f"{header} <{mid}> is a message on #{ticket.id}")
+            return _found(
+                "references", ticket, f"{header} <{mid}> is a message on #{ticket.id}", steward
+            )
 
     root = thread_root(mail.thread_index)
     ticket = candidates.by_thread_root
@@ -143,6 +149,7 @@ def decide(
                 "thread-index",
                 ticket,
                 f"Outlook Thread-Index and Thread-Topic match the thread of #{ticket.id}",
+                steward,
             )
 
     sender = mail.from_addr or ""
@@ -156,6 +163,7 @@ def decide(
                 "subject-tag",
                 ticket,
                 f"subject tag #{number} and the sender {sender} belongs to #{number}",
+                steward,
             )
         quoted = quoted if quoted is not None else number
 
@@ -176,6 +184,7 @@ def decide(
                 best,
                 f"reply subject matches #{best.id}, where {sender} is on the thread, "
                 f"active within {config.tickets.subject_match_days} days",
+                steward,
             )
 
     if quoted is not None:

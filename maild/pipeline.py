@@ -18,7 +18,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.classify import Classification, classify, sender_authenticated
@@ -103,10 +103,16 @@ class _StewardMail:
     parsed: ParsedSubject
     authenticated: bool
     findings: tuple[str, ...]
+    oversize: bool = False
 
     @property
     def is_note(self) -> bool:
-        return not self.authenticated or bool(self.parsed.errors) or self.parsed.has("note")
+        return (
+            self.oversize
+            or not self.authenticated
+            or bool(self.parsed.errors)
+            or self.parsed.has("note")
+        )
 
     @classmethod
     def read(
@@ -115,6 +121,7 @@ class _StewardMail:
         mail: InboundMail,
         classification: Classification,
         ticket: Ticket | None,
+        oversize: bool = False,
     ) -> _StewardMail | None:
         steward = classification.steward
         if steward is None or classification.automated:
@@ -129,7 +136,7 @@ class _StewardMail:
             communities=[c.name for c in config.communities],
             ticket_subject=ticket.subject if ticket is not None else "",
         )
-        return cls(steward, parsed, authenticated, findings)
+        return cls(steward, parsed, authenticated, findings, oversize)
 
 
 class _DryRun(Exception):
@@ -199,6 +206,10 @@ class Pipeline:
                 )
             reason = f"processing failed: {type(exc).__name__}: {exc.orig}"
             return await self._quarantine(raw, source, mail.message_id, reason, now, dry_run)
+        except (OperationalError, InterfaceError):
+            # the store is locked, gone or restarting: not the mail's fault. The
+            # transport keeps the mail (IMAP leaves it, LMTP answers 451).
+            raise
         except Exception as exc:
             log.exception("processing failed for Message-ID <%s>", mail.message_id)
             reason = f"processing failed: {type(exc).__name__}: {exc}"
@@ -264,13 +275,32 @@ class Pipeline:
 
         candidates = await self._candidates(session, mail, now)
         decision = decide(mail, cls, candidates, self.config, now)
+        if decision.follow_up_of is not None and mail.from_addr:
+            # a second reply to the same closed thread joins the follow-up already open
+            open_follow_up = await session.scalar(
+                select(Ticket.id)
+                .join(Participant, Participant.ticket_id == Ticket.id)
+                .where(
+                    Ticket.follow_up_of == decision.follow_up_of,
+                    Ticket.status != "closed",
+                    Participant.address == mail.from_addr,
+                )
+                .order_by(Ticket.id.desc())
+                .limit(1)
+            )
+            if open_follow_up is not None:
+                decision = Decision(
+                    rule=decision.rule,
+                    ticket_id=open_follow_up,
+                    reason=f"{decision.reason}; continues follow-up #{open_follow_up}",
+                )
         existing_ticket: Ticket | None = None
         if decision.ticket_id is not None:
             existing_ticket = await session.get(Ticket, decision.ticket_id)
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
-        steward = _StewardMail.read(self.config, mail, cls, existing_ticket)
+        steward = _StewardMail.read(self.config, mail, cls, existing_ticket, too_large)
         if existing_ticket is None:
             ticket = await self._create(session, mail, cls, decision, now, steward)
             action: Action = "created"
@@ -331,7 +361,9 @@ class Pipeline:
             )
 
         if steward is not None:
-            await self._steward_mail(session, ticket, mail, message, steward, outcome, now)
+            await self._steward_mail(
+                session, ticket, mail, message, steward, outcome, now, len(raw) if too_large else 0
+            )
         else:
             if action == "appended":
                 await self._requester_activity(session, ticket, mail, message, cls, outcome, now)
@@ -498,6 +530,7 @@ class Pipeline:
             priority="normal",
             community=community.name if community else None,
             requester=requester,
+            requester_kind=cls.kind if steward is None else "normal",
             cc=cc,
             links=[],
             time_spent_minutes=0,
@@ -580,9 +613,8 @@ class Pipeline:
         actor = mail.from_addr or ""
         ticket.last_requester_at = now
         known = {ticket.requester, *ticket.cc}
-        new_cc = [a for a in self._thread_addresses(mail, ticket.requester) if a not in known]
-        if mail.from_addr and mail.from_addr not in known:
-            new_cc.insert(0, mail.from_addr)
+        candidates = [mail.from_addr or "", *self._thread_addresses(mail, ticket.requester)]
+        new_cc = list(dict.fromkeys(a for a in candidates if a and a not in known))
         if new_cc:
             old = list(ticket.cc)
             ticket.cc = old + new_cc
@@ -657,6 +689,24 @@ class Pipeline:
             return "no usable sender address"
         if to == self.config.support.address:
             return "our own address"
+        if to.split("@", 1)[0] in ("mailer-daemon", "postmaster"):
+            return f"{to} is not a person"
+        return await self._rate_limited(session, to, now)
+
+    async def requester_blocked(
+        self, session: AsyncSession, ticket: Ticket, now: datetime
+    ) -> str | None:
+        """Why no automatic mail may go to the ticket's requester now, or None."""
+        if ticket.requester_kind != "normal":
+            return f"the ticket was opened by automatic mail ({ticket.requester_kind})"
+        local = ticket.requester.split("@", 1)[0].lower()
+        if not ticket.requester or local in ("mailer-daemon", "postmaster"):
+            return f"{ticket.requester or 'nobody'} is not a person"
+        if self.config.steward_by_address(ticket.requester) is not None:
+            return None
+        return await self._rate_limited(session, ticket.requester, now)
+
+    async def _rate_limited(self, session: AsyncSession, to: str, now: datetime) -> str | None:
         sent = await session.scalar(
             select(func.count())
             .select_from(Outbox)
@@ -666,9 +716,23 @@ class Pipeline:
                 Outbox.created_at > now - timedelta(hours=1),
             )
         )
-        if (sent or 0) >= self.config.tickets.ack_rate_per_hour:
+        # SPEC 6: no automatic mail to a sender who already got MORE than the limit
+        if (sent or 0) > self.config.tickets.ack_rate_per_hour:
             return f"{to} already got {sent} automatic mails this hour"
         return None
+
+    def suppressed_note(
+        self, session: AsyncSession, ticket: Ticket, what: str, why: str, now: datetime
+    ) -> None:
+        session.add(
+            Event(
+                ticket_id=ticket.id,
+                at=now,
+                kind="note",
+                actor="maild",
+                text=f"no {what} sent: {why}",
+            )
+        )
 
     def _context(
         self, ticket: Ticket, mail: InboundMail, extra: dict[str, Any] | None = None
@@ -921,22 +985,6 @@ class Pipeline:
                         reply_to=support,
                     )
                 )
-        elif action == "created" and too_large:
-            # A steward's own oversized mail: tell them, nothing else.
-            ctx["size_mb"] = round(oversize / 1_048_576, 1)
-            ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
-            outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "too_large",
-                    ctx,
-                    to=[sender],
-                    reply_to_mail=message,
-                    automatic="auto-replied",
-                    now=now,
-                )
-            )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
             if too_large:
                 why_not = await self._may_autoreply(session, sender, cls, now)
@@ -1003,10 +1051,29 @@ class Pipeline:
         sm: _StewardMail,
         outcome: Outcome,
         now: datetime,
+        oversize: int = 0,
     ) -> None:
         """A steward wrote: check, apply the tags, relay, answer errors."""
         ctx = self._context(ticket, mail)
         sender = mail.from_addr or sm.steward.addresses[0]
+        if oversize:
+            # only the headers were kept: relaying would send an empty reply
+            outcome.reason += "; too large: kept as a note, nothing applied or relayed"
+            ctx["size_mb"] = round(oversize / 1_048_576, 1)
+            ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
+            outcome.sends.append(
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "too_large",
+                    ctx,
+                    to=[sender],
+                    reply_to_mail=message,
+                    automatic="auto-replied",
+                    now=now,
+                )  # fmt: skip
+            )
+            return
         if not sm.authenticated:
             outcome.reason += "; the sender is not authenticated: kept as a note, commands ignored"
             warned = self._steward_addresses(on_duty(self.config, now)) or list(
@@ -1089,9 +1156,8 @@ class Pipeline:
                 ticket.first_response_at = now
             ticket.last_update_at = now
             parent = await self._last_requester_message(session, ticket) or message
+            # SPEC 6: quoted text and signatures stay in storage, not in relays
             body = mail.new_text.strip()
-            if mail.signature.strip():
-                body += "\n\n-- \n" + mail.signature.strip()
             tag = f"[{self.config.support.tag} #{ticket.id}]"
             subject = _relay_subject(steward_subject, ticket, tag, self.config.support.tag)
             ctx = self._context(
@@ -1108,14 +1174,20 @@ class Pipeline:
             )
             display = steward.display_name if steward else actor
             resolved_incident = ticket.type == "incident" and ctx["resolved"]
+            # a Reply-All already reached some of them directly: not twice
+            direct = set(mail.to) | set(mail.cc)
+            people = [a for a in (ticket.requester, *ticket.cc) if a and a not in direct]
+            if not people:
+                outcome.reason += "; everyone on the thread got the steward's mail directly"
+                return
             outcome.sends.append(
                 await self.queue_mail(
                     session,
                     ticket,
                     "incident_resolved" if resolved_incident else "relay",
                     ctx,
-                    to=[ticket.requester],
-                    cc=list(ticket.cc),
+                    to=people[:1],
+                    cc=people[1:],
                     bcc=self._other_stewards(steward, now),
                     reply_to_mail=parent,
                     automatic=None,
@@ -1127,6 +1199,12 @@ class Pipeline:
         if planned.silent or requester_is_steward or not ticket.requester:
             return
         # no relay (an operator's command): the requester still hears of the outcome
+        changed = ticket.status != before and ticket.status in ("closed", "resolved")
+        blocked = await self.requester_blocked(session, ticket, now) if changed else None
+        if blocked is not None:
+            self.suppressed_note(session, ticket, f"{ticket.status} notice", blocked, now)
+            outcome.suppressed.append(blocked)
+            return
         if ticket.status == "closed" and before != "closed":
             outcome.sends.append(
                 await self.queue_mail(
@@ -1202,6 +1280,7 @@ class Pipeline:
                 "follow_up_of": ticket.follow_up_of,
             },
             "quoted_tag": None,
+            "message": None,
         }
         ctx.update(extra)
         return ctx

@@ -141,6 +141,10 @@ class Scheduler:
         ticket.updated_at = now
         if not ticket.requester:
             return
+        blocked = await self.pipeline.requester_blocked(session, ticket, now)
+        if blocked is not None:
+            self.pipeline.suppressed_note(session, ticket, "closing notice", blocked, now)
+            return
         ctx = self.pipeline._context_bare(
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
         )
@@ -183,7 +187,10 @@ class Scheduler:
                 "since": local(self.config, since),
             },
         )
-        if ticket.requester:
+        blocked = await self.pipeline.requester_blocked(session, ticket, now)
+        if blocked is not None:
+            self.pipeline.suppressed_note(session, ticket, "incident update", blocked, now)
+        elif ticket.requester:
             outcome.sends.append(
                 await self.pipeline.queue_mail(
                     session,

@@ -89,6 +89,9 @@ class Ticket(Base):
     priority: Mapped[str] = mapped_column(String(16), default="normal")
     community: Mapped[str | None] = mapped_column(String(200), default=None)
     requester: Mapped[str] = mapped_column(String(320))
+    # what opened the ticket (normal, auto_reply, bounce, list, own): no automatic
+    # mail ever goes to a requester that is itself a machine
+    requester_kind: Mapped[str] = mapped_column(String(16), default="normal")
     cc: Mapped[list[Any]] = mapped_column(JSON, default=list)
     assignee: Mapped[str | None] = mapped_column(String(200), default=None)
     incident_commander: Mapped[str | None] = mapped_column(String(200), default=None)

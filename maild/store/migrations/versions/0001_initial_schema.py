@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("priority", sa.String(length=16), nullable=False),
         sa.Column("community", sa.String(length=200), nullable=True),
         sa.Column("requester", sa.String(length=320), nullable=False),
+        sa.Column("requester_kind", sa.String(length=16), nullable=False),
         sa.Column("cc", sa.JSON(), nullable=False),
         sa.Column("assignee", sa.String(length=200), nullable=True),
         sa.Column("incident_commander", sa.String(length=200), nullable=True),
