@@ -47,6 +47,22 @@ def _localpart(addr: str | None) -> str:
     return (addr or "").split("@", 1)[0].lower()
 
 
+_REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w-]+)", re.IGNORECASE)
+_ACTION = re.compile(rb"^action:\s*([a-z]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _report_kind(mail: InboundMail) -> str:
+    """``failed`` for an RFC 3464 report of a failed delivery, else what it reports."""
+    found = _REPORT_TYPE.search(mail.header("content-type") or "")
+    report_type = found.group(1).lower() if found else "delivery-status"
+    if report_type != "delivery-status":
+        return report_type  # disposition-notification: a read receipt
+    actions = {a.lower() for a in _ACTION.findall(mail.raw)}
+    if not actions or b"failed" in actions:
+        return "failed"  # no Action field at all: an old-style bounce
+    return "delivery " + "/".join(sorted(a.decode() for a in actions))
+
+
 def _automation(mail: InboundMail, config: Config) -> tuple[Kind, list[str]]:
     support = config.support.address
     reasons: list[str] = []
@@ -56,7 +72,12 @@ def _automation(mail: InboundMail, config: Config) -> tuple[Kind, list[str]]:
     if _localpart(mail.from_addr) in _BOUNCE_LOCALPARTS:
         reasons.append(f"sent by {mail.from_addr}")
     if ctype == "multipart/report":
-        reasons.append("multipart/report (delivery or disposition report)")
+        report = _report_kind(mail)
+        if report != "failed":
+            # a read receipt, a "delayed" or "delivered" notice: answer it never,
+            # but it is not a failed delivery either
+            return "auto_reply", [*reasons, f"multipart/report ({report})"]
+        reasons.append("multipart/report (delivery failed)")
     if reasons:
         return "bounce", reasons
 

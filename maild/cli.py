@@ -144,12 +144,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from exc
-    from maild.render import Renderer, TemplateError
+    from maild.render import Renderer, TemplateError, sample_context
 
     try:
-        Renderer(config)
+        problems = Renderer(config).check(sample_context(config))
     except TemplateError as exc:
         raise UserError(str(exc)) from exc
+    if problems:
+        for line in problems:
+            print(f"templates: {line}", file=sys.stderr)
+        return 1
+    if config.stewards and not config.commands.require_authenticated:
+        print(
+            "warning: commands.require_authenticated is off: anyone who forges a steward's "
+            "From can steer tickets",
+            file=sys.stderr,
+        )
     print(f"{path}: OK ({len(config.stewards)} stewards, {len(config.communities)} communities)")
     return 0
 
@@ -241,6 +251,8 @@ def _explain_json(outcome: Any) -> dict[str, Any]:
     if dec is not None:
         data["rule"] = dec.rule
         data["follow_up_of"] = dec.follow_up_of
+    data["commands"] = list(outcome.commands)
+    data["command_errors"] = list(outcome.command_errors)
     data["would_send"] = [
         {"template": m.template, "to": list(m.to), "cc": list(m.cc), "subject": m.subject}
         for m in outcome.sends
@@ -261,6 +273,10 @@ def _explain_text(outcome: Any) -> str:
     target = f"#{outcome.ticket}" if outcome.ticket is not None else "-"
     if dec is not None:
         lines.append(f"  threading: rule {dec.rule}: {dec.reason}")
+    if outcome.commands:
+        lines.append(f"  commands: {' '.join(outcome.commands)}")
+    for error in outcome.command_errors:
+        lines.append(f"  bad tag: {error}")
     lines.append(f"  result: {outcome.action} {target} ({outcome.reason})")
     for mail in outcome.sends:
         lines.append(f"  would send {mail.template} to {', '.join(mail.to)}: {mail.subject}")
@@ -674,7 +690,10 @@ def cmd_reopen(args: argparse.Namespace) -> int:
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
-    return _operate(args, f"[assign={args.name}]")
+    name = args.name.strip()
+    if not name or any(c in name for c in "[];=") or name.lower() == "me":
+        raise UserError(f"not a steward name: {args.name!r} (use a name from [[stewards]] or none)")
+    return _operate(args, f"[assign={name}]")
 
 
 def cmd_note(args: argparse.Namespace) -> int:
@@ -963,6 +982,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # anything else: one line, and the details in the log
+        log.debug("unexpected error", exc_info=True)
+        print(f"Error: {type(exc).__name__}: {exc} (run with -v -v for details)", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

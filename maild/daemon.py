@@ -32,7 +32,7 @@ from maild.imap_source import ImapSource, Verdict
 from maild.lease import Lease, instance_id
 from maild.outbox import OutboxSender
 from maild.pipeline import Outcome, Pipeline
-from maild.render import Renderer, TemplateError
+from maild.render import Renderer, TemplateError, sample_context
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.models import State
 from maild.workhours import Calendar
@@ -236,11 +236,14 @@ class Daemon:
         scheduler = Scheduler(self.config, self.sessions, self.pipeline)
         while not stop.is_set():
             try:
-                result = await scheduler.run_pass(datetime.now(UTC))
-                if result.sent and self.sender is not None:
-                    self.sender.wake()
+                if self.lease.valid:  # a frozen-and-resumed ex-leader does nothing
+                    result = await scheduler.run_pass(datetime.now(UTC))
+                    if result.sent and self.sender is not None:
+                        self.sender.wake()
             except OperationalError as exc:
                 log.warning("scheduler pass skipped, store unavailable: %s", exc.orig)
+            except Exception:
+                log.exception("scheduler pass failed; trying again in a minute")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 60)
 
@@ -272,6 +275,9 @@ class Daemon:
         try:
             new = load_config(self.config_path)
             renderer = Renderer(new)
+            problems = renderer.check(sample_context(new))
+            if problems:
+                raise TemplateError("; ".join(problems))
         except (ConfigError, TemplateError, OSError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             self.notifier.send("STATUS=reload refused: bad config, running on the old one")
@@ -319,6 +325,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, _on_hup)
         try:
             await prepare(self.engine)
+            if self.config.stewards and not self.config.commands.require_authenticated:
+                log.warning(
+                    "commands.require_authenticated is off: steward commands are trusted on "
+                    "the From header alone"
+                )
             if await self.lease.acquire():
                 status = await self._first_login()
             else:

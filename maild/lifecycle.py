@@ -173,6 +173,7 @@ def compute_dues(
         )
         base = t.last_update_at or t.triaged_at or t.created_at
         next_update = base + every
+        open_targets.append((next_update, "update"))
         nudge = config.incidents.nudge_before
         if nudge > timedelta(0):
             reminders.append(Reminder("nudge", next_update.isoformat(), next_update - nudge))

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import defer
 
 from maild.classify import Classification, classify, sender_authenticated
 from maild.commands import Change, Plan, apply, plan
@@ -296,7 +297,9 @@ class Pipeline:
                 )
         existing_ticket: Ticket | None = None
         if decision.ticket_id is not None:
-            existing_ticket = await session.get(Ticket, decision.ticket_id)
+            # PostgreSQL: lock the row so the scheduler cannot change it under us
+            # (SQLite's WAL refuses a stale writer by itself)
+            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=True)
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
@@ -394,7 +397,9 @@ class Pipeline:
     ) -> Outcome | None:
         """Record a bounce of one of our mails on that mail; None if it is not ours."""
         original = await session.scalar(
-            select(Message).where(Message.message_id == cls.bounce_of, Message.direction == "out")
+            select(Message)
+            .options(defer(Message.raw))
+            .where(Message.message_id == cls.bounce_of, Message.direction == "out")
         )
         if original is None:
             return None
@@ -405,8 +410,9 @@ class Pipeline:
         await session.flush()
         rows = (await session.scalars(select(Outbox).where(Outbox.message_pk == original.id))).all()
         for row in rows:
-            row.status = "bounced"
-            row.last_error = (mail.new_text or mail.text)[:2000]
+            if row.status == "sent":  # a report cannot be about mail not yet sent
+                row.status = "bounced"
+                row.last_error = (mail.new_text or mail.text)[:2000]
         reason = f"bounce of our message <{original.message_id}> on #{ticket.id}"
         session.add(
             Event(
@@ -1022,6 +1028,16 @@ class Pipeline:
 
     # -- stewards ------------------------------------------------------------------
 
+    async def latest_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
+        """The ticket's latest message either way, to thread a notice under."""
+        return await session.scalar(
+            select(Message)
+            .options(defer(Message.raw))
+            .where(Message.ticket_id == ticket.id)
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
     async def _last_requester_message(
         self, session: AsyncSession, ticket: Ticket
     ) -> Message | None:
@@ -1029,6 +1045,7 @@ class Pipeline:
         people = [a for a in (ticket.requester, *ticket.cc) if a]
         return await session.scalar(
             select(Message)
+            .options(defer(Message.raw))
             .where(
                 Message.ticket_id == ticket.id,
                 Message.direction == "in",
@@ -1303,7 +1320,7 @@ class Pipeline:
         Raises LookupError if there is no such ticket.
         """
         async with self.sessions() as session, session.begin():
-            ticket = await session.get(Ticket, ticket_id)
+            ticket = await session.get(Ticket, ticket_id, with_for_update=True)
             if ticket is None:
                 raise LookupError(f"no ticket #{ticket_id}")
             parsed = parse_subject(

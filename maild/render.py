@@ -37,6 +37,7 @@ __all__ = [
     "Rendered",
     "Renderer",
     "TemplateError",
+    "sample_context",
     "build_message",
     "new_message_id",
     "new_thread_root",
@@ -122,6 +123,75 @@ class Renderer:
             except TemplateError as exc:
                 problems.append(str(exc))
         return problems
+
+
+def sample_context(config: Config) -> dict[str, Any]:
+    """Every name the shipped templates may use, with plausible values: for checking
+    templates (and overrides) before they are needed."""
+    support = config.support
+    ticket = {
+        "id": 42,
+        "subject": "Hub is down",
+        "status": "open",
+        "type": "incident",
+        "priority": "high",
+        "community": "example",
+        "requester": "rep@community.example",
+        "cc": ["other@community.example"],
+        "assignee": "alice",
+        "incident_commander": "alice",
+        "follow_up_of": None,
+    }
+    message = {
+        "from_addr": "rep@community.example",
+        "from_name": "Rosa Rep",
+        "subject": "Hub is down",
+        "text": "Hello,\nthe hub returns 502.",
+        "new_text": "Hello,\nthe hub returns 502.",
+        "attachments": [{"filename": "log.txt", "content_type": "text/plain", "size": 120}],
+    }
+    return {
+        "support": {"name": support.name, "address": support.address, "tag": support.tag},
+        "tag": f"[{support.tag} #42]",
+        "ticket": ticket,
+        "message": message,
+        "quoted_tag": None,
+        "subject": f"Re: [{support.tag} #42] Hub is down",
+        "body": "We are on it.",
+        "resolved": True,
+        "closed": False,
+        "auto_close_hours": 48,
+        "next_update": "Wed 2026-11-25 18:00 UTC",
+        "errors": [{"tag": "[priority=asap]", "message": "'asap' is not a priority"}],
+        "accepted": ["[priority=low|normal|high|urgent]"],
+        "changes": ["priority: normal -> high"],
+        "steward": "alice",
+        "findings": ["dkim=fail (example.org)"],
+        "size_mb": 30.0,
+        "limit_mb": 25.0,
+        "latest_reply": None,
+        "since": "Wed 2026-11-25 15:00 UTC",
+        "kind": "triage",
+        "what": "triage",
+        "stage": "warn",
+        "due": "Wed 2026-11-25 17:00 UTC",
+        "reason": None,
+        "on_duty": ["alice", "bob"],
+        "incoming": ["bob"],
+        "outgoing": ["carol"],
+        "next_change": "Mon 2026-12-07 00:00 UTC",
+        "tickets": [
+            {
+                "tag": f"[{support.tag} #42]",
+                "subject": "Hub is down",
+                "status": "open",
+                "type": "incident",
+                "priority": "high",
+                "due_kind": "first_response",
+                "due": "Wed 2026-11-25 17:00 UTC",
+            }
+        ],
+    }
 
 
 def new_message_id(config: Config, ticket_id: int | None) -> str:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.commands import Change
@@ -35,6 +35,7 @@ __all__ = ["PassResult", "Scheduler"]
 log = logging.getLogger(__name__)
 
 _BATCH = 200
+RETRY_FAILED = timedelta(minutes=10)
 _KIND_TEXT = {
     "triage": "triage (setting the ticket type)",
     "first_response": "the first response to the requester",
@@ -93,7 +94,21 @@ class Scheduler:
                 except IntegrityError:
                     # another scheduler did this ticket's work at the same moment
                     log.info("ticket #%s was handled by another pass", ticket_id)
+                except (OperationalError, InterfaceError):
+                    raise  # the store is away: the whole pass retries later
+                except Exception:
+                    # one broken ticket (a bad template override...) must not
+                    # stop the clock for all the others: look again later
+                    log.exception("scheduler failed on ticket #%s; retrying it later", ticket_id)
+                    await self._postpone(ticket_id, now)
+                    result.actions.append(f"#{ticket_id} failed, postponed")
         return result
+
+    async def _postpone(self, ticket_id: int, now: datetime) -> None:
+        async with self.sessions() as session, session.begin():
+            ticket = await session.get(Ticket, ticket_id)
+            if ticket is not None:
+                ticket.next_action_at = now + RETRY_FAILED
 
     async def _ticket(self, ticket_id: int, now: datetime, result: PassResult) -> None:
         async with self.sessions() as session, session.begin():
@@ -255,7 +270,7 @@ class Scheduler:
                 "sla_reminder",
                 ctx,
                 to=to,
-                reply_to_mail=None,
+                reply_to_mail=await self.pipeline.latest_message(session, ticket),
                 automatic="auto-generated",
                 now=now,
                 reply_to=self.config.support.address,

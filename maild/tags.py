@@ -16,6 +16,7 @@ not a command either, so a steward's plain reply never trips over it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
@@ -207,7 +208,9 @@ def parse_subject(
     """
     commands: list[Command] = []
     errors: list[TagError] = []
-    known = ticket_subject.casefold()
+    # each bracket of the ticket's subject excuses one occurrence, no more: a
+    # ticket called "[Note] billing" must not swallow a steward's real [note]
+    known = Counter(m.group(0).casefold() for m in _BRACKET.finditer(ticket_subject))
     kept: list[str] = []
     pos = 0
     for match in _BRACKET.finditer(subject):
@@ -217,7 +220,9 @@ def parse_subject(
         if _TICKET_TAG.match(inner) or not inner.strip():
             kept.append(match.group(0))
             continue
-        if known and match.group(0).casefold() in known:
+        text = match.group(0).casefold()
+        if known[text] > 0:
+            known[text] -= 1
             kept.append(match.group(0))
             continue
         kept.append(" ")

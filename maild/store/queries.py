@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from maild.store.models import Attachment, Event, Message, Outbox, Quarantine, Ticket
 
@@ -116,7 +117,9 @@ async def ticket_detail(
     delivery: dict[int, str] = {}
     if message_pks:
         for row in (
-            await session.scalars(select(Message).where(Message.id.in_(message_pks)))
+            await session.scalars(
+                select(Message).options(defer(Message.raw)).where(Message.id.in_(message_pks))
+            )
         ).all():
             messages[row.id] = row
         rows = await session.execute(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -126,7 +126,7 @@ async def stats(
         for c in config.communities
     ]
     return {
-        "since": start.isoformat(),
+        "since": start.astimezone(UTC).isoformat(),
         "opened_this_week": opened_week,
         "closed_this_week": closed_week,
         "opened_total": opened_total,

@@ -167,3 +167,17 @@ def test_accepted_covers_the_spec_table() -> None:
         "requester",
     ):
         assert key in ACCEPTED
+
+
+def test_a_ticket_subject_bracket_excuses_only_its_own_occurrence() -> None:
+    p = parse_subject(
+        "Re: [support #1] [Note] new contact for billing [note]",
+        ticket_subject="[Note] new contact for billing",
+    )
+    assert [c.key for c in p.commands] == ["note"]
+    p = parse_subject(
+        "Re: [support #1] [Incident] Hub is down [incident] [ic=alice]",
+        stewards=STEWARDS,
+        ticket_subject="[Incident] Hub is down",
+    )
+    assert [(c.key, c.value) for c in p.commands] == [("type", "incident"), ("ic", "alice")]
