@@ -514,6 +514,13 @@ def _health_problems(config: Config, data: dict[str, Any], now: datetime) -> lis
         last = data["last_imap_sync_at"]
         if last is None or now - datetime.fromisoformat(last) > limit:
             problems.append(f"no successful IMAP sync since {last or 'ever'}")
+    behind = data["next_scheduler_action_at"]
+    if (
+        daemon is not None
+        and behind
+        and now - datetime.fromisoformat(behind) > timedelta(minutes=10)
+    ):
+        problems.append(f"the scheduler is behind: work was due at {behind}")
     oldest = data["outbox"]["oldest_queued_at"]
     if oldest is not None and now - datetime.fromisoformat(oldest) > timedelta(hours=1):
         problems.append(f"outbox backlog: the oldest queued mail is from {oldest}")
