@@ -68,7 +68,8 @@ class Notifier:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(addr)
-                sock.sendall("\n".join(lines).encode())
+                # never block: a notify socket nobody reads must not freeze us
+                sock.send("\n".join(lines).encode(), socket.MSG_DONTWAIT)
         except OSError as exc:
             log.debug("sd_notify failed: %s", exc)
 

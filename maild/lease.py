@@ -31,6 +31,24 @@ __all__ = ["Lease", "instance_id"]
 log = logging.getLogger(__name__)
 
 
+def _dead_here(holder: str) -> bool:
+    """Whether ``holder`` (host:pid:token) is a process of this host that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def instance_id() -> str:
     """host:pid:random — unique per process, readable in ``maild status``."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
@@ -68,45 +86,57 @@ class Lease:
         """Take or renew the role; True if we hold it now."""
         now = self.clock()
         async with self.sessions() as session, session.begin():
-            result = await session.execute(
-                update(LeaseRow)
-                .where(
-                    LeaseRow.role == self.role,
-                    or_(LeaseRow.holder == self.holder, LeaseRow.expires_at < now),
-                )
-                .values(
-                    holder=self.holder,
-                    expires_at=now + self.ttl,
-                    acquired_at=case(
-                        (LeaseRow.holder == self.holder, LeaseRow.acquired_at), else_=now
-                    ),
-                )
-                .returning(LeaseRow.acquired_at, LeaseRow.holder)
-            )
-            won = result.first()
-            if won is None:
-                exists = await session.scalar(
-                    select(LeaseRow.holder).where(LeaseRow.role == self.role)
-                )
-                if exists is not None:
-                    self.valid_until = None
-                    return False
-                try:
-                    async with session.begin_nested():
-                        session.add(
-                            LeaseRow(
-                                role=self.role,
-                                holder=self.holder,
-                                acquired_at=now,
-                                expires_at=now + self.ttl,
-                            )
-                        )
-                except IntegrityError:
-                    self.valid_until = None
-                    return False
+            held = await self._claim(session, now)
+        if not held:
+            self.valid_until = None
+            return False
         if self.valid_until is None:
             log.info("%s: this instance (%s) holds the role now", self.role, self.holder)
         self._mark(now)
+        return True
+
+    async def _claim(self, session: AsyncSession, now: datetime) -> bool:
+        renewed = await session.execute(
+            update(LeaseRow)
+            .where(
+                LeaseRow.role == self.role,
+                or_(LeaseRow.holder == self.holder, LeaseRow.expires_at < now),
+            )
+            .values(
+                holder=self.holder,
+                expires_at=now + self.ttl,
+                acquired_at=case((LeaseRow.holder == self.holder, LeaseRow.acquired_at), else_=now),
+            )
+        )
+        if renewed.rowcount == 1:  # type: ignore[attr-defined]
+            return True
+        holder = await session.scalar(select(LeaseRow.holder).where(LeaseRow.role == self.role))
+        if holder is not None:
+            if not _dead_here(holder):
+                return False
+            # the holder was a process on this host that is gone (a crash, kill -9):
+            # no need to wait out its lease before reading mail again
+            taken = await session.execute(
+                update(LeaseRow)
+                .where(LeaseRow.role == self.role, LeaseRow.holder == holder)
+                .values(holder=self.holder, acquired_at=now, expires_at=now + self.ttl)
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                log.info("%s: took over from %s, which is no longer running", self.role, holder)
+                return True
+            return False
+        try:
+            async with session.begin_nested():
+                session.add(
+                    LeaseRow(
+                        role=self.role,
+                        holder=self.holder,
+                        acquired_at=now,
+                        expires_at=now + self.ttl,
+                    )
+                )
+        except IntegrityError:
+            return False
         return True
 
     async def release(self) -> None:

@@ -109,6 +109,10 @@ def _upgrade_sync(conn: Connection) -> None:
 async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
     """Apply all migrations. Returns (revision before, revision after)."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # pysqlite runs DDL outside any transaction unless one is open: a
+            # crash halfway would leave a half-built schema nothing can repair
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = await conn.run_sync(_current)
         await conn.run_sync(_upgrade_sync)
         after = await conn.run_sync(_current)

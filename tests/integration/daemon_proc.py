@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from email.policy import compat32
@@ -46,21 +47,30 @@ def message_id_of(raw: bytes) -> str:
 
 
 class Notify:
-    """A NOTIFY_SOCKET like systemd's: collects what the daemon reports."""
+    """A NOTIFY_SOCKET like systemd's: collects what the daemon reports.
+
+    A thread reads it all the time, as systemd does: the daemon's sd_notify
+    send blocks once about ten datagrams wait unread, and with it the daemon.
+    """
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ntf-", dir="/tmp"))
         self.path = self.dir / "notify"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
-        self.sock.settimeout(0.1)
+        self.sock.settimeout(0.05)
         self.lines: list[str] = []
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self._reader.start()
 
-    def drain(self) -> None:
-        while True:
+    def _read(self) -> None:
+        while not self._closing.is_set():
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, BlockingIOError):
+            except TimeoutError:
+                continue
+            except OSError:
                 return
             self.lines.extend(data.decode().splitlines())
 
@@ -73,9 +83,11 @@ class Notify:
                     return line
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {prefix!r} from the daemon; got {self.lines[after:]}")
-            self.drain()
+            time.sleep(0.02)
 
     def close(self) -> None:
+        self._closing.set()
+        self._reader.join(timeout=5)
         self.sock.close()
         self.path.unlink(missing_ok=True)
         self.dir.rmdir()
@@ -111,10 +123,14 @@ class MaildProcess:
         smtp_port: int | None = None,
         lmtp: str | None = None,
         lmtp_protocol: str = "lmtp",
+        leader_lease: str | None = None,
         extra: str = "",
     ) -> None:
         """Write the config: ``imap`` is (Dovecot, user); ``lmtp`` a ``host:port``."""
         text = CONFIG_TEMPLATE.format(db=self.db, ack_rate=self.ack_rate)
+        if leader_lease is not None:
+            text = text.replace("[database]\n", f'[database]\nleader_lease = "{leader_lease}"\n', 1)
+            assert "leader_lease" in text, "CONFIG_TEMPLATE has no [database] table"
         if imap is not None:
             dovecot, user = imap
             text += f"""
@@ -142,7 +158,9 @@ security = "none"
     def start(self) -> None:
         """Start ``maild run``; its stderr is appended to :attr:`log`."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        env = maild_env(NOTIFY_SOCKET=str(self.notify.path), WATCHDOG_USEC="2000000", WATCHDOG_PID="")
+        env = maild_env(
+            NOTIFY_SOCKET=str(self.notify.path), WATCHDOG_USEC="2000000", WATCHDOG_PID=""
+        )
         self.starts += 1
         with self.log.open("ab") as log:
             log.write(f"=== start {self.starts} ===\n".encode())
