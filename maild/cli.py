@@ -69,8 +69,9 @@ def parse_instant(value: str, timezone: str) -> datetime:
 
 def _print_json(data: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
-    # one write: json.dump's thousands of small writes dominate big listings
-    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    # indented for people; compact (the C encoder, many times faster) for scripts
+    indent = 2 if out.isatty() else None
+    out.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:

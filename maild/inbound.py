@@ -38,6 +38,7 @@ from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import TypeVar
 
+from maild import mailpolicy
 from maild.htmltext import html_to_text
 from maild.quotes import split_reply
 from maild.subjects import strip_header_unsafe
@@ -327,7 +328,7 @@ def _decode_header_value(name: str, value: str) -> str:
     if len(value) <= _MAX_STRUCTURED:
         # The structured parser has crash paths on hostile input.
         with contextlib.suppress(Exception):
-            return _clean_str(str(policy.default.header_factory(name, value)))
+            return _clean_str(str(mailpolicy.DEFAULT.header_factory(name, value)))
     try:
         return _clean_str(str(make_header(decode_header(value))))
     except Exception:  # unknown charsets, bad base64 in encoded words
@@ -719,14 +720,14 @@ def _report_original_id(msg: Message, defects: _Defects) -> str | None:
 
 def _parse_bytes(data: bytes, defects: _Defects) -> Message | None:
     try:
-        return BytesParser(policy=policy.default).parsebytes(data)
+        return BytesParser(policy=mailpolicy.DEFAULT).parsebytes(data)
     except Exception as exc:  # the default policy's header parser can crash mid-parse
         defects.add(f"parser: {type(exc).__name__}; parsed with compat32")
     try:
         return BytesParser(policy=policy.compat32).parsebytes(data)
     except Exception as exc:  # RecursionError on absurdly deep MIME nesting
         defects.add(f"parser: {type(exc).__name__}; body kept as raw text")
-    for fallback in (policy.default, policy.compat32):
+    for fallback in (mailpolicy.DEFAULT, policy.compat32):
         with contextlib.suppress(Exception):
             return BytesParser(policy=fallback).parsebytes(data, headersonly=True)
     return None
@@ -739,7 +740,7 @@ def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[st
         parsed: list[tuple[str, str]] | None = None
         try:
             if len(value) <= _MAX_STRUCTURED:
-                header = policy.default.header_factory(name, value)
+                header = mailpolicy.DEFAULT.header_factory(name, value)
                 parsed = [
                     (_clean_str(a.display_name or ""), _clean_str(a.addr_spec or ""))
                     for a in getattr(header, "addresses", ())
@@ -777,7 +778,7 @@ def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
         return None
     result: datetime | None = None
     try:
-        header = policy.default.header_factory("date", value)
+        header = mailpolicy.DEFAULT.header_factory("date", value)
         result = getattr(header, "datetime", None)
     except Exception:
         result = None

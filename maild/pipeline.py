@@ -441,6 +441,9 @@ class Pipeline:
             ).all()
             for mid, ticket in rows:
                 by_message_id[mid] = await self._view(session, ticket)
+            if by_message_id:
+                # rule 1 decides; the later rules' look-ups would be wasted
+                return Candidates(by_message_id)
 
         by_root: TicketView | None = None
         root = thread_root(mail.thread_index)

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -29,6 +28,7 @@ from typing import Any, Literal
 
 import jinja2
 
+from maild import mailpolicy
 from maild.config import Config
 from maild.subjects import strip_header_unsafe
 
@@ -250,7 +250,7 @@ def build_message(
 ) -> EmailMessage:
     """An outgoing mail from the support address, threaded and loop-safe."""
     utf8 = not all(addr.isascii() for addr in (*to, *cc))
-    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    msg = EmailMessage(policy=mailpolicy.SMTPUTF8 if utf8 else mailpolicy.SMTP)
     display = strip_header_unsafe(from_name or config.support.name).strip()
     local, _, domain = config.support.address.partition("@")
     msg["From"] = Address(display_name=display, username=local, domain=domain)

@@ -127,7 +127,8 @@ class Ticket(Base):
 
     __table_args__ = (
         Index("ix_tickets_status_updated", "status", "updated_at"),
-        Index("ix_tickets_subject_key", "subject_key"),
+        # threading rule 4: same subject, recently active
+        Index("ix_tickets_subject_key", "subject_key", "last_activity_at"),
         Index("ix_tickets_thread_root", "thread_root"),
         Index("ix_tickets_next_due_at", "next_due_at"),
         Index("ix_tickets_next_action_at", "next_action_at"),

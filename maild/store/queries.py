@@ -6,12 +6,13 @@ timestamps are ISO 8601 in UTC with offset.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, or_, select
+from sqlalchemy import String, case, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -67,6 +68,53 @@ def ticket_json(ticket: Ticket, now: datetime) -> dict[str, Any]:
     }
 
 
+# what ticket_json reads, and nothing else. Dates and JSON come back as the
+# database's text and are converted here: SQLAlchemy's per-value processing is
+# most of the time of a 10,000-ticket queue.
+_RAW = String()
+QUEUE_COLUMNS = (
+    Ticket.id,
+    Ticket.subject,
+    Ticket.status,
+    Ticket.type,
+    Ticket.priority,
+    Ticket.community,
+    Ticket.requester,
+    type_coerce(Ticket.cc, _RAW),
+    Ticket.assignee,
+    Ticket.incident_commander,
+    type_coerce(Ticket.links, _RAW),
+    Ticket.time_spent_minutes,
+    type_coerce(Ticket.created_at, _RAW),
+    type_coerce(Ticket.updated_at, _RAW),
+    Ticket.message_count,
+    Ticket.next_due_kind,
+    type_coerce(Ticket.next_due_at, _RAW),
+    Ticket.follow_up_of,
+)
+
+
+def _utc_text(value: Any) -> str | None:
+    """A stored UTC time (text or datetime) as ISO 8601 with +00:00."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC).isoformat()
+    text = str(value).replace(" ", "T", 1)
+    if text.endswith(".000000"):
+        text = text[:-7]
+    return text + "+00:00"
+
+
+def _json_list(value: Any) -> list[Any]:
+    if value is None or value == "[]":
+        return []
+    if isinstance(value, list):
+        return value
+    loaded = json.loads(value)
+    return list(loaded) if isinstance(loaded, list) else []
+
+
 async def queue(
     session: AsyncSession,
     now: datetime,
@@ -78,7 +126,9 @@ async def queue(
     include_all: bool = False,
 ) -> list[dict[str, Any]]:
     """Tickets, most urgent first: earliest due time, then priority, then age."""
-    stmt = select(Ticket)
+    # plain rows, not ORM objects: a queue of 10,000 would spend most of its
+    # time building objects nobody modifies
+    stmt = select(*QUEUE_COLUMNS)
     if statuses:
         stmt = stmt.where(Ticket.status.in_(list(statuses)))
     elif not include_all:
@@ -97,7 +147,38 @@ async def queue(
     stmt = stmt.order_by(
         Ticket.next_due_at.is_(None), Ticket.next_due_at, rank, Ticket.created_at, Ticket.id
     )
-    return [ticket_json(t, now) for t in (await session.scalars(stmt)).all()]
+    rows = (await session.execute(stmt)).all()
+    return [_queue_row(tuple(row), now) for row in rows]
+
+
+def _queue_row(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
+    """ticket_json for a QUEUE_COLUMNS row, by position (ten times faster than by name)."""
+    (tid, subject, status, kind, priority, community, requester, cc, assignee, ic, links,
+     minutes, created, updated, count, due_kind, due_at, follow_up) = row  # fmt: skip
+    due = _utc_text(due_at)
+    return {
+        "id": tid,
+        "subject": subject,
+        "status": status,
+        "type": kind,
+        "priority": priority,
+        "community": community,
+        "requester": requester,
+        "cc": _json_list(cc),
+        "assignee": assignee,
+        "incident_commander": ic,
+        "links": _json_list(links),
+        "time_spent_minutes": minutes,
+        "created_at": _utc_text(created),
+        "updated_at": _utc_text(updated),
+        "message_count": count,
+        "next_due": (
+            {"kind": due_kind, "at": due, "breached": datetime.fromisoformat(due) <= now}
+            if due is not None and due_kind is not None
+            else None
+        ),
+        "follow_up_of": follow_up,
+    }
 
 
 async def ticket_detail(

@@ -57,3 +57,9 @@ def test_database_file_and_folder_are_private(tmp_path: Path) -> None:
     instance.ingest(make_mail(message_id="<p@pangeo.example>"))
     assert stat.S_IMODE(nested.stat().st_mode) == 0o700
     assert stat.S_IMODE((nested / "maild.db").stat().st_mode) == 0o600
+
+
+def test_the_head_constant_matches_the_migrations() -> None:
+    from maild.store.db import HEAD, alembic_head
+
+    assert alembic_head() == HEAD, "update HEAD in maild/store/db.py with the new migration"

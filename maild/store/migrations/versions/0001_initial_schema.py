@@ -102,7 +102,9 @@ def upgrade() -> None:
         batch_op.create_index("ix_tickets_next_due_at", ["next_due_at"], unique=False)
         batch_op.create_index("ix_tickets_requester", ["requester"], unique=False)
         batch_op.create_index("ix_tickets_status_updated", ["status", "updated_at"], unique=False)
-        batch_op.create_index("ix_tickets_subject_key", ["subject_key"], unique=False)
+        batch_op.create_index(
+            "ix_tickets_subject_key", ["subject_key", "last_activity_at"], unique=False
+        )
         batch_op.create_index("ix_tickets_thread_root", ["thread_root"], unique=False)
 
     op.create_table(

@@ -1,0 +1,177 @@
+"""The clock at 100,000 tickets: one scheduler pass, and ``maild queue`` as a whole process.
+
+A store is filled with N tickets (default 100,000): 10 % active, of which a
+few hundred have work due now (incident updates); the rest are closed. Then:
+
+- a scheduler pass with nothing due, beside the same pass on an empty store
+  (the baseline): what the indexed "what is due?" question costs;
+- a pass with the due tickets, and its cost per ticket handled;
+- ``maild queue`` (the 10,000 active tickets) as a process, beside
+  ``maild --help`` (interpreter and import time) in the same run.
+
+    python bench/clock.py [--n 100000] [--due 200] [--url postgresql+asyncpg://…]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from common import Timer, print_table, write_config
+
+from maild.config import load_config
+from maild.pipeline import Pipeline
+from maild.scheduler import Scheduler
+from maild.store.db import make_engine, make_sessionmaker, prepare
+from maild.store.models import Ticket
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+
+def _rows(n: int, active: int, due: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        created = NOW - timedelta(days=200) + timedelta(minutes=i)
+        if i < due:
+            status, kind, next_action = "open", "incident", NOW - timedelta(minutes=1)
+        elif i < active:
+            status, kind, next_action = "open", "guidance", NOW + timedelta(days=1, minutes=i)
+        else:
+            status, kind, next_action = "closed", "guidance", None
+        rows.append(
+            {
+                "subject": f"Request {i}",
+                "subject_key": f"request {i}",
+                "status": status,
+                "type": kind,
+                "priority": "normal",
+                "community": "pangeo",
+                "requester": f"rep{i % 5000}@pangeo.example",
+                "cc": [],
+                "links": [],
+                "time_spent_minutes": 0,
+                "created_at": created,
+                "updated_at": created,
+                "last_activity_at": created,
+                "triaged_at": created,
+                "first_response_at": created,
+                "last_update_at": NOW - timedelta(hours=4) if i < due else None,
+                "closed_at": created if status == "closed" else None,
+                "message_count": 0,
+                "next_action_at": next_action,
+                "next_due_at": next_action if status == "open" else None,
+                "next_due_kind": "first_response" if status == "open" else None,
+            }
+        )
+    return rows
+
+
+async def fill(url: str, n: int, active: int, due: int) -> None:
+    engine = make_engine(url)
+    await prepare(engine)
+    rows = _rows(n, active, due)
+    async with engine.begin() as conn:
+        for start in range(0, len(rows), 5000):
+            await conn.execute(Ticket.__table__.insert(), rows[start : start + 5000])
+    await engine.dispose()
+
+
+async def one_pass(config_path: Path, now: datetime) -> tuple[float, int]:
+    config = load_config(config_path)
+    engine = make_engine(config.database.url)
+    await prepare(engine)
+    sessions = make_sessionmaker(engine)
+    scheduler = Scheduler(config, sessions, Pipeline(config, sessions))
+    await scheduler.run_pass(now - timedelta(days=400))  # warm up: imports, pool, caches
+    with Timer() as t:
+        result = await scheduler.run_pass(now)
+    await engine.dispose()
+    return t.seconds, len(result.actions)
+
+
+def process_time(args: list[str], repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        with Timer() as t:
+            subprocess.run(args, check=True, capture_output=True, timeout=300)
+        times.append(t.seconds)
+    return statistics.median(times)
+
+
+def config_for(root: Path, url: str | None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = write_config(root, root / "maild.db")
+    if url:
+        text = path.read_text().replace(f'url = "sqlite+aiosqlite:///{root / "maild.db"}"', "")
+        text = text.replace("[database]\n", f'[database]\nurl = "{url}"\n')
+        path.write_text(text)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--due", type=int, default=200)
+    parser.add_argument("--url", help="store URL instead of a temporary SQLite file")
+    parser.add_argument("--empty-url", help="an empty store of the same kind, for the baseline")
+    args = parser.parse_args()
+    active = args.n // 10
+    with tempfile.TemporaryDirectory(prefix="maild-bench-") as tmp:
+        root = Path(tmp)
+        full = config_for(root / "full", args.url)
+        empty = config_for(root / "empty", args.empty_url)
+        url = load_config(full).database.url
+        with Timer() as fill_time:
+            asyncio.run(fill(url, args.n, active, args.due))
+        took = fill_time.seconds
+        print(f"filled {args.n} tickets ({active} active, {args.due} due) in {took:.1f}s")
+
+        empty_pass, _ = asyncio.run(one_pass(empty, NOW))
+        idle_pass, idle_actions = asyncio.run(one_pass(full, NOW - timedelta(minutes=2)))
+        busy_pass, busy_actions = asyncio.run(one_pass(full, NOW))
+        maild = [sys.executable, "-m", "maild"]
+        help_time = process_time([*maild, "--help"])
+        queue_time = process_time([*maild, "--config", str(full), "queue", "--json"])
+
+    rows = [
+        ("pass, empty store (baseline)", f"{empty_pass * 1000:.1f}", "1.00x", 0),
+        (
+            f"pass, {args.n} tickets, none due",
+            f"{idle_pass * 1000:.1f}",
+            f"{idle_pass / empty_pass:.2f}x",
+            idle_actions,
+        ),
+        (
+            f"pass, {args.n} tickets, {args.due} due",
+            f"{busy_pass * 1000:.1f}",
+            f"{busy_pass / empty_pass:.2f}x",
+            busy_actions,
+        ),
+        ("maild --help (baseline)", f"{help_time * 1000:.0f}", "1.00x", "-"),
+        (
+            f"maild queue --json ({active} active)",
+            f"{queue_time * 1000:.0f}",
+            f"{queue_time / help_time:.2f}x",
+            "-",
+        ),
+    ]
+    print_table(rows, ("what", "ms", "vs baseline", "actions"))
+    per_ticket = (busy_pass - idle_pass) / max(1, busy_actions) * 1000
+    print(f"scheduler work per due ticket: {per_ticket:.2f} ms")
+    print(
+        f"aims: idle pass within 100 ms of the empty baseline: "
+        f"{'met' if idle_pass - empty_pass < 0.1 else 'NOT met'}; "
+        f"queue under 2x --help: {'met' if queue_time < 2 * help_time else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
