@@ -499,3 +499,32 @@ def test_every_corpus_mail_is_ingested_or_quarantined_with_a_reason(instance: In
     quarantined = sql(instance, "select count(*) from quarantine")[0][0]
     duplicates = sum(1 for r in rows if r["action"] == "duplicate")
     assert stored + quarantined + duplicates == len(rows)
+
+
+def test_a_template_override_is_used(instance: Instance) -> None:
+    override = instance.root / "templates"
+    override.mkdir()
+    (override / "ack.j2").write_text(
+        "{% block subject %}{{ tag }} Got it: {{ ticket.subject }}{% endblock %}\n"
+        "{% block text %}Thanks {{ message.from_name }}, our community team has it.{% endblock %}\n"
+    )
+    instance.config.write_text(instance.config.read_text() + f'\n[templates]\ndir = "{override}"\n')
+    assert instance.cli("check-config").status == 0
+    open_request(instance)
+    [(raw,)] = sql(instance, "select raw from outbox where template = 'ack'")
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg["Subject"] == "[support #1] Got it: Hub is down"
+    assert "Thanks Rosa Rep, our community team has it." in msg.get_content()  # type: ignore[attr-defined]
+    # the templates not overridden are still the shipped ones
+    [(steward,)] = sql(instance, "select raw from outbox where template = 'steward_new'")
+    assert b"New ticket [support #1]" in steward
+
+
+def test_a_broken_template_override_is_caught_by_check_config(instance: Instance) -> None:
+    override = instance.root / "templates"
+    override.mkdir()
+    (override / "closed.j2").write_text("{% block text %}{{ ticket.no_such_field }}{% endblock %}")
+    instance.config.write_text(instance.config.read_text() + f'\n[templates]\ndir = "{override}"\n')
+    result = instance.cli("check-config")
+    assert result.status == 1
+    assert "closed" in result.err and "no_such_field" in result.err
