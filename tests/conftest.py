@@ -135,6 +135,11 @@ class Instance:
             text=True,
             timeout=120,
             cwd=self.root,
+            # the checkout's maild, installed or not
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            },
         )
 
     def write(self, raw: bytes | EmailMessage, name: str | None = None) -> Path:

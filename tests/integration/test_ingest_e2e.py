@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 from email import policy
 from typing import Any
 
@@ -528,3 +529,16 @@ def test_a_broken_template_override_is_caught_by_check_config(instance: Instance
     result = instance.cli("check-config")
     assert result.status == 1
     assert "closed" in result.err and "no_such_field" in result.err
+
+
+def test_ingest_from_stdin_with_the_real_command(instance: Instance) -> None:
+    raw = make_mail(message_id="<stdin@pangeo.example>").as_bytes()
+    result = instance.run("ingest", "--json", "-", stdin=raw)
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["file"] == "<stdin>" and row["action"] == "created"
+    bad = instance.run("--config-typo")
+    assert bad.returncode == 2
+    missing = instance.run("show", "999")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "Error: no ticket #999"
