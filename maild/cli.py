@@ -731,6 +731,15 @@ def _command(
     return parser
 
 
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _now_option(parser: argparse.ArgumentParser) -> None:
+    # for rehearsals and tests: the command's idea of now (any offset)
+    parser.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maild",
@@ -810,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
         "maild explain reply.eml",
     )
     p.add_argument("file", metavar="FILE", help=".eml file (or - for stdin)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_option(p)
     p.add_argument("--now", metavar="ISO8601", help="explain as of this time")
 
     p = _command(
@@ -827,13 +836,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--community", metavar="NAME")
     p.add_argument("--overdue", action="store_true", help="only tickets past a due time")
     p.add_argument("--all", action="store_true", help="include resolved and closed tickets")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _json_option(p)
+    _now_option(p)
 
     p = _command(sub, "show", cmd_show, "one ticket with its timeline", "maild show 42 --json")
     p.add_argument("id", type=_ticket_id, metavar="ID")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _json_option(p)
+    _now_option(p)
 
     for name, fn, what in (
         ("resolve", cmd_resolve, "mark a ticket resolved; the requester is told it closes later"),
@@ -844,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id", type=_ticket_id, metavar="ID")
         if name != "reopen":
             p.add_argument("--silent", action="store_true", help="tell the requester nothing")
-        p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+        _now_option(p)
 
     p = _command(
         sub,
@@ -855,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id", type=_ticket_id, metavar="ID")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _now_option(p)
 
     p = _command(
         sub,
@@ -866,7 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id", type=_ticket_id, metavar="ID")
     p.add_argument("text", nargs="+", metavar="TEXT")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _now_option(p)
 
     p = _command(
         sub,
@@ -877,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id", type=_ticket_id, metavar="ID")
     p.add_argument("tags", nargs="+", metavar="TAGS")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _now_option(p)
 
     p = _command(
         sub,
@@ -886,8 +895,8 @@ def build_parser() -> argparse.ArgumentParser:
         "is the daemon running and healthy? exit 0 if so, 3 if not (for monitoring)",
         "maild status\nmaild status --json",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _json_option(p)
+    _now_option(p)
 
     p = _command(
         sub,
@@ -897,7 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
         "maild tick\nmaild tick --now 2026-12-01T09:00:00-06:00",
     )
     p.add_argument("--now", metavar="ISO8601", help="the pass's idea of now (any offset)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_option(p)
 
     p = _command(
         sub,
@@ -907,7 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
         "maild roster\nmaild roster --at 2026-12-24 --json",
     )
     p.add_argument("--at", metavar="DATE", help="ISO date or time; a bare date is local midnight")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_option(p)
 
     p = _command(
         sub,
@@ -924,8 +933,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="list open tickets older than this (default 14)",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    _json_option(p)
+    _now_option(p)
 
     p = _command(
         sub,
@@ -936,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--failed", action="store_true", help="only failed or bounced mail")
     p.add_argument("--retry", type=int, metavar="ID", help="queue a failed row again")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_option(p)
 
     p = _command(
         sub,
@@ -945,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mail that could not be processed, with the reason",
         "maild quarantine --json",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_option(p)
     return parser
 
 

@@ -746,39 +746,19 @@ class Pipeline:
     def _context(
         self, ticket: Ticket, mail: InboundMail, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        support = self.config.support
-        ctx: dict[str, Any] = {
-            "support": {"name": support.name, "address": support.address, "tag": support.tag},
-            "tag": f"[{support.tag} #{ticket.id}]",
-            "ticket": {
-                "id": ticket.id,
-                "subject": ticket.subject,
-                "status": ticket.status,
-                "type": ticket.type,
-                "priority": ticket.priority,
-                "community": ticket.community,
-                "requester": ticket.requester,
-                "cc": list(ticket.cc),
-                "assignee": ticket.assignee,
-                "incident_commander": ticket.incident_commander,
-                "follow_up_of": ticket.follow_up_of,
-            },
-            "message": {
-                "from_addr": mail.from_addr or "",
-                "from_name": mail.from_name,
-                "subject": mail.subject,
-                "text": mail.text,
-                "new_text": mail.new_text,
-                "attachments": [
-                    {"filename": a.filename, "content_type": a.content_type, "size": a.size}
-                    for a in mail.attachments
-                ],
-            },
-            "quoted_tag": None,
+        """Template context for mail caused by the inbound ``mail``."""
+        message = {
+            "from_addr": mail.from_addr or "",
+            "from_name": mail.from_name,
+            "subject": mail.subject,
+            "text": mail.text,
+            "new_text": mail.new_text,
+            "attachments": [
+                {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+                for a in mail.attachments
+            ],
         }
-        if extra:
-            ctx.update(extra)
-        return ctx
+        return self._context_bare(ticket, {"message": message, **(extra or {})})
 
     async def queue_mail(
         self,
