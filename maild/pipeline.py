@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 Action = Literal["created", "appended", "duplicate", "quarantined"]
 
 _SUBJECT_KEY_MAX = 500
+# attachments passed on between requester and stewards, at most this much per mail
+FORWARD_LIMIT = 10 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
 
 
@@ -775,6 +777,7 @@ class Pipeline:
         now: datetime,
         from_name: str | None = None,
         reply_to: str | None = None,
+        attachments: Sequence[tuple[str, str, bytes]] = (),
     ) -> PlannedMail:
         """Render ``template`` and store it as an outbound message plus an outbox row."""
         rendered = self.renderer.render(template, context)
@@ -800,6 +803,7 @@ class Pipeline:
             thread_index=thread_index_for(root, now),
             thread_topic=ticket.subject,
             ticket_id=ticket.id,
+            attachments=attachments,
         )
         raw = msg.as_bytes()
         out = Message(
@@ -901,6 +905,18 @@ class Pipeline:
         )
         return PlannedMail(template, tuple(to), (), rendered.subject, message_id)
 
+    @staticmethod
+    def forwarded(mail: InboundMail) -> list[tuple[str, str, bytes]]:
+        """The mail's attachments to pass on (not inline images), within FORWARD_LIMIT."""
+        out: list[tuple[str, str, bytes]] = []
+        total = 0
+        for att in mail.attachments:
+            if att.inline or total + att.size > FORWARD_LIMIT:
+                continue
+            total += att.size
+            out.append((att.filename, att.content_type, att.content))
+        return out
+
     def _steward_addresses(self, names: Sequence[str]) -> list[str]:
         out = []
         for name in names:
@@ -972,6 +988,7 @@ class Pipeline:
                         automatic="auto-generated",
                         now=now,
                         reply_to=support,
+                        attachments=self.forwarded(mail),
                     )
                 )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
@@ -1006,6 +1023,7 @@ class Pipeline:
                         automatic="auto-generated",
                         now=now,
                         reply_to=support,
+                        attachments=self.forwarded(mail),
                     )
                 )
 
@@ -1193,6 +1211,7 @@ class Pipeline:
                     automatic=None,
                     now=now,
                     from_name=f"{display} (Support)",
+                    attachments=self.forwarded(mail),
                 )
             )
             return

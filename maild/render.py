@@ -247,8 +247,13 @@ def build_message(
     thread_index: str | None = None,
     thread_topic: str | None = None,
     ticket_id: int | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
 ) -> EmailMessage:
-    """An outgoing mail from the support address, threaded and loop-safe."""
+    """An outgoing mail from the support address, threaded and loop-safe.
+
+    ``attachments`` are (filename, content type, bytes), the names already
+    sanitized on the way in.
+    """
     utf8 = not all(addr.isascii() for addr in (*to, *cc))
     msg = EmailMessage(policy=mailpolicy.SMTPUTF8 if utf8 else mailpolicy.SMTP)
     display = strip_header_unsafe(from_name or config.support.name).strip()
@@ -281,4 +286,17 @@ def build_message(
     msg.set_content(rendered.text)
     if rendered.html:
         msg.add_alternative(rendered.html, subtype="html")
+    for filename, content_type, content in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not subtype or maintype == "multipart":
+            maintype, subtype = "application", "octet-stream"
+        if maintype == "text":
+            # keep the bytes as they came: no charset guessing on the way out
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(
+            content,
+            maintype=maintype,
+            subtype=subtype,
+            filename=strip_header_unsafe(filename) or "attachment",
+        )
     return msg

@@ -312,3 +312,28 @@ def test_cli_verbs_and_tag_match_the_mail_path(new_instance: Factory) -> None:
     assert by_cli.cli("show", "99").status == 1
     assert by_cli.cli("reopen", "1").status == 0
     assert by_cli.show(1)["status"] == "open"
+
+
+def test_attachments_cross_between_requester_and_stewards(instance: Instance) -> None:
+    request = make_mail(message_id=REQUEST_ID)
+    request.add_attachment(b"\x89PNG fake screenshot", maintype="image", subtype="png",
+                           filename="error.png")  # fmt: skip
+    instance.ingest(request)
+    [note] = sent(instance, "steward_new")
+    [png] = [p for p in note.iter_attachments() if p.get_filename() == "error.png"]
+    assert png.get_content() == b"\x89PNG fake screenshot"
+
+    reply = make_mail(
+        frm="alice@example.org",
+        subject="Re: [support #1] Hub is down",
+        message_id="<patch@example.org>",
+        in_reply_to=steward_new_id(instance),
+        body="Apply this patch, please.\n",
+    )
+    reply.add_attachment(b"--- a/x\n+++ b/x\n", maintype="text", subtype="x-diff",
+                         filename="fix.patch")  # fmt: skip
+    instance.ingest(reply)
+    [relay] = sent(instance, "relay")
+    [patch] = [p for p in relay.iter_attachments() if p.get_filename() == "fix.patch"]
+    assert patch.get_content() == b"--- a/x\n+++ b/x\n"
+    assert "Apply this patch" in relay.get_body(("plain",)).get_content()  # type: ignore[union-attr]
