@@ -304,7 +304,8 @@ class Daemon:
             return "no IMAP mailbox configured"
         source = ImapSource(mailbox, self.sessions, self.handle_mail)
         try:
-            await asyncio.wait_for(source.sync_once(), 30)
+            # log in only: reading mail is the IMAP task's job, under the lease
+            await asyncio.wait_for(source.check_login(), 30)
             return f"IMAP {mailbox.host}:{mailbox.port} login ok"
         except Exception as exc:
             return f"IMAP {mailbox.host}:{mailbox.port} not reachable yet: {exc}"

@@ -485,6 +485,16 @@ class ImapSource:
             self._abort()
             raise
 
+    async def check_login(self) -> None:
+        """Connect, log in and select the folder, then log out; raises ImapError on failure.
+
+        For the daemon's start-up report: it reads no mail.
+        """
+        try:
+            await self._connect(None)
+        finally:
+            await self._disconnect()
+
     async def aclose(self) -> None:
         """Log out and drop the connection (if any)."""
         await self._disconnect()
