@@ -977,7 +977,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
     from maild.logs import setup
 
     # the daemon tells what it does by default; one-shot commands only warn
-    base = logging.INFO if args.command in ("run", "demo") else logging.WARNING
+    scripted = getattr(args, "scenario", False)  # the scenario tells its own story
+    base = logging.INFO if args.command in ("run", "demo") and not scripted else logging.WARNING
     level = logging.ERROR if args.quiet else base - 10 * min(args.verbose, 2)
     setup(max(level, logging.DEBUG), args.log_format)
 

@@ -328,7 +328,8 @@ class Daemon:
         try:
             await prepare(self.engine)
             if self.config.stewards and not self.config.commands.require_authenticated:
-                log.warning(
+                # check-config says it as a warning; here once, as a fact
+                log.info(
                     "commands.require_authenticated is off: steward commands are trusted on "
                     "the From header alone"
                 )

@@ -43,3 +43,5 @@ def setup(level: int, fmt: str = "text") -> None:
     # aioimaplib reports every ignored untagged response at INFO
     logging.getLogger("aioimaplib").setLevel(max(level, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # aiosmtpd logs every SMTP command of every session at INFO
+    logging.getLogger("mail.log").setLevel(max(level, logging.WARNING))
