@@ -925,6 +925,35 @@ class Pipeline:
                 out.append(steward.addresses[0])
         return out
 
+    def _size_context(self, oversize: int) -> dict[str, float]:
+        """What the too_large template says: the mail's size and the limit, in MB."""
+        if not oversize:
+            return {}
+        limit = self.config.tickets.max_message_bytes
+        return {"size_mb": round(oversize / 1_048_576, 1), "limit_mb": round(limit / 1_048_576, 1)}
+
+    async def _answer(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        template: str,
+        ctx: dict[str, Any],
+        sender: str,
+        message: Message,
+        now: datetime,
+    ) -> PlannedMail:
+        """An automatic reply to the sender of ``message``, threaded under it."""
+        return await self.queue_mail(
+            session,
+            ticket,
+            template,
+            ctx,
+            to=[sender],
+            reply_to_mail=message,
+            automatic="auto-replied",
+            now=now,
+        )
+
     async def _notify(
         self,
         session: AsyncSession,
@@ -941,7 +970,7 @@ class Pipeline:
         too_large = oversize > 0
         decision = outcome.decision
         extra = {"quoted_tag": decision.quoted_tag if decision else None}
-        ctx = self._context(ticket, mail, extra)
+        ctx = self._context(ticket, mail, {**extra, **self._size_context(oversize)})
         sender = mail.from_addr or ""
         support = self.config.support.address
         stewards = self._steward_addresses(on_duty(self.config, now))
@@ -950,32 +979,12 @@ class Pipeline:
             why_not = await self._may_autoreply(session, sender, cls, now)
             if why_not is None:
                 template = "too_large" if too_large else "ack"
-                if too_large:
-                    ctx["size_mb"] = round(oversize / 1_048_576, 1)
-                    ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
                 outcome.sends.append(
-                    await self.queue_mail(
-                        session,
-                        ticket,
-                        template,
-                        ctx,
-                        to=[sender],
-                        reply_to_mail=message,
-                        automatic="auto-replied",
-                        now=now,
-                    )
+                    await self._answer(session, ticket, template, ctx, sender, message, now)
                 )
             else:
                 outcome.suppressed.append(f"ack: {why_not}")
-                session.add(
-                    Event(
-                        ticket_id=ticket.id,
-                        at=now,
-                        kind="note",
-                        actor="maild",
-                        text=f"no acknowledgment sent: {why_not}",
-                    )
-                )
+                self.suppressed_note(session, ticket, "acknowledgment", why_not, now)
             if cls.kind not in ("bounce", "own") and stewards:
                 outcome.sends.append(
                     await self.queue_mail(
@@ -995,19 +1004,8 @@ class Pipeline:
             if too_large:
                 why_not = await self._may_autoreply(session, sender, cls, now)
                 if why_not is None:
-                    ctx["size_mb"] = round(oversize / 1_048_576, 1)
-                    ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
                     outcome.sends.append(
-                        await self.queue_mail(
-                            session,
-                            ticket,
-                            "too_large",
-                            ctx,
-                            to=[sender],
-                            reply_to_mail=message,
-                            automatic="auto-replied",
-                            now=now,
-                        )
+                        await self._answer(session, ticket, "too_large", ctx, sender, message, now)
                     )
             assignee = self.config.steward_by_name(ticket.assignee) if ticket.assignee else None
             to = [assignee.addresses[0]] if assignee and assignee.addresses else stewards
@@ -1077,19 +1075,9 @@ class Pipeline:
         if oversize:
             # only the headers were kept: relaying would send an empty reply
             outcome.reason += "; too large: kept as a note, nothing applied or relayed"
-            ctx["size_mb"] = round(oversize / 1_048_576, 1)
-            ctx["limit_mb"] = round(self.config.tickets.max_message_bytes / 1_048_576, 1)
+            ctx.update(self._size_context(oversize))
             outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "too_large",
-                    ctx,
-                    to=[sender],
-                    reply_to_mail=message,
-                    automatic="auto-replied",
-                    now=now,
-                )  # fmt: skip
+                await self._answer(session, ticket, "too_large", ctx, sender, message, now)
             )
             return
         if not sm.authenticated:
@@ -1115,16 +1103,7 @@ class Pipeline:
             outcome.reason += "; bad tags: nothing applied, kept as a note"
             ctx.update(errors=sm.parsed.errors, accepted=list(ACCEPTED.values()))
             outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "command_error",
-                    ctx,
-                    to=[sender],
-                    reply_to_mail=message,
-                    automatic="auto-replied",
-                    now=now,
-                )  # fmt: skip
+                await self._answer(session, ticket, "command_error", ctx, sender, message, now)
             )
             return
         planned = plan(ticket, sm.parsed, sm.steward.name, self.config)
@@ -1135,16 +1114,7 @@ class Pipeline:
         if self.config.commands.receipts == "always" and planned.changes:
             ctx.update(changes=planned.describe())
             outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "receipt",
-                    ctx,
-                    to=[sender],
-                    reply_to_mail=message,
-                    automatic="auto-replied",
-                    now=now,
-                )  # fmt: skip
+                await self._answer(session, ticket, "receipt", ctx, sender, message, now)
             )
 
     async def _carry_out(
@@ -1218,27 +1188,12 @@ class Pipeline:
         if planned.silent or requester_is_steward or not ticket.requester:
             return
         # no relay (an operator's command): the requester still hears of the outcome
-        changed = ticket.status != before and ticket.status in ("closed", "resolved")
-        blocked = await self.requester_blocked(session, ticket, now) if changed else None
-        if blocked is not None:
-            self.suppressed_note(session, ticket, f"{ticket.status} notice", blocked, now)
-            outcome.suppressed.append(blocked)
+        if ticket.status == before:
             return
-        if ticket.status == "closed" and before != "closed":
-            outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "closed",
-                    self._context_bare(ticket, {"reason": None}),
-                    to=[ticket.requester],
-                    cc=list(ticket.cc),
-                    reply_to_mail=await self._last_requester_message(session, ticket),
-                    automatic="auto-generated",
-                    now=now,
-                )  # fmt: skip
-            )
-        elif ticket.status == "resolved" and before != "resolved":
+        if ticket.status == "closed":
+            ctx = self._context_bare(ticket, {"reason": None})
+            sent = await self.notify_requester(session, ticket, "closed", ctx, "closed notice", now)
+        elif ticket.status == "resolved":
             tag = f"[{self.config.support.tag} #{ticket.id}]"
             ctx = self._context_bare(
                 ticket,
@@ -1252,19 +1207,47 @@ class Pipeline:
                 },
             )
             template = "incident_resolved" if ticket.type == "incident" else "relay"
-            outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    template,
-                    ctx,
-                    to=[ticket.requester],
-                    cc=list(ticket.cc),
-                    reply_to_mail=await self._last_requester_message(session, ticket),
-                    automatic="auto-generated",
-                    now=now,
-                )  # fmt: skip
+            sent = await self.notify_requester(
+                session, ticket, template, ctx, "resolved notice", now
             )
+        else:
+            return
+        if sent is None:
+            outcome.suppressed.append(f"{ticket.status} notice")
+        else:
+            outcome.sends.append(sent)
+
+    async def notify_requester(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        template: str,
+        ctx: dict[str, Any],
+        what: str,
+        now: datetime,
+    ) -> PlannedMail | None:
+        """Automatic mail to the requester and cc, threaded under their last mail.
+
+        None, with a note on the timeline, when the requester must get no
+        automatic mail (a machine, or over the rate limit).
+        """
+        if not ticket.requester:
+            return None
+        blocked = await self.requester_blocked(session, ticket, now)
+        if blocked is not None:
+            self.suppressed_note(session, ticket, what, blocked, now)
+            return None
+        return await self.queue_mail(
+            session,
+            ticket,
+            template,
+            ctx,
+            to=[ticket.requester],
+            cc=list(ticket.cc),
+            reply_to_mail=await self._last_requester_message(session, ticket),
+            automatic="auto-generated",
+            now=now,
+        )
 
     def _next_update_text(self, ticket: Ticket, now: datetime) -> str | None:
         """When the next incident update is due, for mail that must say so."""

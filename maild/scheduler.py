@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import defer
 
 from maild.commands import Change
 from maild.config import Config
@@ -154,28 +155,14 @@ class Scheduler:
         hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
         self.pipeline._set(session, ticket, [Change("status", "resolved", "closed")], "maild", now)
         ticket.updated_at = now
-        if not ticket.requester:
-            return
-        blocked = await self.pipeline.requester_blocked(session, ticket, now)
-        if blocked is not None:
-            self.pipeline.suppressed_note(session, ticket, "closing notice", blocked, now)
-            return
         ctx = self.pipeline._context_bare(
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
         )
-        outcome.sends.append(
-            await self.pipeline.queue_mail(
-                session,
-                ticket,
-                "closed",
-                ctx,
-                to=[ticket.requester],
-                cc=list(ticket.cc),
-                reply_to_mail=await self.pipeline._last_requester_message(session, ticket),
-                automatic="auto-generated",
-                now=now,
-            )
+        sent = await self.pipeline.notify_requester(
+            session, ticket, "closed", ctx, "closing notice", now
         )
+        if sent is not None:
+            outcome.sends.append(sent)
 
     async def _incident_update(
         self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
@@ -183,6 +170,7 @@ class Scheduler:
         since = ticket.last_update_at or ticket.created_at
         latest = await session.scalar(
             select(Message)
+            .options(defer(Message.raw))
             .where(
                 Message.ticket_id == ticket.id,
                 Message.direction == "out",
@@ -202,23 +190,11 @@ class Scheduler:
                 "since": local(self.config, since),
             },
         )
-        blocked = await self.pipeline.requester_blocked(session, ticket, now)
-        if blocked is not None:
-            self.pipeline.suppressed_note(session, ticket, "incident update", blocked, now)
-        elif ticket.requester:
-            outcome.sends.append(
-                await self.pipeline.queue_mail(
-                    session,
-                    ticket,
-                    "incident_update",
-                    ctx,
-                    to=[ticket.requester],
-                    cc=list(ticket.cc),
-                    reply_to_mail=await self.pipeline._last_requester_message(session, ticket),
-                    automatic="auto-generated",
-                    now=now,
-                )
-            )
+        sent = await self.pipeline.notify_requester(
+            session, ticket, "incident_update", ctx, "incident update", now
+        )
+        if sent is not None:
+            outcome.sends.append(sent)
 
     async def _remind(
         self,
