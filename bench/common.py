@@ -73,6 +73,14 @@ ranges = ["08:00-12:00", "13:00-17:00"]
 
 [tickets]
 ack_rate_per_hour = {ack_rate}
+auto_per_day = {ack_rate}
+
+[commands]
+# a test lab: steward mail is trusted as sent (tests of SPEC 11 turn this on)
+require_authenticated = false
+
+[hygiene]
+max_automatic_per_hour = {ack_rate}
 
 [[stewards]]
 name = "alice"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from maild import policy
 from maild.config import Config
 from maild.store.models import Ticket
 from maild.tags import Command, ParsedSubject
@@ -34,6 +35,8 @@ class Plan:
     requester: str | None
     time_minutes: int
     links: tuple[str, ...]
+    # commands that cannot be carried out on this ticket: "[tag]: why"
+    errors: tuple[str, ...] = ()
 
     @property
     def status(self) -> str | None:
@@ -67,6 +70,8 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
     links: list[str] = []
     minutes = 0
     requester = None
+    errors: list[str] = []
+    cc = tuple(ticket.cc)
 
     def setf(name: str, value: str | None) -> None:
         if name not in fields:
@@ -89,6 +94,17 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
             setf("update_every", str(cmd.minutes))
         elif cmd.key == "requester":
             requester = cmd.value
+        elif cmd.key == "cc" and cmd.value:
+            cc, why = policy.steward_cc_change(
+                "-" if cmd.value.startswith("-") else "+",
+                cmd.value[1:],
+                requester=ticket.requester,
+                current_cc=cc,
+                max_cc=config.tickets.max_cc,
+                internal=config.internal_addresses,
+            )
+            if why is not None:
+                errors.append(f"{cmd.source}: {why}")
 
     changes: list[Change] = []
     for name in order:
@@ -103,6 +119,8 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
             changes.append(Change(name, old, new))
     if links:
         changes.append(Change("links", None, " ".join(links)))
+    if cc != tuple(ticket.cc):
+        changes.append(Change("cc", ", ".join(ticket.cc), ", ".join(cc)))
     if minutes:
         total = ticket.time_spent_minutes + minutes
         changes.append(Change("time_spent_minutes", str(ticket.time_spent_minutes), str(total)))
@@ -113,6 +131,7 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
         requester=requester,
         time_minutes=minutes,
         links=tuple(links),
+        errors=tuple(errors),
     )
 
 
@@ -121,6 +140,8 @@ def apply(ticket: Ticket, changes: Sequence[Change], now: datetime) -> None:
     for change in changes:
         if change.field == "links":
             ticket.links = [*ticket.links, *(change.new or "").split()]
+        elif change.field == "cc":
+            ticket.cc = [a for a in (change.new or "").split(", ") if a]
         elif change.field == "time_spent_minutes":
             ticket.time_spent_minutes = int(change.new or 0)
         elif change.field == "update_every_minutes":

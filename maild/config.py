@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "Community",
     "CommandsConfig",
+    "HygieneConfig",
     "Config",
     "ConfigError",
     "DatabaseConfig",
@@ -342,15 +343,25 @@ class TicketsConfig:
 
     ``auto_close_after`` is in working hours after resolution;
     ``subject_match_days`` bounds threading rule 4; ``ack_rate_per_hour`` caps
-    automatic mails per sender; larger mails than ``max_message_bytes`` are
-    kept as a stub.
+    automatic mails per address in any hour and ``auto_per_day`` in any 24
+    hours; ``max_cc`` caps the addresses on a ticket's cc; larger mails than
+    ``max_message_bytes`` are kept as a stub (IMAP) or refused (LMTP).
     """
 
     auto_close_after: timedelta = timedelta(hours=48)
     confirmation_closes: bool = True
     subject_match_days: int = 30
     ack_rate_per_hour: int = 5
+    auto_per_day: int = 20
+    max_cc: int = 10
     max_message_bytes: int = 26214400
+
+
+@dataclass(frozen=True, slots=True)
+class HygieneConfig:
+    """``[hygiene]``: ``max_automatic_per_hour`` is the ceiling over all addresses."""
+
+    max_automatic_per_hour: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,13 +379,17 @@ class IncidentsConfig:
 class CommandsConfig:
     """``[commands]``: trust and feedback for subject tag commands.
 
-    With ``require_authenticated``, ``authserv_id`` is set: only
-    ``Authentication-Results`` from that server count.
+    With ``require_authenticated`` (the default) a steward's commands and
+    relays need an authenticated mail (maild's own DKIM check, or the
+    ``Authentication-Results`` of ``authserv_id``), else a confirmation by
+    reply within ``confirm_within``.
     """
 
-    require_authenticated: bool = False
+    require_authenticated: bool = True
     authserv_id: str | None = None
     receipts: Receipts = "errors"
+    confirm_within: timedelta = timedelta(hours=24)
+    dns_timeout: timedelta = timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,11 +452,17 @@ class Config:
     tickets: TicketsConfig = field(default_factory=TicketsConfig)
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     stewards: tuple[Steward, ...] = ()
     roster: RosterConfig | None = None
     communities: tuple[Community, ...] = ()
     source: Path | None = None
+
+    @property
+    def internal_addresses(self) -> frozenset[str]:
+        """The support address and every steward address: the team, never "external"."""
+        return frozenset({self.support.address, *(a for s in self.stewards for a in s.addresses)})
 
     def steward_by_address(self, addr: str) -> Steward | None:
         """The steward one of whose addresses is ``addr`` (a bare address, any case)."""
@@ -548,6 +569,7 @@ def _build(data: Mapping[str, Any], context: _Context, source: Path | None) -> C
     tickets = _tickets(root.table("tickets"))
     incidents = _incidents(root.table("incidents"))
     commands = _commands(root.table("commands"))
+    hygiene = _hygiene(root.table("hygiene"))
     templates = _templates(root.table("templates"))
     stewards = _stewards(root.tables("stewards"), support.address)
     roster = _roster(section, stewards) if (section := root.optional_table("roster")) else None
@@ -566,6 +588,7 @@ def _build(data: Mapping[str, Any], context: _Context, source: Path | None) -> C
         tickets=tickets,
         incidents=incidents,
         commands=commands,
+        hygiene=hygiene,
         templates=templates,
         stewards=stewards,
         roster=roster,
@@ -1214,6 +1237,8 @@ def _tickets(r: _Reader) -> TicketsConfig:
         confirmation_closes=r.flag("confirmation_closes", True),
         subject_match_days=r.integer("subject_match_days", 30, minimum=0),
         ack_rate_per_hour=r.integer("ack_rate_per_hour", 5, minimum=0),
+        auto_per_day=r.integer("auto_per_day", 20, minimum=0),
+        max_cc=r.integer("max_cc", 10, minimum=0),
         max_message_bytes=r.integer("max_message_bytes", 26214400, minimum=1),
     )
     r.finish()
@@ -1233,14 +1258,29 @@ def _incidents(r: _Reader) -> IncidentsConfig:
     return IncidentsConfig(update_every=update_every, nudge_before=nudge_before)
 
 
-def _commands(r: _Reader) -> CommandsConfig:
-    require = r.flag("require_authenticated", False)
-    authserv_id = r.optional_text("authserv_id", nonempty=True)
-    if require and authserv_id is None and not r.given("authserv_id"):
-        r.error("authserv_id", "required when require_authenticated = true")
-    receipts = r.choice("receipts", _RECEIPTS, "errors")
+def _hygiene(r: _Reader) -> HygieneConfig:
+    config = HygieneConfig(
+        max_automatic_per_hour=r.integer("max_automatic_per_hour", 300, minimum=0),
+    )
     r.finish()
-    return CommandsConfig(require_authenticated=require, authserv_id=authserv_id, receipts=receipts)
+    return config
+
+
+def _commands(r: _Reader) -> CommandsConfig:
+    # without authserv_id maild's own DKIM check is the only way to authenticate
+    require = r.flag("require_authenticated", True)
+    authserv_id = r.optional_text("authserv_id", nonempty=True)
+    receipts = r.choice("receipts", _RECEIPTS, "errors")
+    confirm_within = r.duration("confirm_within", timedelta(hours=24))
+    dns_timeout = r.duration("dns_timeout", timedelta(seconds=5))
+    r.finish()
+    return CommandsConfig(
+        require_authenticated=require,
+        authserv_id=authserv_id,
+        receipts=receipts,
+        confirm_within=confirm_within,
+        dns_timeout=dns_timeout,
+    )
 
 
 def _templates(r: _Reader) -> TemplatesConfig:

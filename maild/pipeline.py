@@ -10,19 +10,22 @@ so they decide and queue exactly the same.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
 
-from maild.classify import Classification, classify, sender_authenticated
+from maild import authn, policy
+from maild.classify import Classification, classify
 from maild.commands import Change, Plan, apply, plan
 from maild.config import Config, Steward
 from maild.conversation import (
@@ -44,7 +47,17 @@ from maild.render import (
     thread_index_for,
 )
 from maild.roster import on_duty
-from maild.store.models import Attachment, Event, Message, Outbox, Participant, Quarantine, Ticket
+from maild.store.models import (
+    Attachment,
+    AutomaticSend,
+    Event,
+    HeldCommand,
+    Message,
+    Outbox,
+    Participant,
+    Quarantine,
+    Ticket,
+)
 from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
 from maild.tags import ACCEPTED, ParsedSubject, parse_subject
 from maild.workhours import Calendar
@@ -87,6 +100,8 @@ class Outcome:
     suppressed: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     command_errors: list[str] = field(default_factory=list)
+    # the SPEC section 11 rules that applied, in words (maild explain shows them)
+    policy: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,13 +121,21 @@ class _StewardMail:
     parsed: ParsedSubject
     authenticated: bool
     findings: tuple[str, ...]
+    action: policy.StewardAction
     oversize: bool = False
+
+    @property
+    def confirm(self) -> str | None:
+        """The token of a ``[confirm=TOKEN]`` tag, if the mail carries one."""
+        cmd = self.parsed.get("confirm")
+        return cmd.value if cmd is not None else None
 
     @property
     def is_note(self) -> bool:
         return (
             self.oversize
-            or not self.authenticated
+            or self.action != "apply"
+            or self.confirm is not None
             or bool(self.parsed.errors)
             or self.parsed.has("note")
         )
@@ -124,22 +147,27 @@ class _StewardMail:
         mail: InboundMail,
         classification: Classification,
         ticket: Ticket | None,
+        verdict: authn.Verdict | None,
         oversize: bool = False,
     ) -> _StewardMail | None:
         steward = classification.steward
         if steward is None or classification.automated:
             return None
-        authenticated: bool = True
-        findings: tuple[str, ...] = ()
-        if config.commands.require_authenticated:
-            authenticated, findings = sender_authenticated(mail, config.commands.authserv_id)
         parsed = parse_subject(
             mail.subject,
             stewards=[s.name for s in config.stewards],
             communities=[c.name for c in config.communities],
             ticket_subject=ticket.subject if ticket is not None else "",
         )
-        return cls(steward, parsed, authenticated, findings, oversize)
+        authenticated = verdict is not None and verdict.authenticated
+        action = policy.steward_action(
+            authenticated=authenticated,
+            require_authenticated=config.commands.require_authenticated,
+            has_commands=any(c.key not in ("note", "confirm") for c in parsed.commands),
+            relays=not parsed.has("note") and not parsed.has("silent"),
+        )
+        findings = verdict.findings if verdict is not None else ()
+        return cls(steward, parsed, authenticated, findings, action, oversize)
 
 
 class _DryRun(Exception):
@@ -164,11 +192,40 @@ class Pipeline:
         config: Config,
         sessions: async_sessionmaker[AsyncSession],
         renderer: Renderer | None = None,
+        dns_lookup: authn.DnsLookup | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.renderer = renderer or Renderer(config)
         self.calendar = Calendar(config.hours)
+        # None: maild.authn.dns_txt, looked up at each use (tests swap in their own)
+        self.dns_lookup = dns_lookup
+
+    async def _verdict(self, mail: InboundMail, raw: bytes) -> authn.Verdict | None:
+        """SPEC 11: is the mail authenticated for its From domain? None: not asked.
+
+        Only a steward's mail needs maild's own DKIM check (DNS, in a worker
+        thread under a time-out); any other mail only has its trusted
+        Authentication-Results read (for ``dmarc=fail``).
+        """
+        commands = self.config.commands
+        sender = mail.from_addr or ""
+        results = mail.header_all("authentication-results")
+        if self.config.steward_by_address(sender) is None:
+            if not commands.authserv_id or not results:
+                return None
+            return authn.results_verdict(results, commands.authserv_id, sender)
+        lookup = self.dns_lookup or authn.dns_txt
+        timeout = commands.dns_timeout.total_seconds()
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(
+                    authn.check, raw, sender, results, commands.authserv_id, lookup, timeout
+                ),
+                timeout * 2 + 1,
+            )
+        except TimeoutError:
+            return authn.Verdict(False, ("DKIM check timed out (DNS)",))
 
     # -- entry point ---------------------------------------------------------
 
@@ -185,11 +242,14 @@ class Pipeline:
             mail = parse_mail(_header_only(raw) if too_large else raw)
         except ParseError as exc:
             return await self._quarantine(raw, source, None, f"unparseable: {exc}", now, dry_run)
+        verdict = await self._verdict(mail, raw) if not too_large else None
         try:
             async with self.sessions() as session:
                 try:
                     async with session.begin():
-                        outcome = await self._process(session, mail, raw, source, now, too_large)
+                        outcome = await self._process(
+                            session, mail, raw, source, now, too_large, verdict
+                        )
                         if dry_run:
                             raise _DryRun(outcome)
                 except _DryRun as dry:
@@ -258,6 +318,7 @@ class Pipeline:
         source: str,
         now: datetime,
         too_large: bool,
+        verdict: authn.Verdict | None = None,
     ) -> Outcome:
         existing = await session.scalar(
             select(Message.ticket_id).where(Message.message_id == mail.message_id)
@@ -305,30 +366,28 @@ class Pipeline:
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
-        steward = _StewardMail.read(self.config, mail, cls, existing_ticket, too_large)
+        steward = _StewardMail.read(self.config, mail, cls, existing_ticket, verdict, too_large)
+        outcome = Outcome(source, mail.message_id, None, "created", decision.reason, cls, decision)
         if existing_ticket is None:
-            ticket = await self._create(session, mail, cls, decision, now, steward)
+            ticket = await self._create(session, mail, cls, decision, now, steward, outcome)
             action: Action = "created"
         else:
             ticket = existing_ticket
             action = "appended"
+        outcome.ticket, outcome.action = ticket.id, action
 
         message = await self._store_message(session, ticket, mail, raw, cls, now, too_large)
         message.is_note = steward is not None and steward.is_note
         await session.flush()
-        session.add(
-            Event(
-                ticket_id=ticket.id,
-                at=now,
-                kind="note" if message.is_note else "received",
-                actor=cls.steward.name if cls.steward else (mail.from_addr or ""),
-                message_pk=message.id,
-                text=decision.reason,
-            )
+        received = Event(
+            ticket_id=ticket.id,
+            at=now,
+            kind="note" if message.is_note else "received",
+            actor=cls.steward.name if cls.steward else (mail.from_addr or ""),
+            message_pk=message.id,
+            text=decision.reason,
         )
-        outcome = Outcome(
-            source, mail.message_id, ticket.id, action, decision.reason, cls, decision
-        )
+        session.add(received)
         if steward is not None:
             outcome.commands = [c.source for c in steward.parsed.commands]
             outcome.command_errors = [f"{e.tag}: {e.message}" for e in steward.parsed.errors]
@@ -369,9 +428,14 @@ class Pipeline:
             await self._steward_mail(
                 session, ticket, mail, message, steward, outcome, now, len(raw) if too_large else 0
             )
+            if message.is_note:
+                received.kind = "note"
         else:
+            side: policy.Standing = "requester"
             if action == "appended":
-                await self._requester_activity(session, ticket, mail, message, cls, outcome, now)
+                side = await self._requester_activity(
+                    session, ticket, mail, message, cls, outcome, now
+                )
             await self._notify(
                 session,
                 ticket,
@@ -382,6 +446,8 @@ class Pipeline:
                 outcome,
                 now,
                 len(raw) if too_large else 0,
+                side,
+                verdict,
             )
         ticket.updated_at = now
         ticket.last_activity_at = now
@@ -500,17 +566,36 @@ class Pipeline:
             members=frozenset(members),
         )
 
-    def _thread_addresses(self, mail: InboundMail, requester: str) -> list[str]:
-        """The To/Cc people of a mail worth keeping on the thread."""
-        skip = {self.config.support.address, requester, ""}
-        out: list[str] = []
-        for addr in (*mail.to, *mail.cc):
-            if addr in skip or addr in out or "@" not in addr:
-                continue
-            if self.config.steward_by_address(addr) is not None:
-                continue
-            out.append(addr)
-        return out
+    def _cc_from(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        side: policy.Standing,
+        actor: str,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        """SPEC 11: who of the mail's To/Cc joins the ticket's cc (policy decides)."""
+        decision = policy.cc_from_mail(
+            sender_standing=side,
+            named=[*mail.to, *mail.cc],
+            requester=ticket.requester,
+            current_cc=ticket.cc,
+            max_cc=self.config.tickets.max_cc,
+            internal=self.config.internal_addresses,
+        )
+        if decision.added:
+            old = list(ticket.cc)
+            ticket.cc = [*old, *decision.added]
+            for addr in decision.added:
+                session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
+            self._change(session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), actor, now)
+        if decision.reason:
+            shown = ", ".join(decision.refused[:5]) + (" …" if len(decision.refused) > 5 else "")
+            line = f"cc not changed ({shown}): {decision.reason}"
+            outcome.policy.append(line)
+            session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor="maild", text=line))
 
     async def _create(
         self,
@@ -520,6 +605,7 @@ class Pipeline:
         decision: Decision,
         now: datetime,
         steward: _StewardMail | None = None,
+        outcome: Outcome | None = None,
     ) -> Ticket:
         tag = self.config.support.tag
         raw_subject = mail.subject
@@ -533,7 +619,6 @@ class Pipeline:
                 requester = on_behalf.value
                 community = self.config.community_for(requester)
         subject = clean_subject(raw_subject, tag) or "(no subject)"
-        cc = self._thread_addresses(mail, requester)
         ticket = Ticket(
             subject=subject,
             subject_key=normalize_for_match(raw_subject, tag)[:_SUBJECT_KEY_MAX],
@@ -542,7 +627,7 @@ class Pipeline:
             community=community.name if community else None,
             requester=requester,
             requester_kind=cls.kind if steward is None else "normal",
-            cc=cc,
+            cc=[],
             links=[],
             time_spent_minutes=0,
             created_at=now,
@@ -557,8 +642,9 @@ class Pipeline:
         await session.flush()
         if requester:
             session.add(Participant(ticket_id=ticket.id, address=requester, role="requester"))
-        for addr in cc:
-            session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
+        if steward is None or not steward.is_note:
+            # the opening mail is the requester's own (or a steward's on their behalf)
+            self._cc_from(session, ticket, mail, "requester", requester, outcome or _scratch(), now)
         return ticket
 
     async def _store_message(
@@ -617,41 +703,53 @@ class Pipeline:
         cls: Classification,
         outcome: Outcome,
         now: datetime,
-    ) -> None:
-        """A mail from the requester's side: new cc people, and the status it implies."""
-        if cls.automated:
-            return
+    ) -> policy.Standing:
+        """A mail from the requester's side: new cc people, and the status it implies.
+
+        Returns how the sender stands to the ticket; a stranger's mail (threaded
+        here by its headers alone) changes nothing and adds nobody.
+        """
         actor = mail.from_addr or ""
+        community = self.config.community_by_name(ticket.community) if ticket.community else None
+        side = policy.standing(
+            actor,
+            requester=ticket.requester,
+            cc=ticket.cc,
+            is_steward=False,
+            representatives=community.representatives if community else (),
+        )
+        if side == "stranger":
+            line = (
+                f"{actor or 'the sender'} is not on this ticket: the mail is kept and shown "
+                "to the stewards, but changes nothing and puts nobody on the ticket"
+            )
+            outcome.policy.append(line)
+            outcome.reason += f"; {actor or 'the sender'} is not on this ticket"
+            return side
+        if cls.automated:
+            return side
         ticket.last_requester_at = now
-        known = {ticket.requester, *ticket.cc}
-        candidates = [mail.from_addr or "", *self._thread_addresses(mail, ticket.requester)]
-        new_cc = list(dict.fromkeys(a for a in candidates if a and a not in known))
-        if new_cc:
-            old = list(ticket.cc)
-            ticket.cc = old + new_cc
-            for addr in new_cc:
-                session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
-            self._change(session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), actor, now)
+        self._cc_from(session, ticket, mail, side, actor, outcome, now)
         if ticket.status == "resolved" and (
             self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
         ):
             self._set(session, ticket, [Change("status", "resolved", "closed")], actor, now)
             outcome.reason += "; the requester confirmed the fix, so the ticket is closed"
-            outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "closed",
-                    self._context(ticket, mail, {"reason": "you confirmed the fix"}),
-                    to=[ticket.requester],
-                    cc=ticket.cc,
-                    reply_to_mail=message,
-                    automatic="auto-replied",
-                    now=now,
-                )
+            await self.queue_mail(
+                session,
+                ticket,
+                "closed",
+                self._context(ticket, mail, {"reason": "you confirmed the fix"}),
+                to=[ticket.requester],
+                cc=ticket.cc,
+                reply_to_mail=message,
+                automatic="auto-replied",
+                now=now,
+                outcome=outcome,
             )
         elif ticket.status in ("waiting", "resolved"):
             self._set(session, ticket, [Change("status", ticket.status, "open")], actor, now)
+        return side
 
     def _set(
         self,
@@ -664,7 +762,10 @@ class Pipeline:
         """Apply field changes and record each on the timeline."""
         for change in changes:
             self._change(session, ticket, change.field, change.old, change.new, actor, now)
+        before = set(ticket.cc)
         apply(ticket, changes, now)
+        for addr in set(ticket.cc) - before:
+            session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
 
     def _change(
         self,
@@ -690,47 +791,83 @@ class Pipeline:
 
     # -- mail we send ----------------------------------------------------------
 
-    async def _may_autoreply(
-        self, session: AsyncSession, to: str, cls: Classification, now: datetime
+    def _may_answer(
+        self, to: str, cls: Classification, verdict: authn.Verdict | None = None
     ) -> str | None:
-        """Why no automatic mail may go to ``to``, or None if it may."""
+        """Why the sender of a mail may get no automatic answer at all, or None.
+
+        The one "may we answer this automatically" rule: not machines (SPEC 6),
+        not ourselves, not a sender our MX saw fail DMARC (SPEC 11). The
+        per-address limits are applied to every automatic mail in
+        :meth:`queue_mail`.
+        """
         if cls.automated:
             return f"{cls.kind}: " + "; ".join(cls.reasons)
-        if not to or "@" not in to:
-            return "no usable sender address"
         if to == self.config.support.address:
             return "our own address"
-        if to.split("@", 1)[0] in ("mailer-daemon", "postmaster"):
-            return f"{to} is not a person"
-        return await self._rate_limited(session, to, now)
+        if verdict is not None and verdict.dmarc_fail:
+            return (
+                f"{self.config.commands.authserv_id} reports dmarc=fail for the sender's "
+                "domain: the From address is likely forged (no backscatter)"
+            )
+        return policy.not_a_person(to)
 
-    async def requester_blocked(
-        self, session: AsyncSession, ticket: Ticket, now: datetime
-    ) -> str | None:
-        """Why no automatic mail may go to the ticket's requester now, or None."""
+    def requester_blocked(self, ticket: Ticket) -> str | None:
+        """Why no automatic mail may go to the ticket's requester at all, or None."""
         if ticket.requester_kind != "normal":
             return f"the ticket was opened by automatic mail ({ticket.requester_kind})"
-        local = ticket.requester.split("@", 1)[0].lower()
-        if not ticket.requester or local in ("mailer-daemon", "postmaster"):
-            return f"{ticket.requester or 'nobody'} is not a person"
         if self.config.steward_by_address(ticket.requester) is not None:
             return None
-        return await self._rate_limited(session, ticket.requester, now)
+        return policy.not_a_person(ticket.requester)
 
-    async def _rate_limited(self, session: AsyncSession, to: str, now: datetime) -> str | None:
-        sent = await session.scalar(
-            select(func.count())
-            .select_from(Outbox)
+    async def _automatic_counts(
+        self, session: AsyncSession, addresses: Sequence[str], now: datetime
+    ) -> tuple[dict[str, int], dict[str, int], int]:
+        """Automatic mails each address got in the last hour and 24 hours; all in the hour."""
+        hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+        last_hour: dict[str, int] = {}
+        last_day: dict[str, int] = {}
+        if addresses:
+            rows = await session.execute(
+                select(AutomaticSend.address, AutomaticSend.at).where(
+                    AutomaticSend.address.in_(list(addresses)), AutomaticSend.at > day_ago
+                )
+            )
+            for address, at in rows.all():
+                last_day[address] = last_day.get(address, 0) + 1
+                if at > hour_ago:
+                    last_hour[address] = last_hour.get(address, 0) + 1
+        total = await session.scalar(
+            select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
+        )
+        return last_hour, last_day, total or 0
+
+    async def _ceiling_alert(self, session: AsyncSession, why: str, now: datetime) -> None:
+        """Past the all-addresses ceiling: log an error and tell the stewards, once an hour."""
+        log.error("automatic mail stopped: %s", why)
+        already = await session.scalar(
+            select(Outbox.id)
             .where(
-                Outbox.primary_rcpt == to,
-                Outbox.automatic.is_(True),
+                Outbox.template == "automatic_ceiling",
                 Outbox.created_at > now - timedelta(hours=1),
             )
+            .limit(1)
         )
-        # SPEC 6: no automatic mail to a sender who already got MORE than the limit
-        if (sent or 0) > self.config.tickets.ack_rate_per_hour:
-            return f"{to} already got {sent} automatic mails this hour"
-        return None
+        to = self._steward_addresses(on_duty(self.config, now))
+        if already is not None or not to:
+            return
+        ctx = {
+            "support": {
+                "name": self.config.support.name,
+                "address": self.config.support.address,
+                "tag": self.config.support.tag,
+            },
+            "why": why,
+            "limit": self.config.hygiene.max_automatic_per_hour,
+        }
+        await self.queue_standalone(
+            session, "automatic_ceiling", ctx, to=to, now=now, automatic="auto-generated"
+        )
 
     def suppressed_note(
         self, session: AsyncSession, ticket: Ticket, what: str, why: str, now: datetime
@@ -748,13 +885,21 @@ class Pipeline:
     def _context(
         self, ticket: Ticket, mail: InboundMail, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Template context for mail caused by the inbound ``mail``."""
+        """Template context for mail caused by the inbound ``mail``.
+
+        SPEC 11: the text is cut to what a steward's copy may carry
+        (``text_cut`` says so); the display name and subject are cut too, since
+        acknowledgments repeat them to an address anyone can forge.
+        """
+        text, text_cut = policy.clip(mail.text, policy.STEWARD_TEXT_MAX)
+        new_text, new_cut = policy.clip(mail.new_text, policy.STEWARD_TEXT_MAX)
         message = {
             "from_addr": mail.from_addr or "",
-            "from_name": mail.from_name,
-            "subject": mail.subject,
-            "text": mail.text,
-            "new_text": mail.new_text,
+            "from_name": policy.clip(mail.from_name or "", 64)[0] or None,
+            "subject": policy.clip(mail.subject, policy.ACK_SUBJECT_MAX)[0],
+            "text": text,
+            "new_text": new_text,
+            "text_cut": text_cut or new_cut,
             "attachments": [
                 {"filename": a.filename, "content_type": a.content_type, "size": a.size}
                 for a in mail.attachments
@@ -778,8 +923,58 @@ class Pipeline:
         from_name: str | None = None,
         reply_to: str | None = None,
         attachments: Sequence[tuple[str, str, bytes]] = (),
-    ) -> PlannedMail:
-        """Render ``template`` and store it as an outbound message plus an outbox row."""
+        outcome: Outcome | None = None,
+    ) -> PlannedMail | None:
+        """Render ``template`` and store it as an outbound message plus an outbox row.
+
+        SPEC 11 is enforced here for every mail on a ticket: at most
+        ``max_cc + 1`` external recipients, and an automatic mail goes only to
+        the recipients under the per-address limits and the global ceiling.
+        Whoever is left out is named on the timeline (and in ``outcome``);
+        None when nobody is left to send to.
+        """
+        internal = self.config.internal_addresses
+        to, cc, dropped = policy.cap_external(
+            to, cc, internal=internal, max_cc=self.config.tickets.max_cc
+        )
+        refused: dict[str, str] = {
+            a: f"more than tickets.max_cc + 1 = {self.config.tickets.max_cc + 1} "
+            "external recipients"
+            for a in dropped
+        }
+        external = [a for a in dict.fromkeys([*to, *cc, *bcc]) if a not in internal]
+        if automatic is not None and external:
+            last_hour, last_day, total = await self._automatic_counts(session, external, now)
+            allowance = policy.automatic_allowance(
+                [*to, *cc, *bcc],
+                last_hour=last_hour,
+                last_day=last_day,
+                global_last_hour=total,
+                limits=policy.Limits(
+                    per_hour=self.config.tickets.ack_rate_per_hour,
+                    per_day=self.config.tickets.auto_per_day,
+                    global_per_hour=self.config.hygiene.max_automatic_per_hour,
+                ),
+                internal=internal,
+            )
+            refused.update(allowance.refused)
+            if allowance.ceiling:
+                await self._ceiling_alert(session, next(iter(allowance.refused.values())), now)
+            to = tuple(a for a in to if a not in allowance.refused)
+            cc = tuple(a for a in cc if a not in allowance.refused)
+            bcc = tuple(a for a in bcc if a not in allowance.refused)
+        if refused:
+            for addr, why in refused.items():
+                line = f"no {template} sent to {addr}: {why}"
+                session.add(
+                    Event(ticket_id=ticket.id, at=now, kind="note", actor="maild", text=line)
+                )
+                if outcome is not None:
+                    outcome.suppressed.append(f"{template} to {addr}: {why}")
+        if not to and cc:
+            to, cc = cc[:1], cc[1:]
+        if not to:
+            return None
         rendered = self.renderer.render(template, context)
         message_id = new_message_id(self.config, ticket.id)
         references: list[str] = []
@@ -801,7 +996,7 @@ class Pipeline:
             from_name=from_name,
             reply_to=reply_to,
             thread_index=thread_index_for(root, now),
-            thread_topic=ticket.subject,
+            thread_topic=policy.clip(ticket.subject, policy.ACK_SUBJECT_MAX)[0],
             ticket_id=ticket.id,
             attachments=attachments,
         )
@@ -860,7 +1055,16 @@ class Pipeline:
             )
         )
         ticket.message_count = (ticket.message_count or 0) + 1
-        return PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
+        if automatic is not None:
+            for addr in recipients:
+                if addr not in internal:
+                    session.add(
+                        AutomaticSend(address=addr, at=now, ticket_id=ticket.id, template=template)
+                    )
+        planned = PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
+        if outcome is not None:
+            outcome.sends.append(planned)
+        return planned
 
     async def queue_standalone(
         self,
@@ -941,7 +1145,8 @@ class Pipeline:
         sender: str,
         message: Message,
         now: datetime,
-    ) -> PlannedMail:
+        outcome: Outcome,
+    ) -> PlannedMail | None:
         """An automatic reply to the sender of ``message``, threaded under it."""
         return await self.queue_mail(
             session,
@@ -952,6 +1157,7 @@ class Pipeline:
             reply_to_mail=message,
             automatic="auto-replied",
             now=now,
+            outcome=outcome,
         )
 
     async def _notify(
@@ -965,64 +1171,63 @@ class Pipeline:
         outcome: Outcome,
         now: datetime,
         oversize: int,
+        side: policy.Standing = "requester",
+        verdict: authn.Verdict | None = None,
     ) -> None:
         """Queue the automatic mails this mail calls for (``oversize``: a too-large size)."""
         too_large = oversize > 0
         decision = outcome.decision
-        extra = {"quoted_tag": decision.quoted_tag if decision else None}
+        extra = {
+            "quoted_tag": decision.quoted_tag if decision else None,
+            "not_on_ticket": side == "stranger",
+            "cc_refused": next((p for p in outcome.policy if p.startswith("cc not changed")), None),
+        }
         ctx = self._context(ticket, mail, {**extra, **self._size_context(oversize)})
         sender = mail.from_addr or ""
         support = self.config.support.address
         stewards = self._steward_addresses(on_duty(self.config, now))
 
         if action == "created" and cls.role != "steward":
-            why_not = await self._may_autoreply(session, sender, cls, now)
+            why_not = self._may_answer(sender, cls, verdict)
             if why_not is None:
                 template = "too_large" if too_large else "ack"
-                outcome.sends.append(
-                    await self._answer(session, ticket, template, ctx, sender, message, now)
-                )
+                await self._answer(session, ticket, template, ctx, sender, message, now, outcome)
             else:
                 outcome.suppressed.append(f"ack: {why_not}")
+                outcome.policy.append(f"no acknowledgment: {why_not}")
                 self.suppressed_note(session, ticket, "acknowledgment", why_not, now)
             if cls.kind not in ("bounce", "own") and stewards:
-                outcome.sends.append(
-                    await self.queue_mail(
-                        session,
-                        ticket,
-                        "steward_new",
-                        ctx,
-                        to=stewards,
-                        reply_to_mail=message,
-                        automatic="auto-generated",
-                        now=now,
-                        reply_to=support,
-                        attachments=self.forwarded(mail),
-                    )
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "steward_new",
+                    ctx,
+                    to=stewards,
+                    reply_to_mail=message,
+                    automatic="auto-generated",
+                    now=now,
+                    reply_to=support,
+                    attachments=self.forwarded(mail),
+                    outcome=outcome,
                 )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
-            if too_large:
-                why_not = await self._may_autoreply(session, sender, cls, now)
-                if why_not is None:
-                    outcome.sends.append(
-                        await self._answer(session, ticket, "too_large", ctx, sender, message, now)
-                    )
+            if too_large and side != "stranger" and self._may_answer(sender, cls, verdict) is None:
+                await self._answer(session, ticket, "too_large", ctx, sender, message, now, outcome)
             assignee = self.config.steward_by_name(ticket.assignee) if ticket.assignee else None
             to = [assignee.addresses[0]] if assignee and assignee.addresses else stewards
             if to:
-                outcome.sends.append(
-                    await self.queue_mail(
-                        session,
-                        ticket,
-                        "requester_reply",
-                        ctx,
-                        to=to,
-                        reply_to_mail=message,
-                        automatic="auto-generated",
-                        now=now,
-                        reply_to=support,
-                        attachments=self.forwarded(mail),
-                    )
+                await self.queue_mail(
+                    session,
+                    ticket,
+                    "requester_reply",
+                    ctx,
+                    to=to,
+                    reply_to_mail=message,
+                    automatic="auto-generated",
+                    now=now,
+                    reply_to=support,
+                    attachments=self.forwarded(mail),
+                    outcome=outcome,
                 )
 
     # -- stewards ------------------------------------------------------------------
@@ -1069,53 +1274,213 @@ class Pipeline:
         now: datetime,
         oversize: int = 0,
     ) -> None:
-        """A steward wrote: check, apply the tags, relay, answer errors."""
+        """A steward wrote: check, apply the tags, relay, answer errors.
+
+        Only a mail that is authenticated (or from a lab that does not require
+        it) applies at once; any other is held until its steward confirms it
+        with the token maild mails to the steward's own address (SPEC 11).
+        """
         ctx = self._context(ticket, mail)
         sender = mail.from_addr or sm.steward.addresses[0]
         if oversize:
             # only the headers were kept: relaying would send an empty reply
             outcome.reason += "; too large: kept as a note, nothing applied or relayed"
             ctx.update(self._size_context(oversize))
-            outcome.sends.append(
-                await self._answer(session, ticket, "too_large", ctx, sender, message, now)
-            )
+            await self._answer(session, ticket, "too_large", ctx, sender, message, now, outcome)
             return
-        if not sm.authenticated:
-            outcome.reason += "; the sender is not authenticated: kept as a note, commands ignored"
-            warned = self._steward_addresses(on_duty(self.config, now)) or list(
-                sm.steward.addresses[:1]
-            )
-            ctx.update(steward=sm.steward.name, findings=list(sm.findings))
-            outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "spoof_warning",
-                    ctx,
-                    to=warned,
-                    reply_to_mail=message,
-                    automatic="auto-generated",
-                    now=now,
-                )  # fmt: skip
-            )
+        if sm.confirm is not None:
+            await self._confirm(session, ticket, mail, message, sm, outcome, now)
             return
         if sm.parsed.errors:
             outcome.reason += "; bad tags: nothing applied, kept as a note"
             ctx.update(errors=sm.parsed.errors, accepted=list(ACCEPTED.values()))
-            outcome.sends.append(
-                await self._answer(session, ticket, "command_error", ctx, sender, message, now)
-            )
+            await self._answer(session, ticket, "command_error", ctx, sender, message, now, outcome)
             return
         planned = plan(ticket, sm.parsed, sm.steward.name, self.config)
+        if planned.errors:
+            message.is_note = True
+            outcome.reason += "; a command cannot be carried out: nothing applied, kept as a note"
+            errors = [_PlanError(*e.split(": ", 1)) for e in planned.errors]
+            ctx.update(errors=errors, accepted=list(ACCEPTED.values()))
+            await self._answer(session, ticket, "command_error", ctx, sender, message, now, outcome)
+            return
+        if sm.action == "hold":
+            await self._hold(session, ticket, mail, message, sm, outcome, now)
+            return
+        if sm.action == "note":
+            return
+        await self._apply_steward(session, ticket, mail, message, sm.steward, planned, outcome, now)
+
+    async def _apply_steward(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        message: Message,
+        steward: Steward,
+        planned: Plan,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        """Carry out a steward's checked plan: changes, relay, receipt."""
         await self._carry_out(
-            session, ticket, planned, sm.steward.name, sm.steward, now, outcome,
-            reply=(mail, message, sm.parsed.subject),
+            session, ticket, planned, steward.name, steward, now, outcome,
+            reply=(mail, message, _parsed_subject(self.config, mail, ticket)),
         )  # fmt: skip
         if self.config.commands.receipts == "always" and planned.changes:
-            ctx.update(changes=planned.describe())
-            outcome.sends.append(
-                await self._answer(session, ticket, "receipt", ctx, sender, message, now)
+            ctx = self._context(ticket, mail, {"changes": planned.describe()})
+            sender = mail.from_addr or steward.addresses[0]
+            await self._answer(session, ticket, "receipt", ctx, sender, message, now, outcome)
+
+    async def _hold(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        message: Message,
+        sm: _StewardMail,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        """Keep an unauthenticated steward mail as a note and ask its steward to confirm."""
+        token = secrets.token_urlsafe(12)
+        expires = now + self.config.commands.confirm_within
+        session.add(
+            HeldCommand(
+                token=token,
+                ticket_id=ticket.id,
+                steward=sm.steward.name,
+                message_pk=message.id,
+                created_at=now,
+                expires_at=expires,
             )
+        )
+        why = "; ".join(sm.findings) or "not authenticated"
+        line = (
+            f"held until {sm.steward.name} confirms (the mail is not authenticated: {why}); "
+            f"nothing applied or relayed yet"
+        )
+        outcome.reason += "; not authenticated: held until the steward confirms"
+        outcome.policy.append(line)
+        session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor="maild", text=line))
+        # to the steward's configured address (the From is one), never to Reply-To
+        to = mail.from_addr if mail.from_addr in sm.steward.addresses else sm.steward.addresses[0]
+        ctx = self._context(
+            ticket,
+            mail,
+            {
+                "steward": sm.steward.name,
+                "token": token,
+                "findings": list(sm.findings),
+                "commands": [c.source for c in sm.parsed.commands],
+                "relays": not sm.parsed.has("note") and not sm.parsed.has("silent"),
+                "expires": self._local(expires),
+            },
+        )
+        await self.queue_mail(
+            session,
+            ticket,
+            "confirm_command",
+            ctx,
+            to=[to],
+            reply_to_mail=message,
+            automatic="auto-replied",
+            now=now,
+            reply_to=self.config.support.address,
+            outcome=outcome,
+        )
+
+    async def _confirm(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        mail: InboundMail,
+        message: Message,
+        sm: _StewardMail,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        """``[confirm=TOKEN]``: apply a held mail exactly once, for its own steward, in time."""
+        token = sm.confirm or ""
+        held = await session.scalar(
+            select(HeldCommand).where(HeldCommand.token == token).with_for_update()
+        )
+        problem = None
+        if held is None or held.steward != sm.steward.name:
+            problem = "no held mail of yours has this token"
+        elif held.confirmed_at is not None:
+            problem = "this token was already used"
+        elif held.expires_at < now:
+            problem = (
+                "this token expired (commands.confirm_within = "
+                f"{_hours(self.config.commands.confirm_within)} h); send the commands again"
+            )
+        sender = mail.from_addr or sm.steward.addresses[0]
+        if held is None or problem is not None:
+            outcome.reason += f"; confirmation refused: {problem}"
+            outcome.policy.append(f"[confirm={token}] refused: {problem}")
+            ctx = self._context(ticket, mail)
+            ctx.update(errors=[_PlanError(f"[confirm={token}]", problem or "")], accepted=[])
+            await self._answer(session, ticket, "command_error", ctx, sender, message, now, outcome)
+            return
+        held.confirmed_at = now
+        target = ticket
+        if held.ticket_id != ticket.id:
+            found = await session.get(Ticket, held.ticket_id, with_for_update=True)
+            if found is None:
+                raise LookupError(f"ticket #{held.ticket_id} of a held mail vanished")
+            target = found
+        original = await session.get(Message, held.message_pk)
+        if original is None:
+            raise LookupError(f"held message {held.message_pk} vanished")
+        held_mail = parse_mail(original.raw)
+        parsed = _parsed_subject(self.config, held_mail, target, full=True)
+        line = f"{sm.steward.name} confirmed the held mail <{original.message_id}>; applied now"
+        outcome.reason += f"; confirmed the held mail on #{target.id}"
+        outcome.policy.append(line)
+        session.add(Event(ticket_id=target.id, at=now, kind="note", actor="maild", text=line))
+        on_behalf = parsed.get("requester")
+        if (
+            on_behalf is not None
+            and on_behalf.value
+            and target.requester in sm.steward.addresses
+            and target.message_count <= 2
+        ):
+            # a held "open a ticket for someone" mail: the ticket becomes theirs now
+            await self._change_requester(session, target, on_behalf.value, sm.steward.name, now)
+        planned = plan(target, parsed, sm.steward.name, self.config)
+        if planned.errors:
+            ctx = self._context(target, held_mail)
+            errors = [_PlanError(*e.split(": ", 1)) for e in planned.errors]
+            ctx.update(errors=errors, accepted=list(ACCEPTED.values()))
+            await self._answer(session, target, "command_error", ctx, sender, message, now, outcome)
+            return
+        original.is_note = planned.note
+        if target is not ticket:
+            target.updated_at = now
+            target.last_activity_at = now
+        await self._apply_steward(
+            session, target, held_mail, original, sm.steward, planned, outcome, now
+        )
+        if target is not ticket:
+            await refresh_dues(session, target, self.config, self.calendar)
+
+    async def _change_requester(
+        self, session: AsyncSession, ticket: Ticket, requester: str, actor: str, now: datetime
+    ) -> None:
+        old = ticket.requester
+        await session.execute(
+            delete(Participant).where(
+                Participant.ticket_id == ticket.id,
+                Participant.address == old,
+                Participant.role == "requester",
+            )
+        )
+        session.add(Participant(ticket_id=ticket.id, address=requester, role="requester"))
+        ticket.requester = requester
+        community = self.config.community_for(requester)
+        ticket.community = community.name if community else None
+        self._change(session, ticket, "requester", old, requester, actor, now)
 
     async def _carry_out(
         self,
@@ -1131,7 +1496,17 @@ class Pipeline:
     ) -> None:
         """Apply a plan and send what it calls for: the relay, the resolution, the closing."""
         before = ticket.status
+        cc_before = set(ticket.cc)
         self._set(session, ticket, planned.changes, actor, now)
+        removed = cc_before - set(ticket.cc)
+        if removed:
+            await session.execute(
+                delete(Participant).where(
+                    Participant.ticket_id == ticket.id,
+                    Participant.address.in_(removed),
+                    Participant.role == "cc",
+                )
+            )
         if planned.note:
             return
         requester_is_steward = self.config.steward_by_address(ticket.requester) is not None
@@ -1168,21 +1543,20 @@ class Pipeline:
             if not people:
                 outcome.reason += "; everyone on the thread got the steward's mail directly"
                 return
-            outcome.sends.append(
-                await self.queue_mail(
-                    session,
-                    ticket,
-                    "incident_resolved" if resolved_incident else "relay",
-                    ctx,
-                    to=people[:1],
-                    cc=people[1:],
-                    bcc=self._other_stewards(steward, now),
-                    reply_to_mail=parent,
-                    automatic=None,
-                    now=now,
-                    from_name=f"{display} (Support)",
-                    attachments=self.forwarded(mail),
-                )
+            await self.queue_mail(
+                session,
+                ticket,
+                "incident_resolved" if resolved_incident else "relay",
+                ctx,
+                to=people[:1],
+                cc=people[1:],
+                bcc=self._other_stewards(steward, now),
+                reply_to_mail=parent,
+                automatic=None,
+                now=now,
+                from_name=f"{display} (Support)",
+                attachments=self.forwarded(mail),
+                outcome=outcome,
             )
             return
         if planned.silent or requester_is_steward or not ticket.requester:
@@ -1192,7 +1566,9 @@ class Pipeline:
             return
         if ticket.status == "closed":
             ctx = self._context_bare(ticket, {"reason": None})
-            sent = await self.notify_requester(session, ticket, "closed", ctx, "closed notice", now)
+            await self.notify_requester(
+                session, ticket, "closed", ctx, "closed notice", now, outcome
+            )
         elif ticket.status == "resolved":
             tag = f"[{self.config.support.tag} #{ticket.id}]"
             ctx = self._context_bare(
@@ -1207,15 +1583,9 @@ class Pipeline:
                 },
             )
             template = "incident_resolved" if ticket.type == "incident" else "relay"
-            sent = await self.notify_requester(
-                session, ticket, template, ctx, "resolved notice", now
+            await self.notify_requester(
+                session, ticket, template, ctx, "resolved notice", now, outcome
             )
-        else:
-            return
-        if sent is None:
-            outcome.suppressed.append(f"{ticket.status} notice")
-        else:
-            outcome.sends.append(sent)
 
     async def notify_requester(
         self,
@@ -1225,17 +1595,20 @@ class Pipeline:
         ctx: dict[str, Any],
         what: str,
         now: datetime,
+        outcome: Outcome | None = None,
     ) -> PlannedMail | None:
         """Automatic mail to the requester and cc, threaded under their last mail.
 
         None, with a note on the timeline, when the requester must get no
-        automatic mail (a machine, or over the rate limit).
+        automatic mail (a machine), or when every recipient is over a limit.
         """
         if not ticket.requester:
             return None
-        blocked = await self.requester_blocked(session, ticket, now)
+        blocked = self.requester_blocked(ticket)
         if blocked is not None:
             self.suppressed_note(session, ticket, what, blocked, now)
+            if outcome is not None:
+                outcome.suppressed.append(f"{what}: {blocked}")
             return None
         return await self.queue_mail(
             session,
@@ -1247,7 +1620,12 @@ class Pipeline:
             reply_to_mail=await self._last_requester_message(session, ticket),
             automatic="auto-generated",
             now=now,
+            outcome=outcome,
         )
+
+    def _local(self, when: datetime) -> str:
+        tz = ZoneInfo(self.config.hours.timezone)
+        return when.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z")
 
     def _next_update_text(self, ticket: Ticket, now: datetime) -> str | None:
         """When the next incident update is due, for mail that must say so."""
@@ -1270,7 +1648,8 @@ class Pipeline:
             "tag": f"[{support.tag} #{ticket.id}]",
             "ticket": {
                 "id": ticket.id,
-                "subject": ticket.subject,
+                # SPEC 11: mail repeats at most this much of a stranger's subject
+                "subject": policy.clip(ticket.subject, policy.ACK_SUBJECT_MAX)[0],
                 "status": ticket.status,
                 "type": ticket.type,
                 "priority": ticket.priority,
@@ -1327,6 +1706,31 @@ class Pipeline:
             ticket.updated_at = now
             await refresh_dues(session, ticket, self.config, self.calendar)
             return planned, []
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanError:
+    """A command that parsed but cannot be carried out; shaped like a TagError."""
+
+    tag: str
+    message: str
+
+
+def _scratch() -> Outcome:
+    return Outcome("", None, None, "created", "")
+
+
+def _parsed_subject(
+    config: Config, mail: InboundMail, ticket: Ticket, *, full: bool = False
+) -> Any:
+    """The steward's subject with command tags removed (``full``: the whole parse)."""
+    parsed = parse_subject(
+        mail.subject,
+        stewards=[s.name for s in config.stewards],
+        communities=[c.name for c in config.communities],
+        ticket_subject=ticket.subject,
+    )
+    return parsed if full else parsed.subject
 
 
 def _hours(delta: timedelta) -> int:

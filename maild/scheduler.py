@@ -239,18 +239,17 @@ class Scheduler:
                 "due": local(self.config, due),
             },
         )
-        outcome.sends.append(
-            await self.pipeline.queue_mail(
-                session,
-                ticket,
-                "sla_reminder",
-                ctx,
-                to=to,
-                reply_to_mail=await self.pipeline.latest_message(session, ticket),
-                automatic="auto-generated",
-                now=now,
-                reply_to=self.config.support.address,
-            )
+        await self.pipeline.queue_mail(
+            session,
+            ticket,
+            "sla_reminder",
+            ctx,
+            to=to,
+            reply_to_mail=await self.pipeline.latest_message(session, ticket),
+            automatic="auto-generated",
+            now=now,
+            reply_to=self.config.support.address,
+            outcome=outcome,
         )
 
     async def _handoff(self, now: datetime, result: PassResult) -> None:

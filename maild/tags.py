@@ -65,6 +65,8 @@ ACCEPTED: dict[str, str] = {
     "time": "[time=DURATION] such as 30m, 1h, 1h30m, 1.5h",
     "update-every": "[update-every=DURATION] such as 1h, 3h, 30m",
     "requester": "[requester=ADDRESS] on a new mail to open a ticket for someone",
+    "cc": "[cc=+ADDRESS] to add an address to the ticket's cc, [cc=-ADDRESS] to remove one",
+    "confirm": "[confirm=TOKEN] with the token of a confirmation mail maild sent you",
     "note": "[note]",
     "silent": "[silent]",
 }
@@ -72,6 +74,7 @@ ACCEPTED: dict[str, str] = {
 _TICKET_TAG = re.compile(r"^\s*(?:[\w.-]+\s*)?#\s*\d+\s*$")
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _ADDRESS = re.compile(r"^[^@\s<>\[\]]+@[^@\s<>\[\]]+\.[^@\s<>\[\]]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _URL = re.compile(r"^https?://[^\s<>\"]+$", re.IGNORECASE)
 
 
@@ -190,6 +193,15 @@ def _parse_item(
         if not _ADDRESS.match(value):
             return _error(source, key, f"{value!r} is not a mail address")
         return Command(key, low, source)
+    if key == "cc":
+        op, address = (value[0], value[1:].strip()) if value[0] in "+-" else ("+", value)
+        if not _ADDRESS.match(address):
+            return _error(source, key, f"{address!r} is not a mail address")
+        return Command(key, op + address.lower(), source)
+    if key == "confirm":
+        if not _TOKEN.match(value):
+            return _error(source, key, f"{value!r} is not a confirmation token")
+        return Command(key, value, source)
     return _error(source, key, f"{key!r} takes no value")  # note, silent
 
 

@@ -32,7 +32,9 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "Attachment",
     "Base",
+    "AutomaticSend",
     "Event",
+    "HeldCommand",
     "ImapState",
     "Lease",
     "Message",
@@ -243,6 +245,40 @@ class Outbox(Base):
         Index("ix_outbox_rcpt_created", "primary_rcpt", "created_at"),
         Index("ix_outbox_message_pk", "message_pk"),
     )
+
+
+class AutomaticSend(Base):
+    """One automatic mail to one external address: what the rate limits count."""
+
+    __tablename__ = "automatic_sends"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    at: Mapped[datetime]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), default=None)
+    template: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_automatic_sends_address_at", "address", "at"),
+        Index("ix_automatic_sends_at", "at"),
+    )
+
+
+class HeldCommand(Base):
+    """A steward's unauthenticated mail, held until the steward confirms it by reply."""
+
+    __tablename__ = "held_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    steward: Mapped[str] = mapped_column(String(200))
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_held_commands_message_pk", "message_pk"),)
 
 
 class Quarantine(Base):

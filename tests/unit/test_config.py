@@ -299,8 +299,17 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
             'incidents.nudge_before: expected less than update_every (20m), got "30m"',
         ),
         (
-            {"commands": {"require_authenticated": True}},
-            "commands.authserv_id: required when require_authenticated = true",
+            {"commands": {"confirm_within": "soon"}},
+            'commands.confirm_within: expected a duration such as "30s", "45m", "3h", "1h30m", '
+            '"1.5h", "2d" or "4w" (units s, m, h, d, w; largest first), got "soon"',
+        ),
+        (
+            {"tickets": {"max_cc": -1}},
+            "tickets.max_cc: expected an integer of at least 0, got -1",
+        ),
+        (
+            {"hygiene": {"max_automatic_per_hour": "lots"}},
+            'hygiene.max_automatic_per_hour: expected an integer, got "lots"',
         ),
         (
             {"database": {"url": "sqlite:///maild.db"}},
