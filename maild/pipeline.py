@@ -575,8 +575,14 @@ class Pipeline:
         actor: str,
         outcome: Outcome,
         now: datetime,
+        *,
+        opening: bool = False,
     ) -> None:
-        """SPEC 11: who of the mail's To/Cc joins the ticket's cc (policy decides)."""
+        """SPEC 11: who of the mail's To/Cc joins the ticket's cc (policy decides).
+
+        ``opening``: the mail opens the ticket, whose cc is part of its creation
+        rather than a change on the timeline.
+        """
         decision = policy.cc_from_mail(
             sender_standing=side,
             named=[*mail.to, *mail.cc],
@@ -590,7 +596,10 @@ class Pipeline:
             ticket.cc = [*old, *decision.added]
             for addr in decision.added:
                 session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
-            self._change(session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), actor, now)
+            if not opening:
+                self._change(
+                    session, ticket, "cc", ", ".join(old), ", ".join(ticket.cc), actor, now
+                )
         if decision.reason:
             shown = ", ".join(decision.refused[:5]) + (" …" if len(decision.refused) > 5 else "")
             line = f"cc not changed ({shown}): {decision.reason}"
@@ -644,7 +653,10 @@ class Pipeline:
             session.add(Participant(ticket_id=ticket.id, address=requester, role="requester"))
         if steward is None or not steward.is_note:
             # the opening mail is the requester's own (or a steward's on their behalf)
-            self._cc_from(session, ticket, mail, "requester", requester, outcome or _scratch(), now)
+            self._cc_from(
+                session, ticket, mail, "requester", requester, outcome or _scratch(), now,
+                opening=True,
+            )  # fmt: skip
         return ticket
 
     async def _store_message(

@@ -169,13 +169,15 @@ def test_silent_applies_without_relaying(instance: Instance) -> None:
     assert sent(instance, "relay") == []
 
 
-def test_spoofed_steward_becomes_a_note_and_stewards_are_warned(
+def test_spoofed_steward_is_held_and_the_steward_asked_to_confirm(
     new_instance: Factory,
 ) -> None:
     instance = new_instance()
     instance.config.write_text(
-        instance.config.read_text()
-        + '\n[commands]\nrequire_authenticated = true\nauthserv_id = "mx.example.org"\n'
+        instance.config.read_text().replace(
+            "require_authenticated = false",
+            'require_authenticated = true\nauthserv_id = "mx.example.org"',
+        )
     )
     open_request(instance)
     forged = make_mail(
@@ -191,8 +193,10 @@ def test_spoofed_steward_becomes_a_note_and_stewards_are_warned(
     instance.ingest(forged)
     assert instance.queue()[0]["status"] == "new"
     assert sent(instance, "relay") == [] and sent(instance, "closed") == []
-    [warning] = sent(instance, "spoof_warning")
-    assert "dkim=fail" in warning.get_content()
+    # the steward's own configured address is asked, and told what was seen
+    [confirm] = sent(instance, "confirm_command")
+    assert confirm["To"] == "alice@example.org"
+    assert "dkim=fail" in confirm.get_content()
     genuine = make_mail(
         frm="alice@example.org",
         subject="Re: [support #1] Hub is down [waiting]",
@@ -263,7 +267,9 @@ def test_steward_opens_a_ticket_on_someones_behalf(instance: Instance) -> None:
 
 def test_receipts_always(new_instance: Factory) -> None:
     instance = new_instance()
-    instance.config.write_text(instance.config.read_text() + '\n[commands]\nreceipts = "always"\n')
+    instance.config.write_text(
+        instance.config.read_text().replace("[commands]\n", '[commands]\nreceipts = "always"\n')
+    )
     open_request(instance)
     gmail_reply(instance, "Re: [support #1] Hub is down [priority=high]", "Looking.")
     [receipt] = sent(instance, "receipt")
