@@ -15,7 +15,7 @@ from typing import Literal
 from maild.config import Community, Config, Steward
 from maild.inbound import InboundMail
 
-__all__ = ["Classification", "Kind", "Role", "classify", "sender_authenticated"]
+__all__ = ["Classification", "Kind", "Role", "classify"]
 
 Kind = Literal["normal", "auto_reply", "bounce", "list", "own"]
 Role = Literal["steward", "representative", "requester"]
@@ -69,6 +69,8 @@ def _automation(mail: InboundMail, config: Config) -> tuple[Kind, list[str]]:
     ctype = mail.content_type
     if mail.return_path == "":
         reasons.append("null return path (Return-Path: <>)")
+    elif mail.return_path is not None and _localpart(mail.return_path) in _BOUNCE_LOCALPARTS:
+        reasons.append(f"Return-Path: <{mail.return_path}>")
     if _localpart(mail.from_addr) in _BOUNCE_LOCALPARTS:
         reasons.append(f"sent by {mail.from_addr}")
     if ctype == "multipart/report":
@@ -138,51 +140,3 @@ def classify(mail: InboundMail, config: Config) -> Classification:
         community=community,
         bounce_of=bounce_of,
     )
-
-
-_RESULT = re.compile(r"\b(dkim|spf)\s*=\s*(\w+)([^;]*)", re.IGNORECASE)
-_PROP = re.compile(r"\b(header\.d|header\.i|smtp\.mailfrom|smtp\.from)\s*=\s*([^\s;]+)", re.I)
-
-
-def _domain_of(value: str) -> str:
-    return value.rsplit("@", 1)[-1].strip("<>\"' ").lower()
-
-
-def _aligned(domain: str, sender_domain: str) -> bool:
-    return domain == sender_domain or sender_domain.endswith("." + domain)
-
-
-def sender_authenticated(
-    mail: InboundMail, authserv_id: str | None
-) -> tuple[bool, tuple[str, ...]]:
-    """Whether our receiving server vouches for the sender (RFC 8601).
-
-    Only ``Authentication-Results`` headers whose authserv-id equals
-    ``authserv_id`` count (anyone can add the header; only our server's copy
-    is trusted). True when one says ``dkim=pass`` for the From domain or
-    ``spf=pass`` for it. The second value names what was found, for the
-    stewards' warning.
-    """
-    sender_domain = _domain_of(mail.from_addr or "")
-    findings: list[str] = []
-    if not authserv_id or not sender_domain:
-        return False, ("no sender domain or no commands.authserv_id configured",)
-    ours = []
-    for value in mail.header_all("authentication-results"):
-        server = value.split(";", 1)[0].strip().split()[0] if value.strip() else ""
-        if server.lower() == authserv_id.lower():
-            ours.append(value)
-        else:
-            findings.append(f"Authentication-Results from {server or '?'} ignored (not ours)")
-    if not ours:
-        findings.append(f"no Authentication-Results header from {authserv_id}")
-        return False, tuple(findings)
-    for value in ours:
-        for method, result, rest in _RESULT.findall(value):
-            props = {k.lower(): _domain_of(v) for k, v in _PROP.findall(rest)}
-            domains = [d for d in props.values() if d]
-            verdict = f"{method.lower()}={result.lower()}"
-            if result.lower() == "pass" and any(_aligned(d, sender_domain) for d in domains):
-                return True, (f"{verdict} for {sender_domain}",)
-            findings.append(f"{verdict} ({', '.join(domains) or 'no domain'})")
-    return False, tuple(findings)

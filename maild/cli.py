@@ -259,6 +259,7 @@ def _explain_json(outcome: Any) -> dict[str, Any]:
         for m in outcome.sends
     ]
     data["not_sent"] = list(outcome.suppressed)
+    data["policy"] = list(outcome.policy)
     return data
 
 
@@ -279,6 +280,8 @@ def _explain_text(outcome: Any) -> str:
     for error in outcome.command_errors:
         lines.append(f"  bad tag: {error}")
     lines.append(f"  result: {outcome.action} {target} ({outcome.reason})")
+    for rule in outcome.policy:
+        lines.append(f"  policy: {rule}")
     for mail in outcome.sends:
         lines.append(f"  would send {mail.template} to {', '.join(mail.to)}: {mail.subject}")
     for why in outcome.suppressed:
@@ -383,13 +386,19 @@ def _show_text(t: dict[str, Any]) -> str:
     for ev in t["timeline"]:
         at = ev["at"][:16].replace("T", " ")
         kind = ev["kind"]
-        if kind in ("received", "sent") and "message_id" in ev:
-            arrow = "<-" if kind == "received" else "->"
+        if kind in ("received", "sent", "note") and "message_id" in ev:
+            arrow = {"received": "<-", "sent": "->", "note": "<- note"}[kind]
             who = ev["from"] if kind == "received" else ", ".join(ev["to"])
             extra = f" [{ev['template']}, {ev['delivery']}]" if kind == "sent" else ""
             lines.append(f"{at}  {arrow} {who}{extra}: {ev['subject']}")
+            if ev.get("held"):
+                held = ev["held"]
+                lines.append(
+                    f"      [{held['state']}] steward mail held until {held['steward']} confirms"
+                    f" (expires {held['expires_at'][:16].replace('T', ' ')})"
+                )
             body = ev.get("new_text") or ev.get("text") or ""
-            if kind == "received":
+            if kind != "sent":
                 lines.extend("      " + ln for ln in body.strip().splitlines()[:40])
             for att in ev.get("attachments", []):
                 size = f"{att['content_type']}, {att['size']} bytes"

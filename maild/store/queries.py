@@ -16,7 +16,15 @@ from sqlalchemy import String, case, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
-from maild.store.models import Attachment, Event, Message, Outbox, Quarantine, Ticket
+from maild.store.models import (
+    Attachment,
+    Event,
+    HeldCommand,
+    Message,
+    Outbox,
+    Quarantine,
+    Ticket,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -196,6 +204,7 @@ async def ticket_detail(
     messages: dict[int, Message] = {}
     attachments: dict[int, list[dict[str, Any]]] = defaultdict(list)
     delivery: dict[int, str] = {}
+    held: dict[int, dict[str, Any]] = {}
     if message_pks:
         for row in (
             await session.scalars(
@@ -219,6 +228,23 @@ async def ticket_detail(
         ).all():
             if out_pk is not None:
                 delivery[out_pk] = status
+        for hold in (
+            await session.scalars(
+                select(HeldCommand).where(HeldCommand.message_pk.in_(message_pks))
+            )
+        ).all():
+            # SPEC 11: a held steward mail shows as held until confirmed or expired
+            state = (
+                "confirmed"
+                if hold.confirmed_at is not None
+                else ("expired" if hold.expires_at < now else "held")
+            )
+            held[hold.message_pk] = {
+                "state": state,
+                "steward": hold.steward,
+                "expires_at": iso(hold.expires_at),
+                "confirmed_at": iso(hold.confirmed_at),
+            }
     timeline = []
     for ev in events:
         item: dict[str, Any] = {"at": iso(ev.at), "kind": ev.kind, "actor": ev.actor}
@@ -245,6 +271,8 @@ async def ticket_detail(
                 item["delivery"] = delivery.get(msg.id, "queued")
             if ev.text and ev.kind in ("received", "note"):
                 item["threading"] = ev.text
+            if msg.id in held:
+                item["held"] = held[msg.id]
         elif ev.kind == "change":
             item.update({"field": ev.field, "old": ev.old, "new": ev.new})
         if ev.kind == "note" and msg is None:

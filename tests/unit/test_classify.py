@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maild.classify import classify, sender_authenticated
+from maild.classify import classify
 from maild.config import Config, parse_config
 from maild.inbound import parse_mail
 
@@ -83,21 +83,3 @@ def test_roles() -> None:
     assert steward.role == "steward" and steward.steward is not None
     other = classify(parse_mail(mail(BASE.replace("rep@", "someone@"))), CONFIG)
     assert other.role == "requester" and other.community is not None
-
-
-def test_only_our_servers_authentication_results_count() -> None:
-    forged = parse_mail(
-        mail(
-            "From: alice@example.org\nSubject: x\nMessage-ID: <f@x>\n"
-            "Authentication-Results: evil.example; dkim=pass header.d=example.org"
-        )
-    )
-    ok, findings = sender_authenticated(forged, "mx.example.org")
-    assert not ok and any("not ours" in f for f in findings)
-    good = parse_mail(
-        mail(
-            "From: alice@example.org\nSubject: x\nMessage-ID: <g@x>\n"
-            "Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=alice@example.org"
-        )
-    )
-    assert sender_authenticated(good, "mx.example.org")[0]

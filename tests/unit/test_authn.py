@@ -1,0 +1,126 @@
+"""maild.authn: DKIM (dkimpy, a key made here), Authentication-Results (RFC 8601), alignment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maild import authn
+from tests.dkim_keys import DkimKey
+
+MAIL = (
+    b"From: Alice Liddell <alice@example.org>\r\n"
+    b"To: support@example.org\r\n"
+    b"Subject: Re: [support #1] Hub is down [resolved]\r\n"
+    b"Date: Wed, 25 Nov 2026 16:00:00 +0000\r\n"
+    b"Message-ID: <s1@example.org>\r\n"
+    b"\r\n"
+    b"Fixed.\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> DkimKey:
+    return DkimKey.generate(tmp_path_factory.mktemp("dkim"), "example.org")
+
+
+@pytest.mark.parametrize(
+    ("domain", "from_domain", "expected"),
+    [
+        ("example.org", "example.org", True),
+        ("mail.example.org", "example.org", True),  # relaxed: same organizational domain
+        ("example.org", "lists.example.org", True),
+        ("org", "example.org", False),  # a public suffix aligns with nothing
+        ("evil.org", "example.org", False),
+        ("example.co.uk", "other.co.uk", False),
+        ("example.org.evil.example", "example.org", False),
+    ],
+)
+def test_alignment(domain: str, from_domain: str, expected: bool) -> None:
+    assert authn.aligned(domain, from_domain) is expected
+
+
+@pytest.mark.parametrize(
+    ("header", "authenticated"),
+    [
+        ("mx.example.org; dkim=pass header.d=example.org", True),
+        ("mx.example.org; dmarc=pass header.from=example.org", True),
+        ("mx.example.org; spf=pass smtp.mailfrom=alice@example.org", True),
+        ("mx.example.org; dkim=pass header.d=mail.example.org", True),
+        # a result inside a comment or a quoted reason is not a result
+        ("mx.example.org; dkim=pass (header.d=example.org) header.d=evil.example", False),
+        (
+            'mx.example.org; dkim=fail reason="dkim=pass header.d=example.org" header.d=x.example',
+            False,
+        ),
+        (
+            "mx.example.org; spf=fail (dkim=pass header.d=example.org) smtp.mailfrom=x@x.example",
+            False,
+        ),
+        # a public suffix is not the sender's domain
+        ("mx.example.org; dkim=pass header.d=org", False),
+        ("mx.example.org; dmarc=pass header.from=evil.example", False),
+        ("mx.example.org; dkim=fail header.d=example.org", False),
+        # somebody else's server, or ours spelled inside a comment
+        ("evil.example; dkim=pass header.d=example.org", False),
+        ("(mx.example.org) evil.example; dkim=pass header.d=example.org", False),
+        ("garbage ;;; = =", False),
+    ],
+)
+def test_authentication_results(header: str, authenticated: bool) -> None:
+    verdict = authn.results_verdict([header], "mx.example.org", "alice@example.org")
+    assert verdict.authenticated is authenticated
+    assert verdict.findings  # always says what it saw
+
+
+def test_only_the_topmost_header_of_ours_counts() -> None:
+    # the MX adds its header on top; a forged one further down says nothing
+    headers = [
+        "mx.example.org; dkim=fail header.d=example.org",
+        "mx.example.org; dkim=pass header.d=example.org",
+    ]
+    assert not authn.results_verdict(headers, "mx.example.org", "alice@example.org").authenticated
+
+
+def test_dmarc_fail_is_reported_for_backscatter() -> None:
+    verdict = authn.results_verdict(
+        ["mx.example.org; dmarc=fail header.from=bank.example"], "mx.example.org", "x@bank.example"
+    )
+    assert not verdict.authenticated and verdict.dmarc_fail
+
+
+def test_own_dkim_check_passes_a_signed_mail(key: DkimKey) -> None:
+    signed = key.sign(MAIL)
+    verdict = authn.dkim_verdict(signed, "alice@example.org", key.lookup, 5)
+    assert verdict.authenticated, verdict.findings
+    assert key.lookups and key.lookups[-1].startswith("mail._domainkey.example.org")
+
+
+def test_a_header_altered_after_signing_fails(key: DkimKey) -> None:
+    signed = key.sign(MAIL).replace(b"[resolved]", b"[closed]")
+    verdict = authn.dkim_verdict(signed, "alice@example.org", key.lookup, 5)
+    assert not verdict.authenticated
+    assert any("does not verify" in f for f in verdict.findings)
+
+
+def test_a_valid_signature_of_another_domain_is_not_aligned(tmp_path: Path) -> None:
+    other = DkimKey.generate(tmp_path, "evil.example")
+    verdict = authn.dkim_verdict(other.sign(MAIL), "alice@example.org", other.lookup, 5)
+    assert not verdict.authenticated
+    assert any("not aligned" in f for f in verdict.findings)
+
+
+def test_dns_failure_means_not_authenticated(key: DkimKey) -> None:
+    def broken(name: bytes | str, timeout: float = 5) -> bytes | None:
+        raise TimeoutError("no answer")
+
+    assert not authn.dkim_verdict(key.sign(MAIL), "alice@example.org", broken, 5).authenticated
+    nothing = authn.dkim_verdict(key.sign(MAIL), "alice@example.org", lambda *a, **k: None, 5)
+    assert not nothing.authenticated
+
+
+def test_unsigned_mail() -> None:
+    assert authn.dkim_verdict(MAIL, "alice@example.org", lambda *a, **k: None, 5).findings == (
+        "no DKIM signature",
+    )
