@@ -733,10 +733,21 @@ def _parse_bytes(data: bytes, defects: _Defects) -> Message | None:
     return None
 
 
+_MAX_ADDRESS_HEADER = 32 * 1024
+
+
 def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[str, str]]:
     """(display name, lowercased addr-spec) for every address in the header values."""
     out: list[tuple[str, str]] = []
     for value in values:
+        if len(value) > _MAX_ADDRESS_HEADER:
+            # SPEC 11: nobody mails a crowd through us; past this many addresses
+            # none would join a ticket, so parsing them all only costs time
+            cut = value.rfind(",", 0, _MAX_ADDRESS_HEADER)
+            value = value[: cut if cut > 0 else _MAX_ADDRESS_HEADER]
+            defects.add(
+                f"{name}: only the first {_MAX_ADDRESS_HEADER // 1024} KB of addresses read"
+            )
         parsed: list[tuple[str, str]] | None = None
         try:
             if len(value) <= _MAX_STRUCTURED:

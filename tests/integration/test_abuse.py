@@ -80,14 +80,14 @@ def steward_new_id(instance: Instance, ticket: int = 1) -> str:
 
 @pytest.mark.parametrize("count", [500, 40_000])
 def test_a_stranger_cannot_put_a_crowd_on_a_ticket(instance: Instance, count: int) -> None:
-    crowd = ", ".join(f"victim{i}@crowd.example" for i in range(count))
+    # written out by hand: the stdlib's folding of a huge header is what would be slow
+    crowd = ", ".join(f"victim{i}@crowd.example" for i in range(count)).encode()
     row = instance.ingest(
-        make_mail(
-            frm="spammer@evil.example",
-            subject="FREE PRIZE claim at http://evil.example/",
-            cc=crowd,
-            message_id="<spam-1@evil.example>",
-        )
+        b"From: spammer@evil.example\r\nTo: support@example.org\r\nCc: "
+        + crowd
+        + b"\r\nSubject: FREE PRIZE claim at http://evil.example/\r\n"
+        + b"Message-ID: <spam-1@evil.example>\r\nDate: Wed, 25 Nov 2026 15:00:00 +0000\r\n"
+        + b"\r\nClaim it now.\r\n"
     )
     [ticket] = instance.queue()
     assert ticket["cc"] == []  # past tickets.max_cc: none of them joined
@@ -515,8 +515,16 @@ def test_dmarc_fail_sender_gets_no_ack(instance: Instance) -> None:
 
 
 def test_an_ack_repeats_little_of_a_huge_subject(instance: Instance) -> None:
-    huge = "FREE PRIZE " * 100_000  # about 1 MB
-    instance.ingest(make_mail(frm="victim@forged.example", subject=huge, body="x" * 500_000))
+    huge = b"FREE PRIZE " * 100_000  # about 1 MB, on one line as an attacker sends it
+    raw = (
+        b"From: victim@forged.example\r\nTo: support@example.org\r\nSubject: "
+        + huge
+        + b"\r\nMessage-ID: <huge@forged.example>\r\n"
+        + b"Date: Wed, 25 Nov 2026 15:00:00 +0000\r\n\r\n"
+        + b"x" * 500_000
+        + b"\r\n"
+    )
+    instance.ingest(raw)
     [ack] = rows(instance, "ack")
     assert len(ack["raw"]) < 10_000
     subject = str(parsed(ack["raw"])["Subject"])
