@@ -34,6 +34,8 @@ class Plan:
     requester: str | None
     time_minutes: int
     links: tuple[str, ...]
+    # the canned reply ([reply=NAME]) to relay after the steward's own words
+    canned: str | None = None
 
     @property
     def status(self) -> str | None:
@@ -49,6 +51,8 @@ class Plan:
             lines.append("kept as an internal note")
         if self.silent:
             lines.append("nothing relayed to the requester")
+        elif self.canned and not self.note:
+            lines.append(f"canned reply {self.canned} relayed")
         return lines
 
 
@@ -113,6 +117,7 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
         requester=requester,
         time_minutes=minutes,
         links=tuple(links),
+        canned=reply.value if (reply := parsed.get("reply")) is not None else None,
     )
 
 

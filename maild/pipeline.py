@@ -38,12 +38,14 @@ from maild.inbound import InboundMail, ParseError, parse_mail
 from maild.lifecycle import is_confirmation
 from maild.render import (
     Renderer,
+    TemplateError,
     build_message,
     new_message_id,
     new_thread_root,
     thread_index_for,
 )
 from maild.roster import on_duty
+from maild.routing import reply_recipients
 from maild.store.models import Attachment, Event, Message, Outbox, Participant, Quarantine, Ticket
 from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
 from maild.tags import ACCEPTED, ParsedSubject, parse_subject
@@ -125,6 +127,7 @@ class _StewardMail:
         classification: Classification,
         ticket: Ticket | None,
         oversize: bool = False,
+        replies: Sequence[str] | None = None,
     ) -> _StewardMail | None:
         steward = classification.steward
         if steward is None or classification.automated:
@@ -138,6 +141,7 @@ class _StewardMail:
             stewards=[s.name for s in config.stewards],
             communities=[c.name for c in config.communities],
             ticket_subject=ticket.subject if ticket is not None else "",
+            replies=replies,
         )
         return cls(steward, parsed, authenticated, findings, oversize)
 
@@ -305,7 +309,9 @@ class Pipeline:
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
-        steward = _StewardMail.read(self.config, mail, cls, existing_ticket, too_large)
+        steward = _StewardMail.read(
+            self.config, mail, cls, existing_ticket, too_large, self.renderer.reply_names()
+        )
         if existing_ticket is None:
             ticket = await self._create(session, mail, cls, decision, now, steward)
             action: Action = "created"
@@ -1007,8 +1013,7 @@ class Pipeline:
                     outcome.sends.append(
                         await self._answer(session, ticket, "too_large", ctx, sender, message, now)
                     )
-            assignee = self.config.steward_by_name(ticket.assignee) if ticket.assignee else None
-            to = [assignee.addresses[0]] if assignee and assignee.addresses else stewards
+            to = await self._working_stewards(session, ticket, now)
             if to:
                 outcome.sends.append(
                     await self.queue_mail(
@@ -1026,6 +1031,29 @@ class Pipeline:
                 )
 
     # -- stewards ------------------------------------------------------------------
+
+    async def _working_stewards(
+        self, session: AsyncSession, ticket: Ticket, now: datetime
+    ) -> list[str]:
+        """Addresses of who works the ticket (assignee, IC, stewards who wrote on it),
+        else of the stewards on duty: who a requester's reply goes to."""
+        names = {s.name for s in self.config.stewards}
+        actors = (
+            await session.scalars(
+                select(Event.actor)
+                .where(
+                    Event.ticket_id == ticket.id,
+                    Event.kind.in_(("received", "note")),
+                    Event.message_pk.is_not(None),
+                    Event.actor.in_(names),
+                )
+                .order_by(Event.id)
+            )
+        ).all()
+        chosen = reply_recipients(
+            ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
+        )
+        return self._steward_addresses(chosen)
 
     async def latest_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The ticket's latest message either way, to thread a notice under."""
@@ -1107,6 +1135,17 @@ class Pipeline:
             )
             return
         planned = plan(ticket, sm.parsed, sm.steward.name, self.config)
+        if planned.canned and not planned.note and not planned.silent:
+            try:  # a broken override is a bad tag, not a lost mail
+                self.renderer.canned(planned.canned, self._canned_context(ticket, sm.steward, now))
+            except TemplateError as exc:
+                outcome.reason += "; the canned reply failed: nothing applied or relayed"
+                bad = [{"tag": f"[reply={planned.canned}]", "message": str(exc)}]
+                ctx.update(errors=bad, accepted=list(ACCEPTED.values()))
+                outcome.sends.append(
+                    await self._answer(session, ticket, "command_error", ctx, sender, message, now)
+                )
+                return
         await self._carry_out(
             session, ticket, planned, sm.steward.name, sm.steward, now, outcome,
             reply=(mail, message, sm.parsed.subject),
@@ -1146,6 +1185,11 @@ class Pipeline:
             parent = await self._last_requester_message(session, ticket) or message
             # SPEC 6: quoted text and signatures stay in storage, not in relays
             body = mail.new_text.strip()
+            if planned.canned:
+                canned = self.renderer.canned(
+                    planned.canned, self._canned_context(ticket, steward, now)
+                )
+                body = f"{body}\n\n{canned}" if body else canned
             tag = f"[{self.config.support.tag} #{ticket.id}]"
             subject = _relay_subject(steward_subject, ticket, tag, self.config.support.tag)
             ctx = self._context(
@@ -1262,6 +1306,23 @@ class Pipeline:
         tz = ZoneInfo(self.config.hours.timezone)
         return due.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z")
 
+    def _canned_context(
+        self, ticket: Ticket, steward: Steward | None, now: datetime
+    ) -> dict[str, Any]:
+        """What a canned reply may use: the ticket, the steward, the next update, the budget."""
+        community = self.config.community_by_name(ticket.community) if ticket.community else None
+        return self._context_bare(
+            ticket,
+            {
+                "steward": {
+                    "name": steward.name if steward else None,
+                    "display_name": steward.display_name if steward else self.config.support.name,
+                },
+                "next_update": self._next_update_text(ticket, now),
+                "budget_hours": community.budget_hours_per_month if community else None,
+            },
+        )
+
     def _context_bare(self, ticket: Ticket, extra: dict[str, Any]) -> dict[str, Any]:
         """Template context for mail not caused by an inbound message."""
         support = self.config.support
@@ -1314,6 +1375,12 @@ class Pipeline:
                 communities=[c.name for c in self.config.communities],
             )
             errors = [f"{e.tag}: {e.message}" for e in parsed.errors]
+            canned = parsed.get("reply")
+            if canned is not None:
+                errors.append(
+                    f"{canned.source}: a canned reply goes out with a steward's mail; "
+                    "the command line relays nothing"
+                )
             if parsed.subject.strip():
                 errors.append(f"not a tag: {parsed.subject.strip()!r}")
             if errors:
