@@ -47,6 +47,7 @@ from maild.render import (
 from maild.roster import on_duty
 from maild.routing import reply_recipients
 from maild.store.models import Attachment, Event, Message, Outbox, Participant, Quarantine, Ticket
+from maild.store.reports import postmortem, postmortem_context
 from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
 from maild.tags import ACCEPTED, ParsedSubject, parse_subject
 from maild.workhours import Calendar
@@ -1146,10 +1147,12 @@ class Pipeline:
                     await self._answer(session, ticket, "command_error", ctx, sender, message, now)
                 )
                 return
+        before = ticket.status
         await self._carry_out(
             session, ticket, planned, sm.steward.name, sm.steward, now, outcome,
             reply=(mail, message, sm.parsed.subject),
         )  # fmt: skip
+        await self._postmortem_mail(session, ticket, before, now, outcome)
         if self.config.commands.receipts == "always" and planned.changes:
             ctx.update(changes=planned.describe())
             outcome.sends.append(
@@ -1260,6 +1263,41 @@ class Pipeline:
             outcome.suppressed.append(f"{ticket.status} notice")
         else:
             outcome.sends.append(sent)
+
+    async def _postmortem_mail(
+        self, session: AsyncSession, ticket: Ticket, before: str, now: datetime, outcome: Outcome
+    ) -> None:
+        """With ``incidents.postmortem_mail``, mail the outline of an incident just resolved
+        to its incident commander, else to the stewards on duty."""
+        if not self.config.incidents.postmortem_mail or ticket.type != "incident":
+            return
+        if before in ("resolved", "closed") or ticket.status not in ("resolved", "closed"):
+            return
+        ic = self.config.steward_by_name(ticket.incident_commander or "")
+        to = (
+            [ic.addresses[0]]
+            if ic is not None
+            else self._steward_addresses(on_duty(self.config, now))
+        )
+        if not to:
+            return
+        await session.flush()
+        data = await postmortem(session, self.config, ticket.id, now)
+        if data is None:
+            return
+        outcome.sends.append(
+            await self.queue_mail(
+                session,
+                ticket,
+                "postmortem",
+                postmortem_context(self.config, data),
+                to=to,
+                reply_to_mail=await self.latest_message(session, ticket),
+                automatic="auto-generated",
+                now=now,
+                reply_to=self.config.support.address,
+            )
+        )
 
     async def notify_requester(
         self,
@@ -1390,7 +1428,9 @@ class Pipeline:
             if note:
                 session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor=actor, text=note))
             outcome = Outcome(f"operator:{actor}", None, ticket.id, "appended", "operator command")
+            before = ticket.status
             await self._carry_out(session, ticket, planned, actor, steward, now, outcome)
+            await self._postmortem_mail(session, ticket, before, now, outcome)
             ticket.updated_at = now
             await refresh_dues(session, ticket, self.config, self.calendar)
             return planned, []

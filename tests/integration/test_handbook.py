@@ -321,3 +321,44 @@ def test_safe_filename_stays_a_bare_name(name: str) -> None:
     safe = safe_filename(name)
     assert safe and "/" not in safe and "\\" not in safe and not safe.startswith(".")
     assert Path(safe).name == safe
+
+
+def _postmortem_mail_on(instance: Instance) -> None:
+    text = instance.config.read_text()
+    instance.config.write_text(text + "\n[incidents]\npostmortem_mail = true\n")
+
+
+def test_resolving_an_incident_mails_the_outline_to_its_commander(instance: Instance) -> None:
+    _postmortem_mail_on(instance)
+    _incident(instance)
+    assert envelope(instance, "postmortem") == [{"alice@example.org"}]
+    [mail] = sent(instance, "postmortem")
+    assert mail["Subject"] == "[support #1] Post-mortem outline: Hub is down"
+    assert mail["Auto-Submitted"] == "auto-generated"
+    text = mail.get_content()
+    assert "- Incident commander: alice" in text
+    assert "alice changed status: open -> resolved" in text
+    assert "## Action items" in text
+    # the requester never sees it, and closing the resolved ticket sends no second one
+    instance.ok("close", "1", "--now", ct("2026-11-26T09:00"))
+    assert len(sent(instance, "postmortem")) == 1
+
+
+def test_an_incident_without_commander_sends_the_outline_to_those_on_duty(
+    instance: Instance,
+) -> None:
+    _postmortem_mail_on(instance)
+    request(instance)
+    steward(instance, "bob", "[incident]", "On it.", "10:20")
+    steward(instance, "bob", "[resolved]", "Fixed.", "11:20", n=1)
+    assert envelope(instance, "postmortem") == [{"bob@example.org", "carol@example.org"}]
+
+
+def test_no_outline_mail_unless_configured_or_for_other_tickets(instance: Instance) -> None:
+    _incident(instance)
+    assert sent(instance, "postmortem") == []
+    _postmortem_mail_on(instance)
+    instance.ingest(make_mail(message_id="<q@jupyter.example>", frm="lead@jupyter.example",
+                              subject="How do I add a user?"))  # fmt: skip
+    instance.ok("resolve", "2")
+    assert sent(instance, "postmortem") == []
