@@ -649,6 +649,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for row in data["budget"]:
         budget = row["budget_hours"]
         left = f", {budget - row['used_hours']:.1f} h left" if budget is not None else ""
+        if row.get("percent_used") is not None:
+            left += f", {row['percent_used']} % used"
+        if row.get("warning"):
+            left += f"  ** past {row['warning']} of the budget **"
         print(f"budget {row['community']}: {row['used_hours']} h of {budget or '-'} h{left}")
     return 0
 

@@ -26,7 +26,10 @@ __all__ = [
     "postmortem",
     "postmortem_context",
     "stats",
+    "week_incidents",
     "week_start",
+    "weekly_report",
+    "weekly_slot",
 ]
 
 
@@ -297,4 +300,84 @@ def postmortem_context(config: Config, data: dict[str, Any]) -> dict[str, Any]:
                 {**item, "local": local_time(item["at"], tz)} for item in data["timeline"]
             ],
         },
+    }
+
+
+# -- the weekly report ---------------------------------------------------------------
+
+
+def weekly_slot(now: datetime, weekday: int, at: time, timezone: str) -> datetime:
+    """The latest weekly report time at or before ``now``: ``weekday`` (0 = Monday)
+    at local time ``at`` in ``timezone``, whatever the daylight-saving offset."""
+    tz = ZoneInfo(timezone)
+    local = now.astimezone(tz)
+    day = local.date() - timedelta(days=(local.weekday() - weekday) % 7)
+    slot = datetime.combine(day, at, tzinfo=tz)
+    if slot > now:
+        slot = datetime.combine(day - timedelta(days=7), at, tzinfo=tz)
+    return slot
+
+
+_POSTMORTEM_WORDS = ("postmortem", "post-mortem", "post_mortem")
+
+
+async def week_incidents(
+    session: AsyncSession, config: Config, since: datetime
+) -> list[dict[str, Any]]:
+    """Incidents opened or resolved since ``since``, and whether each has a post-mortem:
+    its outline was mailed, or a link to one (a URL naming a post-mortem) is attached."""
+    from maild.store.models import Message
+
+    tickets = (
+        await session.scalars(
+            select(Ticket)
+            .where(
+                Ticket.type == "incident",
+                (Ticket.created_at >= since)
+                | (func.coalesce(Ticket.resolved_at, Ticket.closed_at) >= since)
+                | Ticket.status.in_(ACTIVE_STATUSES),
+            )
+            .order_by(Ticket.id)
+            .limit(200)
+        )
+    ).all()
+    mailed = set(
+        (
+            await session.scalars(
+                select(Message.ticket_id).where(
+                    Message.template == "postmortem",
+                    Message.ticket_id.in_([t.id for t in tickets]),
+                )
+            )
+        ).all()
+    )
+    tz = config.hours.timezone
+    return [
+        {
+            "id": t.id,
+            "tag": f"[{config.support.tag} #{t.id}]",
+            "subject": t.subject,
+            "status": t.status,
+            "opened": local_time(t.created_at.isoformat(), tz),
+            "incident_commander": t.incident_commander,
+            "postmortem": t.id in mailed
+            or any(w in link.lower() for link in t.links or [] for w in _POSTMORTEM_WORDS),
+        }
+        for t in tickets
+    ]
+
+
+async def weekly_report(
+    session: AsyncSession, config: Config, now: datetime, slot: datetime
+) -> dict[str, Any]:
+    """The ``weekly_report`` template's ``report``: the week before ``slot``."""
+    since = slot - timedelta(days=7)
+    older_than = 14
+    tz = config.hours.timezone
+    return {
+        "since": local_time(since.isoformat(), tz),
+        "until": local_time(slot.isoformat(), tz),
+        "older_than": older_than,
+        "stats": await stats(session, config, now, since=since, older_than_days=older_than),
+        "incidents": await week_incidents(session, config, since),
     }
