@@ -29,13 +29,14 @@ def safe_filename(name: str) -> str:
         base = base.replace(":", "_")
     if not base:
         return "attachment"
-    if len(base) > _MAX_NAME:
-        stem, dot, ext = base.rpartition(".")
-        if dot and 0 < len(ext) <= 16:
-            base = stem[: _MAX_NAME - len(ext) - 1] + "." + ext
-        else:
-            base = base[:_MAX_NAME]
-    return base
+    # file systems count bytes (255 at most on most of them), not characters
+    stem, dot, ext = base.rpartition(".")
+    if not (dot and stem and 0 < len(ext) <= 16):
+        stem, ext = base, ""
+    tail = f".{ext}" if ext else ""
+    while len((stem + tail).encode("utf-8", "surrogatepass")) > _MAX_NAME:
+        stem = stem[:-1]
+    return stem + tail if stem else "attachment" + tail
 
 
 def _candidates(name: str) -> Iterable[str]:
