@@ -658,6 +658,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for row in data["budget"]:
         budget = row["budget_hours"]
         left = f", {budget - row['used_hours']:.1f} h left" if budget is not None else ""
+        if row.get("percent_used") is not None:
+            left += f", {row['percent_used']} % used"
+        if row.get("warning"):
+            left += f"  ** past {row['warning']} of the budget **"
         print(f"budget {row['community']}: {row['used_hours']} h of {budget or '-'} h{left}")
     return 0
 
@@ -718,6 +722,95 @@ def cmd_note(args: argparse.Namespace) -> int:
     if not text:
         raise UserError("a note needs text")
     return _operate(args, "[note]", note=text)
+
+
+def cmd_replies(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from maild.render import Renderer
+
+    replies = Renderer(config).replies()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": r.name,
+                    "first_line": r.first_line,
+                    "path": str(r.path),
+                    "override": r.override,
+                }
+                for r in replies
+            ]
+        )
+        return 0
+    if not replies:
+        print("no canned replies")
+        return 0
+    width = max(len(r.name) for r in replies)
+    for r in replies:
+        mark = " (override)" if r.override else ""
+        print(f"{r.name.ljust(width)}  {r.first_line}{mark}")
+    return 0
+
+
+def cmd_postmortem(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _now(args, config)
+    from maild.store.reports import postmortem
+
+    async def go(sessions: Any) -> dict[str, Any] | None:
+        async with sessions() as session:
+            data: dict[str, Any] | None = await postmortem(session, config, args.id, now)
+            return data
+
+    data = asyncio.run(_with_store(config, go))
+    if data is None:
+        raise UserError(f"no ticket #{args.id}")
+    if data["ticket"]["type"] != "incident":
+        kind = data["ticket"]["type"] or "not triaged"
+        raise UserError(f"#{args.id} is not an incident ({kind}); a post-mortem is for incidents")
+    if args.json:
+        _print_json(data)
+        return 0
+    from maild.render import Renderer, TemplateError
+    from maild.store.reports import postmortem_context
+
+    try:
+        rendered = Renderer(config).render("postmortem", postmortem_context(config, data))
+    except TemplateError as exc:
+        raise UserError(str(exc)) from exc
+    sys.stdout.write(rendered.text)
+    return 0
+
+
+def cmd_attachment(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from maild.export import write_attachments
+    from maild.store.queries import ticket_attachments
+
+    async def go(sessions: Any) -> list[dict[str, Any]] | None:
+        async with sessions() as session:
+            items: list[dict[str, Any]] | None = await ticket_attachments(session, args.id)
+            return items
+
+    items = asyncio.run(_with_store(config, go))
+    if items is None:
+        raise UserError(f"no ticket #{args.id}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"not a folder: {out}")
+    try:
+        written = write_attachments(items, out)
+    except OSError as exc:
+        raise UserError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    if args.json:
+        _print_json(written)
+        return 0
+    if not written:
+        print(f"#{args.id} has no attachments")
+        return 0
+    for row in written:
+        print(f"wrote {row['path']} ({row['content_type']}, {row['size']} bytes)")
+    return 0
 
 
 # -- parser ------------------------------------------------------------------
@@ -962,6 +1055,39 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_quarantine,
         "mail that could not be processed, with the reason",
         "maild quarantine --json",
+    )
+    _json_option(p)
+
+    p = _command(
+        sub,
+        "replies",
+        cmd_replies,
+        "the canned replies a steward can send with [reply=NAME], with their first line",
+        "maild replies\nmaild replies --json",
+    )
+    _json_option(p)
+
+    p = _command(
+        sub,
+        "postmortem",
+        cmd_postmortem,
+        "a Markdown outline for an incident's post-mortem, built from its timeline",
+        "maild postmortem 42 > postmortem-42.md\nmaild postmortem 42 --json",
+    )
+    p.add_argument("id", type=_ticket_id, metavar="ID")
+    _json_option(p)
+    _now_option(p)
+
+    p = _command(
+        sub,
+        "attachment",
+        cmd_attachment,
+        "write a ticket's stored attachments into a folder, never outside it",
+        "maild attachment 42\nmaild attachment 42 --out ~/tickets/42 --json",
+    )
+    p.add_argument("id", type=_ticket_id, metavar="ID")
+    p.add_argument(
+        "--out", default=".", metavar="DIR", help="folder to write into (default: current)"
     )
     _json_option(p)
     return parser

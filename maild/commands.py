@@ -37,6 +37,8 @@ class Plan:
     links: tuple[str, ...]
     # commands that cannot be carried out on this ticket: "[tag]: why"
     errors: tuple[str, ...] = ()
+    # the canned reply ([reply=NAME]) to relay after the steward's own words
+    canned: str | None = None
 
     @property
     def status(self) -> str | None:
@@ -52,6 +54,8 @@ class Plan:
             lines.append("kept as an internal note")
         if self.silent:
             lines.append("nothing relayed to the requester")
+        elif self.canned and not self.note:
+            lines.append(f"canned reply {self.canned} relayed")
         return lines
 
 
@@ -132,6 +136,7 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
         time_minutes=minutes,
         links=tuple(links),
         errors=tuple(errors),
+        canned=reply.value if (reply := parsed.get("reply")) is not None else None,
     )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "LmtpProtocol",
     "MailboxConfig",
     "Receipts",
+    "ReportsConfig",
     "RosterConfig",
     "Security",
     "SlaClock",
@@ -373,6 +374,18 @@ class IncidentsConfig:
 
     update_every: timedelta = timedelta(hours=3)
     nudge_before: timedelta = timedelta(minutes=30)
+    # mail the post-mortem outline to the incident commander on resolution
+    postmortem_mail: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """``[reports]``: when the weekly report goes out, in ``hours.timezone``.
+
+    ``weekly`` is (weekday 0 = Monday, local time), or ``None`` for never.
+    """
+
+    weekly: tuple[int, time] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +464,7 @@ class Config:
     sla: SlaConfig = field(default_factory=SlaConfig)
     tickets: TicketsConfig = field(default_factory=TicketsConfig)
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
@@ -568,6 +582,7 @@ def _build(data: Mapping[str, Any], context: _Context, source: Path | None) -> C
     sla = _sla(root.table("sla"))
     tickets = _tickets(root.table("tickets"))
     incidents = _incidents(root.table("incidents"))
+    reports = _reports(root.table("reports"))
     commands = _commands(root.table("commands"))
     hygiene = _hygiene(root.table("hygiene"))
     templates = _templates(root.table("templates"))
@@ -587,6 +602,7 @@ def _build(data: Mapping[str, Any], context: _Context, source: Path | None) -> C
         sla=sla,
         tickets=tickets,
         incidents=incidents,
+        reports=reports,
         commands=commands,
         hygiene=hygiene,
         templates=templates,
@@ -1254,8 +1270,42 @@ def _incidents(r: _Reader) -> IncidentsConfig:
             f"less than update_every ({format_duration(update_every)})",
             format_duration(nudge_before),
         )
+    postmortem_mail = r.flag("postmortem_mail", False)
     r.finish()
-    return IncidentsConfig(update_every=update_every, nudge_before=nudge_before)
+    return IncidentsConfig(
+        update_every=update_every, nudge_before=nudge_before, postmortem_mail=postmortem_mail
+    )
+
+
+def _reports(r: _Reader) -> ReportsConfig:
+    text = r.optional_text("weekly")
+    weekly = None
+    if text is not None and text.strip():
+        weekly = parse_weekly(text)
+        if weekly is None:
+            r.expected("weekly", 'a weekday and a local time such as "mon 09:00", or ""', text)
+    r.finish()
+    return ReportsConfig(weekly=weekly)
+
+
+def parse_weekly(text: str) -> tuple[int, time] | None:
+    """``"mon 09:00"`` (or ``"Monday 9:00"``) -> (0, 09:00); None if it is not that."""
+    parts = text.strip().lower().split()
+    if len(parts) != 2:
+        return None
+    day, clock = parts
+    if day in _DAYS:
+        weekday = _DAYS.index(day)
+    elif day in _FULL_DAYS:
+        weekday = _FULL_DAYS.index(day)
+    else:
+        return None
+    hour, sep, minute = clock.partition(":")
+    if not sep or not hour.isdigit() or not minute.isdigit() or len(minute) != 2:
+        return None
+    if not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
+        return None
+    return weekday, time(int(hour), int(minute))
 
 
 def _hygiene(r: _Reader) -> HygieneConfig:

@@ -41,12 +41,14 @@ from maild.inbound import InboundMail, ParseError, parse_mail
 from maild.lifecycle import is_confirmation
 from maild.render import (
     Renderer,
+    TemplateError,
     build_message,
     new_message_id,
     new_thread_root,
     thread_index_for,
 )
 from maild.roster import on_duty
+from maild.routing import reply_recipients
 from maild.store.models import (
     Attachment,
     AutomaticSend,
@@ -58,6 +60,7 @@ from maild.store.models import (
     Quarantine,
     Ticket,
 )
+from maild.store.reports import postmortem, postmortem_context
 from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
 from maild.tags import ACCEPTED, ParsedSubject, parse_subject
 from maild.workhours import Calendar
@@ -149,6 +152,7 @@ class _StewardMail:
         ticket: Ticket | None,
         verdict: authn.Verdict | None,
         oversize: bool = False,
+        replies: Sequence[str] | None = None,
     ) -> _StewardMail | None:
         steward = classification.steward
         if steward is None or classification.automated:
@@ -158,6 +162,7 @@ class _StewardMail:
             stewards=[s.name for s in config.stewards],
             communities=[c.name for c in config.communities],
             ticket_subject=ticket.subject if ticket is not None else "",
+            replies=replies,
         )
         authenticated = verdict is not None and verdict.authenticated
         action = policy.steward_action(
@@ -366,7 +371,15 @@ class Pipeline:
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
-        steward = _StewardMail.read(self.config, mail, cls, existing_ticket, verdict, too_large)
+        steward = _StewardMail.read(
+            self.config,
+            mail,
+            cls,
+            existing_ticket,
+            verdict,
+            too_large,
+            self.renderer.reply_names(),
+        )
         outcome = Outcome(source, mail.message_id, None, "created", decision.reason, cls, decision)
         if existing_ticket is None:
             ticket = await self._create(session, mail, cls, decision, now, steward, outcome)
@@ -1225,8 +1238,7 @@ class Pipeline:
         elif action == "appended" and cls.role != "steward" and not cls.automated:
             if too_large and side != "stranger" and self._may_answer(sender, cls, verdict) is None:
                 await self._answer(session, ticket, "too_large", ctx, sender, message, now, outcome)
-            assignee = self.config.steward_by_name(ticket.assignee) if ticket.assignee else None
-            to = [assignee.addresses[0]] if assignee and assignee.addresses else stewards
+            to = await self._working_stewards(session, ticket, now)
             if to:
                 await self.queue_mail(
                     session,
@@ -1243,6 +1255,29 @@ class Pipeline:
                 )
 
     # -- stewards ------------------------------------------------------------------
+
+    async def _working_stewards(
+        self, session: AsyncSession, ticket: Ticket, now: datetime
+    ) -> list[str]:
+        """Addresses of who works the ticket (assignee, IC, stewards who wrote on it),
+        else of the stewards on duty: who a requester's reply goes to."""
+        names = {s.name for s in self.config.stewards}
+        actors = (
+            await session.scalars(
+                select(Event.actor)
+                .where(
+                    Event.ticket_id == ticket.id,
+                    Event.kind.in_(("received", "note")),
+                    Event.message_pk.is_not(None),
+                    Event.actor.in_(names),
+                )
+                .order_by(Event.id)
+            )
+        ).all()
+        chosen = reply_recipients(
+            ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
+        )
+        return self._steward_addresses(chosen)
 
     async def latest_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The ticket's latest message either way, to thread a notice under."""
@@ -1316,6 +1351,18 @@ class Pipeline:
             ctx.update(errors=errors, accepted=list(ACCEPTED.values()))
             await self._answer(session, ticket, "command_error", ctx, sender, message, now, outcome)
             return
+        if planned.canned and not planned.note and not planned.silent:
+            try:  # a broken override is a bad tag, not a lost mail
+                self.renderer.canned(planned.canned, self._canned_context(ticket, sm.steward, now))
+            except TemplateError as exc:
+                message.is_note = True
+                outcome.reason += "; the canned reply failed: nothing applied or relayed"
+                bad = [_PlanError(f"[reply={planned.canned}]", str(exc))]
+                ctx.update(errors=bad, accepted=list(ACCEPTED.values()))
+                await self._answer(
+                    session, ticket, "command_error", ctx, sender, message, now, outcome
+                )
+                return
         if sm.action == "hold":
             await self._hold(session, ticket, mail, message, sm, outcome, now)
             return
@@ -1335,10 +1382,12 @@ class Pipeline:
         now: datetime,
     ) -> None:
         """Carry out a steward's checked plan: changes, relay, receipt."""
+        before = ticket.status
         await self._carry_out(
             session, ticket, planned, steward.name, steward, now, outcome,
             reply=(mail, message, _parsed_subject(self.config, mail, ticket)),
         )  # fmt: skip
+        await self._postmortem_mail(session, ticket, before, now, outcome)
         if self.config.commands.receipts == "always" and planned.changes:
             ctx = self._context(ticket, mail, {"changes": planned.describe()})
             sender = mail.from_addr or steward.addresses[0]
@@ -1446,7 +1495,9 @@ class Pipeline:
         if original is None:
             raise LookupError(f"held message {held.message_pk} vanished")
         held_mail = parse_mail(original.raw)
-        parsed = _parsed_subject(self.config, held_mail, target, full=True)
+        parsed = _parsed_subject(
+            self.config, held_mail, target, full=True, replies=self.renderer.reply_names()
+        )
         line = f"{sm.steward.name} confirmed the held mail <{original.message_id}>; applied now"
         outcome.reason += f"; confirmed the held mail on #{target.id}"
         outcome.policy.append(line)
@@ -1533,6 +1584,11 @@ class Pipeline:
             parent = await self._last_requester_message(session, ticket) or message
             # SPEC 6: quoted text and signatures stay in storage, not in relays
             body = mail.new_text.strip()
+            if planned.canned:
+                canned = self.renderer.canned(
+                    planned.canned, self._canned_context(ticket, steward, now)
+                )
+                body = f"{body}\n\n{canned}" if body else canned
             tag = f"[{self.config.support.tag} #{ticket.id}]"
             subject = _relay_subject(steward_subject, ticket, tag, self.config.support.tag)
             ctx = self._context(
@@ -1599,6 +1655,40 @@ class Pipeline:
                 session, ticket, template, ctx, "resolved notice", now, outcome
             )
 
+    async def _postmortem_mail(
+        self, session: AsyncSession, ticket: Ticket, before: str, now: datetime, outcome: Outcome
+    ) -> None:
+        """With ``incidents.postmortem_mail``, mail the outline of an incident just resolved
+        to its incident commander, else to the stewards on duty."""
+        if not self.config.incidents.postmortem_mail or ticket.type != "incident":
+            return
+        if before in ("resolved", "closed") or ticket.status not in ("resolved", "closed"):
+            return
+        ic = self.config.steward_by_name(ticket.incident_commander or "")
+        to = (
+            [ic.addresses[0]]
+            if ic is not None
+            else self._steward_addresses(on_duty(self.config, now))
+        )
+        if not to:
+            return
+        await session.flush()
+        data = await postmortem(session, self.config, ticket.id, now)
+        if data is None:
+            return
+        await self.queue_mail(
+            session,
+            ticket,
+            "postmortem",
+            postmortem_context(self.config, data),
+            to=to,
+            reply_to_mail=await self.latest_message(session, ticket),
+            automatic="auto-generated",
+            now=now,
+            reply_to=self.config.support.address,
+            outcome=outcome,
+        )
+
     async def notify_requester(
         self,
         session: AsyncSession,
@@ -1651,6 +1741,23 @@ class Pipeline:
         due = (ticket.last_update_at or now) + every
         tz = ZoneInfo(self.config.hours.timezone)
         return due.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z")
+
+    def _canned_context(
+        self, ticket: Ticket, steward: Steward | None, now: datetime
+    ) -> dict[str, Any]:
+        """What a canned reply may use: the ticket, the steward, the next update, the budget."""
+        community = self.config.community_by_name(ticket.community) if ticket.community else None
+        return self._context_bare(
+            ticket,
+            {
+                "steward": {
+                    "name": steward.name if steward else None,
+                    "display_name": steward.display_name if steward else self.config.support.name,
+                },
+                "next_update": self._next_update_text(ticket, now),
+                "budget_hours": community.budget_hours_per_month if community else None,
+            },
+        )
 
     def _context_bare(self, ticket: Ticket, extra: dict[str, Any]) -> dict[str, Any]:
         """Template context for mail not caused by an inbound message."""
@@ -1705,6 +1812,12 @@ class Pipeline:
                 communities=[c.name for c in self.config.communities],
             )
             errors = [f"{e.tag}: {e.message}" for e in parsed.errors]
+            canned = parsed.get("reply")
+            if canned is not None:
+                errors.append(
+                    f"{canned.source}: a canned reply goes out with a steward's mail; "
+                    "the command line relays nothing"
+                )
             if parsed.subject.strip():
                 errors.append(f"not a tag: {parsed.subject.strip()!r}")
             if errors:
@@ -1714,7 +1827,9 @@ class Pipeline:
             if note:
                 session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor=actor, text=note))
             outcome = Outcome(f"operator:{actor}", None, ticket.id, "appended", "operator command")
+            before = ticket.status
             await self._carry_out(session, ticket, planned, actor, steward, now, outcome)
+            await self._postmortem_mail(session, ticket, before, now, outcome)
             ticket.updated_at = now
             await refresh_dues(session, ticket, self.config, self.calendar)
             return planned, []
@@ -1733,7 +1848,12 @@ def _scratch() -> Outcome:
 
 
 def _parsed_subject(
-    config: Config, mail: InboundMail, ticket: Ticket, *, full: bool = False
+    config: Config,
+    mail: InboundMail,
+    ticket: Ticket,
+    *,
+    full: bool = False,
+    replies: Sequence[str] | None = None,
 ) -> Any:
     """The steward's subject with command tags removed (``full``: the whole parse)."""
     parsed = parse_subject(
@@ -1741,6 +1861,7 @@ def _parsed_subject(
         stewards=[s.name for s in config.stewards],
         communities=[c.name for c in config.communities],
         ticket_subject=ticket.subject,
+        replies=replies,
     )
     return parsed if full else parsed.subject
 

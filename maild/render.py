@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import struct
 import uuid
@@ -34,6 +35,7 @@ from maild.subjects import strip_header_unsafe
 
 __all__ = [
     "TEMPLATE_NAMES",
+    "CannedReply",
     "Rendered",
     "Renderer",
     "TemplateError",
@@ -61,6 +63,9 @@ TEMPLATE_NAMES = (
     "incident_resolved",
     "sla_reminder",
     "handoff",
+    "postmortem",
+    "weekly_report",
+    "budget_warning",
 )
 
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
@@ -115,6 +120,44 @@ class Renderer:
             raise TemplateError(f"template {name!r}: {exc}") from exc
         return Rendered(" ".join(subject.split()), text.strip() + "\n", html)
 
+    # -- canned replies (templates/replies/NAME.j2) -------------------------------
+
+    def _reply_dirs(self) -> list[Path]:
+        loader = self.env.loader
+        paths = loader.searchpath if isinstance(loader, jinja2.FileSystemLoader) else []
+        return [Path(p) / "replies" for p in paths]
+
+    def replies(self) -> list[CannedReply]:
+        """The canned replies ``[reply=NAME]`` accepts, by name; an override wins."""
+        found: dict[str, CannedReply] = {}
+        for rank, folder in enumerate(self._reply_dirs()):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.j2")):
+                name = path.name[: -len(".j2")].lower()
+                if name in found or not _REPLY_NAME.match(name):
+                    continue
+                try:
+                    source = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                overridden = rank == 0 and len(self._reply_dirs()) > 1
+                found[name] = CannedReply(name, _first_line(source), path, overridden)
+        return [found[n] for n in sorted(found)]
+
+    def reply_names(self) -> list[str]:
+        return [r.name for r in self.replies()]
+
+    def canned(self, name: str, context: Mapping[str, Any]) -> str:
+        """The text of the canned reply ``name`` rendered with ``context``."""
+        if not _REPLY_NAME.match(name):
+            raise TemplateError(f"canned reply {name!r}: not a reply name")
+        try:
+            text = self.env.get_template(f"replies/{name}.j2").render(dict(context))
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"canned reply {name!r}: {exc}") from exc
+        return text.strip()
+
     def check(self, context: Mapping[str, Any]) -> list[str]:
         """Render every template with ``context``; return the problems found."""
         problems = []
@@ -123,7 +166,40 @@ class Renderer:
                 self.render(name, context)
             except TemplateError as exc:
                 problems.append(str(exc))
+        # canned replies see the steward as a person, not a name (Pipeline._canned_context)
+        canned_context = {
+            **context,
+            "steward": {"name": "alice", "display_name": "Alice Liddell"},
+            "budget_hours": 10.0,
+        }
+        for reply in self.replies():
+            try:
+                self.canned(reply.name, canned_context)
+            except TemplateError as exc:
+                problems.append(str(exc))
         return problems
+
+
+_REPLY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class CannedReply:
+    """A canned reply: its name, first line, file, and whether it overrides a shipped one."""
+
+    name: str
+    first_line: str
+    path: Path
+    override: bool
+
+
+def _first_line(source: str) -> str:
+    """The first line of a canned reply as written (Jinja comments left out)."""
+    for line in _COMMENT.sub("", source).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return ""
 
 
 def sample_context(config: Config) -> dict[str, Any]:
@@ -190,6 +266,74 @@ def sample_context(config: Config) -> dict[str, Any]:
         "incoming": ["bob"],
         "outgoing": ["carol"],
         "next_change": "Mon 2026-12-07 00:00 UTC",
+        "pm": {
+            "ticket": {
+                **ticket,
+                "links": ["https://tracker.example/issues/7"],
+                "time_spent_minutes": 95,
+                "created_at": "2026-11-25T15:00:00+00:00",
+                "first_response_at": "2026-11-25T15:20:00+00:00",
+                "resolved_at": "2026-11-25T18:00:00+00:00",
+            },
+            "opened": "Wed 2026-11-25 09:00 CST",
+            "first_response": {"wall_hours": 0.33, "working_hours": 0.33},
+            "first_response_local": "Wed 2026-11-25 09:20 CST",
+            "resolution": {"wall_hours": 3.0, "working_hours": 2.0},
+            "resolved_local": "Wed 2026-11-25 12:00 CST",
+            "timeline": [
+                {
+                    "at": "2026-11-25T15:00:00+00:00",
+                    "local": "Wed 2026-11-25 09:00 CST",
+                    "kind": "received",
+                    "actor": "rep@community.example",
+                    "summary": "received from rep@community.example: Hub is down",
+                },
+            ],
+            "went_well": [],
+            "went_wrong": [],
+            "action_items": [],
+        },
+        "report": {
+            "since": "Mon 2026-11-23 09:00 CST",
+            "until": "Mon 2026-11-30 09:00 CST",
+            "older_than": 14,
+            "stats": {
+                "opened_this_week": 3,
+                "closed_this_week": 2,
+                "opened_total": 40,
+                "closed_total": 35,
+                "mean_hours_to_resolution": 5.5,
+                "median_hours_to_resolution": 4.0,
+                "aged": [{"id": 7, "age_days": 20}],
+                "sla_breaches": {"incident": 1},
+                "budget": [
+                    {
+                        "community": "example",
+                        "used_hours": 8.5,
+                        "budget_hours": 10.0,
+                        "percent_used": 85.0,
+                        "warning": "80%",
+                    },
+                ],
+            },
+            "incidents": [
+                {
+                    "tag": f"[{support.tag} #42]",
+                    "subject": "Hub is down",
+                    "status": "resolved",
+                    "opened": "Wed 2026-11-25 09:00 CST",
+                    "postmortem": True,
+                },
+            ],
+        },
+        "budget": {
+            "community": "example",
+            "month": "2026-11",
+            "used_hours": 8.5,
+            "budget_hours": 10.0,
+            "percent_used": 85.0,
+            "threshold": "80%",
+        },
         "tickets": [
             {
                 "tag": f"[{support.tag} #42]",

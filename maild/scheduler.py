@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,13 @@ from maild.pipeline import Outcome, Pipeline
 from maild.roster import duty_at
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
+from maild.store.reports import (
+    BUDGET_THRESHOLDS,
+    budget_use,
+    month_key,
+    weekly_report,
+    weekly_slot,
+)
 
 __all__ = ["PassResult", "Scheduler"]
 
@@ -71,6 +78,8 @@ class Scheduler:
         """Do everything due at ``now`` (aware)."""
         result = PassResult()
         await self._handoff(now, result)
+        await self._budget_warnings(now, result)
+        await self._weekly_report(now, result)
         seen: set[int] = set()
         while True:
             async with self.sessions() as session:
@@ -308,3 +317,87 @@ class Scheduler:
             )
             result.sent += 1
             result.actions.append(f"handoff: {', '.join(outgoing)} -> {', '.join(incoming)}")
+
+    def _support(self) -> dict[str, str]:
+        support = self.config.support
+        return {"name": support.name, "address": support.address, "tag": support.tag}
+
+    async def _budget_warnings(self, now: datetime, result: PassResult) -> None:
+        """Tell the stewards on duty when a community passes 80 % and 100 % of its
+        monthly budget: once each per month, recorded in ``state`` with the mail."""
+        if not any(c.budget_hours_per_month for c in self.config.communities):
+            return
+        month = month_key(now, self.config.hours.timezone)
+        try:
+            async with self.sessions() as session, session.begin():
+                for row in await budget_use(session, self.config, now):
+                    budget = row["budget_hours"]
+                    if not budget or row["warning"] is None:
+                        continue
+                    reached = [
+                        p for p in BUDGET_THRESHOLDS if row["used_hours"] * 100 >= budget * p
+                    ]
+                    keys = {p: f"budget:{month}:{p}:{row['community']}"[:100] for p in reached}
+                    done = set(
+                        (
+                            await session.scalars(
+                                select(State.key).where(State.key.in_(list(keys.values())))
+                            )
+                        ).all()
+                    )
+                    new = [p for p in reached if keys[p] not in done]
+                    if not new:
+                        continue
+                    for p in new:
+                        session.add(State(key=keys[p], value=str(row["used_hours"]), at=now))
+                    to = self.pipeline._steward_addresses(duty_at(self.config, now).on_duty)
+                    if not to:
+                        continue
+                    # caught up past both at once: one mail, the higher one says it all
+                    ctx = {
+                        "support": self._support(),
+                        "budget": {**row, "month": month, "threshold": f"{max(new)}%"},
+                    }
+                    await self.pipeline.queue_standalone(
+                        session, "budget_warning", ctx, to=to, now=now, automatic="auto-generated"
+                    )
+                    result.sent += 1
+                    result.actions.append(f"budget warning: {row['community']} {max(new)}%")
+        except IntegrityError:
+            log.info("budget warnings were sent by another pass")
+
+    async def _weekly_report(self, now: datetime, result: PassResult) -> None:
+        """The weekly report at ``reports.weekly``: once per week, after downtime once,
+        late, never twice (the week sent is recorded in ``state`` with the mail)."""
+        weekly = self.config.reports.weekly
+        if weekly is None:
+            return
+        slot = weekly_slot(now, weekly[0], weekly[1], self.config.hours.timezone)
+        stamp = slot.astimezone(UTC).isoformat()
+        key = "reports.weekly"
+        try:
+            async with self.sessions() as session, session.begin():
+                state = await session.get(State, key)
+                if state is not None and datetime.fromisoformat(state.value) >= slot:
+                    return
+                if state is None:
+                    session.add(State(key=key, value=stamp, at=now))
+                    if now - slot > timedelta(days=1):
+                        return  # a new installation: no report for a week it did not see
+                else:
+                    state.value, state.at = stamp, now
+                to = [s.addresses[0] for s in self.config.stewards if s.addresses]
+                if not to:
+                    return
+                ctx = {
+                    "support": self._support(),
+                    "report": await weekly_report(session, self.config, now, slot),
+                }
+                await self.pipeline.queue_standalone(
+                    session, "weekly_report", ctx, to=to, now=now, automatic="auto-generated"
+                )
+                result.sent += 1
+                late = " (late)" if now - slot > timedelta(hours=1) else ""
+                result.actions.append(f"weekly report for {local(self.config, slot)}{late}")
+        except IntegrityError:
+            log.info("the weekly report was sent by another pass")

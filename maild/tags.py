@@ -69,6 +69,7 @@ ACCEPTED: dict[str, str] = {
     "confirm": "[confirm=TOKEN] with the token of a confirmation mail maild sent you",
     "note": "[note]",
     "silent": "[silent]",
+    "reply": "[reply=NAME] with the name of a canned reply (maild replies lists them)",
 }
 
 _TICKET_TAG = re.compile(r"^\s*(?:[\w.-]+\s*)?#\s*\d+\s*$")
@@ -76,6 +77,7 @@ _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _ADDRESS = re.compile(r"^[^@\s<>\[\]]+@[^@\s<>\[\]]+\.[^@\s<>\[\]]+$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _URL = re.compile(r"^https?://[^\s<>\"]+$", re.IGNORECASE)
+_REPLY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ def _parse_item(
     item: str,
     stewards: Collection[str],
     communities: Collection[str],
+    replies: Collection[str] | None = None,
 ) -> Command | TagError:
     text = item.strip()
     source = f"[{text}]"
@@ -202,6 +205,13 @@ def _parse_item(
         if not _TOKEN.match(value):
             return _error(source, key, f"{value!r} is not a confirmation token")
         return Command(key, value, source)
+    if key == "reply":
+        if not _REPLY_NAME.match(low) or (replies is not None and low not in replies):
+            known = ", ".join(sorted(replies)) if replies else "none"
+            return TagError(
+                source, f"{value!r} is not a canned reply; the canned replies are: {known}"
+            )
+        return Command(key, low, source)
     return _error(source, key, f"{key!r} takes no value")  # note, silent
 
 
@@ -211,12 +221,14 @@ def parse_subject(
     stewards: Collection[str] = (),
     communities: Collection[str] = (),
     ticket_subject: str = "",
+    replies: Collection[str] | None = None,
 ) -> ParsedSubject:
     """Split a steward's subject into (subject without command tags, commands, errors).
 
     ``stewards`` and ``communities`` are the configured names that ``assign``,
     ``ic`` and ``community`` accept. Brackets whose text occurs in
-    ``ticket_subject`` are left in the subject as plain text.
+    ``ticket_subject`` are left in the subject as plain text. ``replies`` are the
+    canned replies ``reply`` accepts (``None``: any well-formed name).
     """
     commands: list[Command] = []
     errors: list[TagError] = []
@@ -241,7 +253,7 @@ def parse_subject(
         for item in inner.split(";"):
             if not item.strip():
                 continue
-            result = _parse_item(item, stewards, communities)
+            result = _parse_item(item, stewards, communities, replies)
             if isinstance(result, Command):
                 commands.append(result)
             else:

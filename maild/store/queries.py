@@ -33,6 +33,7 @@ __all__ = [
     "outbox_rows",
     "queue",
     "quarantine_rows",
+    "ticket_attachments",
     "ticket_detail",
     "ticket_json",
 ]
@@ -374,3 +375,36 @@ async def health(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "next_scheduler_action_at": iso(next_action),
         "on_duty": roster.value.split(",") if roster is not None else None,
     }
+
+
+async def ticket_attachments(session: AsyncSession, ticket_id: int) -> list[dict[str, Any]] | None:
+    """Every stored attachment of a ticket's mail, oldest first, with its bytes;
+    None if there is no such ticket."""
+    if await session.get(Ticket, ticket_id) is None:
+        return None
+    rows = await session.execute(
+        select(
+            Attachment.filename,
+            Attachment.content_type,
+            Attachment.size,
+            Attachment.content,
+            Message.message_id,
+            Message.at,
+            Message.direction,
+        )
+        .join(Message, Message.id == Attachment.message_pk)
+        .where(Message.ticket_id == ticket_id)
+        .order_by(Message.id, Attachment.id)
+    )
+    return [
+        {
+            "filename": filename,
+            "content_type": ctype,
+            "size": size,
+            "content": bytes(content),
+            "message_id": mid,
+            "at": iso(at),
+            "direction": direction,
+        }
+        for filename, ctype, size, content, mid, at, direction in rows.all()
+    ]

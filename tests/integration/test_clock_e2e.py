@@ -222,5 +222,6 @@ def test_budget_counts_time_on_non_incidents(new_instance: Factory) -> None:
                        ct("2026-11-23T12:30")).status == 0  # fmt: skip
     data = instance.ok("stats", "--json", "--now", ct("2026-11-25T12:00")).json()
     pangeo = next(b for b in data["budget"] if b["community"] == "pangeo")
-    assert pangeo == {"community": "pangeo", "used_hours": 1.5, "budget_hours": 10}
+    assert pangeo == {"community": "pangeo", "used_hours": 1.5, "budget_hours": 10,
+                      "percent_used": 15.0, "warning": None}  # fmt: skip
     assert data["opened_this_week"] == 2 and data["opened_total"] == 2

@@ -15,7 +15,7 @@ def test_the_spec_commands_all_exist() -> None:
     spec = {
         "run", "demo", "explain", "ingest", "tick", "queue", "show", "stats", "roster",
         "resolve", "close", "reopen", "assign", "note", "outbox", "check-config",
-        "db upgrade", "status", "tag",
+        "db upgrade", "status", "tag", "postmortem", "attachment", "replies",
     }  # fmt: skip
     assert spec <= set(COMMANDS)
 
