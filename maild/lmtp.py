@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP
 
 from maild.config import LmtpConfig
 
-__all__ = ["serve"]
+__all__ = ["Network", "allowed", "serve"]
 
 log = logging.getLogger(__name__)
 
