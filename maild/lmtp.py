@@ -82,11 +82,13 @@ class _BoundedSMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             lines, size = await self._receive()
-        except (asyncio.CancelledError, asyncio.IncompleteReadError):
+        except (asyncio.CancelledError, asyncio.IncompleteReadError) as exc:
             # the client went away mid-DATA: nobody to answer
             log.info("connection lost during DATA from %s", self._peer())
             self._writer.close()
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
         if lines is None:
             limit = self.data_size_limit
             if limit and size > limit:

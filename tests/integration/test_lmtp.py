@@ -401,3 +401,17 @@ def test_clients_outside_lmtp_allow_are_refused_at_connect(
             return
         mail = make_mail(frm="Ann Example <ann@uni.example>", message_id="<allowed@uni.example>")
         assert listener.deliver(mail.as_bytes())[0] == 250
+
+
+def test_a_client_gone_mid_data_leaves_nothing_and_the_listener_serves_on(
+    listener: Listener,
+) -> None:
+    for tail in (b"Subject: half\r\n\r\nhalf a mail\r\n", b"x" * (3 << 20)):  # a line, or none
+        session = Session(listener.port)
+        session.start_data()
+        session.sock.sendall(b"From: Ann <ann@uni.example>\r\n" + tail)
+        session.close()
+    mail = make_mail(frm="Ann Example <ann@uni.example>", message_id="<whole@uni.example>")
+    assert listener.deliver(mail.as_bytes())[0] == 250
+    assert listener.maild.count("select count(*) from messages where direction = 'in'") == 1
+    assert "Traceback" not in listener.maild.logtext()
