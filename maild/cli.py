@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -43,6 +44,11 @@ def _load(args: argparse.Namespace) -> Config:
         raise UserError(
             f"no config at {path} (pass --config PATH or set MAILD_CONFIG; see config.example.toml)"
         )
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot read the config {path}: {exc.strerror or exc}") from exc
     return load_config(path)
 
 
@@ -53,28 +59,65 @@ def _now(args: argparse.Namespace, config: Config | None = None) -> datetime:
     return parse_instant(value, config.hours.timezone if config else "UTC")
 
 
+# Times a command may be asked about: the scheduler reaches weeks around its
+# "now", which Python's calendar (years 1 to 9999) cannot do at its very ends.
+_EARLIEST, _LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_instant(value: str, timezone: str) -> datetime:
     """ISO 8601 with any offset, or a bare date meaning midnight in ``timezone``."""
+    out_of_range = UserError(f"out of range: {value!r} (give a time from 1900 to 8999)")
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
-        parsed = datetime.fromisoformat(value)
+            parsed = datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone))
+        else:
+            parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
+        parsed = parsed.astimezone(UTC)
+    except OverflowError as exc:  # past the calendar's ends once moved to UTC
+        raise out_of_range from exc
     except ValueError as exc:
+        if re.match(r"[+-]?\d{5}", value.strip()):  # a year past 9999
+            raise out_of_range from exc
         raise UserError(f"not an ISO 8601 date or time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
-    return parsed.astimezone(UTC)
+    if not _EARLIEST <= parsed < _LATEST:
+        raise out_of_range
+    return parsed
+
+
+# What a terminal acts on instead of showing (SPEC section 11, "Terminal"):
+# C0 controls but newline and tab, DEL, C1, and the bidirectional overrides
+# and isolates that reorder what is shown.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_JSON_RAW = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _print_json(data: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     # indented for people; compact (the C encoder, many times faster) for scripts
     indent = 2 if out.isatty() else None
-    out.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    # json escapes C0 controls but leaves DEL and C1 (0x9b is a CSI) raw;
+    # they can only be inside strings, where \u escapes mean the same
+    out.write(_JSON_RAW.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
+
+
+def _safe(text: str) -> str:
+    """``text`` with its control characters shown escaped (``\\x1b``), never raw."""
+    return _CONTROLS.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
+    )
+
+
+def _out(text: str) -> None:
+    """Print text output that may carry stored mail: every such print goes through here."""
+    print(_safe(text))
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    rows = [[_safe(cell) for cell in row] for row in rows]  # escaped before measuring
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -161,6 +204,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "From can steer tickets",
             file=sys.stderr,
         )
+    if config.lmtp is not None and not config.lmtp.loopback:
+        networks = ", ".join(str(network) for network in config.lmtp.allow)
+        print(
+            f"warning: lmtp.listen is not loopback ({config.lmtp.host}): "
+            f"only clients in lmtp.allow ({networks}) are served; keep it to your MTAs",
+            file=sys.stderr,
+        )
     print(f"{path}: OK ({len(config.stewards)} stewards, {len(config.communities)} communities)")
     return 0
 
@@ -208,12 +258,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _print_outcome(outcome: Any, dry_run: bool) -> None:
     ticket = f"#{outcome.ticket}" if outcome.ticket is not None else "-"
     prefix = "would be " if dry_run else ""
-    print(f"{outcome.source}: {prefix}{outcome.action} {ticket} ({outcome.reason})")
+    _out(f"{outcome.source}: {prefix}{outcome.action} {ticket} ({outcome.reason})")
     for mail in outcome.sends:
         verb = "would send" if dry_run else "queued"
-        print(f"  {verb} {mail.template} to {', '.join(mail.to)}")
+        _out(f"  {verb} {mail.template} to {', '.join(mail.to)}")
     for why in outcome.suppressed:
-        print(f"  not sent: {why}")
+        _out(f"  not sent: {why}")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -233,7 +283,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _print_json([_explain_json(o) for o in results])
         return 0
     for outcome in results:
-        print(_explain_text(outcome))
+        _out(_explain_text(outcome))
     return 0
 
 
@@ -330,7 +380,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    print(
+    _out(
         _table(
             table,
             ("ID", "STATUS", "TYPE", "PRIO", "COMMUNITY", "ASSIGNEE", "DUE", "FROM", "SUBJECT"),
@@ -349,6 +399,7 @@ def _due_text(due: dict[str, Any] | None) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
+    _stored_id(args.id, f"no ticket #{args.id}")
     from maild.store.queries import ticket_detail
 
     async def go(sessions: Any) -> dict[str, Any] | None:
@@ -362,7 +413,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(detail)
         return 0
-    print(_show_text(detail))
+    _out(_show_text(detail))
     return 0
 
 
@@ -414,6 +465,8 @@ def _show_text(t: dict[str, Any]) -> str:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     config = _load(args)
+    if args.retry is not None:
+        _stored_id(args.retry, f"no failed outbox row {args.retry}")
     from maild.store.queries import outbox_rows
 
     async def go(sessions: Any) -> list[dict[str, Any]]:
@@ -457,7 +510,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    print(_table(table, ("ID", "TICKET", "TEMPLATE", "STATUS", "TRIES", "TO", "ERROR")))
+    _out(_table(table, ("ID", "TICKET", "TEMPLATE", "STATUS", "TRIES", "TO", "ERROR")))
     return 0
 
 
@@ -480,7 +533,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     table = [
         (str(r["id"]), r["at"][:16], _short(r["source"], 30), _short(r["reason"], 70)) for r in rows
     ]
-    print(_table(table, ("ID", "AT", "SOURCE", "REASON")))
+    _out(_table(table, ("ID", "AT", "SOURCE", "REASON")))
     return 0
 
 
@@ -492,7 +545,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     path = config_path_from(args.config)
-    config = _load(args)
+    try:
+        config = _load(args)
+    except UserError as exc:  # missing or unreadable: EX_CONFIG, which systemd does not restart
+        print(f"Error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     from maild.daemon import run_daemon
     from maild.store.db import SchemaError
 
@@ -593,7 +650,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
         _print_json({"at": now.isoformat(), "sent": result.sent, "actions": result.actions})
         return 0
     for line in result.actions:
-        print(line)
+        _out(line)
     print(f"{len(result.actions)} actions, {result.sent} mails queued as of {now.isoformat()}")
     return 0
 
@@ -641,20 +698,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return 0
-    print(
+    _out(
         f"since {data['since'][:10]}: {data['opened_this_week']} opened, "
         f"{data['closed_this_week']} closed"
     )
-    print(f"all time: {data['opened_total']} opened, {data['closed_total']} closed")
+    _out(f"all time: {data['opened_total']} opened, {data['closed_total']} closed")
     mean, median = data["mean_hours_to_resolution"], data["median_hours_to_resolution"]
     if mean is not None:
-        print(f"time to resolution: mean {mean} h, median {median} h (working hours)")
-    print(
+        _out(f"time to resolution: mean {mean} h, median {median} h (working hours)")
+    _out(
         f"open tickets older than {args.older_than} days: "
         + (", ".join(f"#{a['id']} ({a['age_days']} d)" for a in data["aged"]) or "none")
     )
     breaches = data["sla_breaches"]
-    print("SLA breaches: " + (", ".join(f"{k} {v}" for k, v in breaches.items()) or "none"))
+    _out("SLA breaches: " + (", ".join(f"{k} {v}" for k, v in breaches.items()) or "none"))
     for row in data["budget"]:
         budget = row["budget_hours"]
         left = f", {budget - row['used_hours']:.1f} h left" if budget is not None else ""
@@ -662,7 +719,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             left += f", {row['percent_used']} % used"
         if row.get("warning"):
             left += f"  ** past {row['warning']} of the budget **"
-        print(f"budget {row['community']}: {row['used_hours']} h of {budget or '-'} h{left}")
+        _out(f"budget {row['community']}: {row['used_hours']} h of {budget or '-'} h{left}")
     return 0
 
 
@@ -673,6 +730,7 @@ def _operator() -> str:
 def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> int:
     config = _load(args)
     now = _now(args, config)
+    _stored_id(args.id, f"no ticket #{args.id}")
     actor = _operator()
     from maild.pipeline import Pipeline
 
@@ -690,7 +748,7 @@ def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> in
     lines = planned.describe() if planned is not None else []
     if note:
         lines.append("note added")
-    print(f"#{args.id}: " + ("; ".join(lines) if lines else "nothing to change"))
+    _out(f"#{args.id}: " + ("; ".join(lines) if lines else "nothing to change"))
     return 0
 
 
@@ -778,7 +836,7 @@ def cmd_postmortem(args: argparse.Namespace) -> int:
         rendered = Renderer(config).render("postmortem", postmortem_context(config, data))
     except TemplateError as exc:
         raise UserError(str(exc)) from exc
-    sys.stdout.write(rendered.text)
+    sys.stdout.write(_safe(rendered.text))
     return 0
 
 
@@ -1091,6 +1149,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(p)
     return parser
+
+
+# Row ids are `integer` columns: 32 bits in PostgreSQL (SQLite's 64 are never
+# reached by counting up from 1), so a larger number names no row.
+_MAX_ID = 2**31 - 1
+
+
+def _stored_id(value: int, missing: str) -> None:
+    """Refuse, with ``missing``, an id no row can have (the store would fail on it)."""
+    if not 1 <= value <= _MAX_ID:
+        raise UserError(missing)
 
 
 def _ticket_id(text: str) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import ipaddress
 import json
 import math
 import os
@@ -225,11 +226,29 @@ class LmtpConfig:
     """``[lmtp]``: where to listen for push delivery from an MTA.
 
     ``host`` is bare (``"::1"``, no brackets); port 0 asks for any free port.
+    ``allow``: the client networks that may connect; empty means any client,
+    which the loader permits only on a loopback address (SPEC section 11).
     """
 
     host: str
     port: int
     protocol: LmtpProtocol = "lmtp"
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the listener."""
+        return _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address; any other name may reach beyond the machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1015,8 +1034,29 @@ def _lmtp(r: _Reader) -> LmtpConfig:
     else:
         host, port = match["v6"] or match["host"], int(match["port"])
     protocol = r.choice("protocol", _PROTOCOLS, "lmtp")
+    allow = _networks(r, "allow")
+    if not r.given("allow") and match is not None and not _is_loopback(host):
+        r.error(
+            "allow",
+            f"required when listen is not a loopback address ({listen.strip()}): "
+            'the client networks that may deliver, like ["10.0.0.0/8"]',
+        )
     r.finish()
-    return LmtpConfig(host=host, port=port, protocol=protocol)
+    return LmtpConfig(host=host, port=port, protocol=protocol, allow=allow)
+
+
+def _networks(r: _Reader, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """IPv4 or IPv6 networks (a bare address is a network of one); each bad one reported."""
+    if r.given(key) and r.get(key) == []:
+        r.expected(key, 'at least one network like "10.0.0.0/8"', [])
+    networks = []
+    for index, text in enumerate(r.strings(key, ())):
+        try:
+            # host bits set ("192.168.1.7/24") mean the network they are in
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            r.expected(f"{key}[{index}]", 'a network like "10.0.0.0/8" or "::1"', text)
+    return tuple(networks)
 
 
 def _smtp(r: _Reader) -> SmtpConfig:

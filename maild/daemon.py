@@ -254,7 +254,7 @@ class Daemon:
         lmtp = self.config.lmtp
         if lmtp is None:
             return
-        await serve(lmtp, self.handle_mail, stop)
+        await serve(lmtp, self.handle_mail, stop, max_bytes=self.config.tickets.max_message_bytes)
 
     # -- signals ----------------------------------------------------------------
 

@@ -13,8 +13,9 @@ import smtplib
 import socket
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from email.policy import SMTP
 from pathlib import Path
 
 import pytest
@@ -69,12 +70,25 @@ class Listener:
 
 @pytest.fixture(params=["lmtp"])
 def listener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Listener]:
-    protocol: str = request.param
+    with running(tmp_path, request.param) as started:
+        yield started
+
+
+@contextmanager
+def running(
+    root: Path, protocol: str = "lmtp", *, lmtp: str = "", tickets: str = ""
+) -> Iterator[Listener]:
+    """``maild run`` listening on a free port; ``lmtp``/``tickets``: lines for those tables."""
     port = free_port()
-    maild = MaildProcess(tmp_path)
+    maild = MaildProcess(root)
     with ThreadedSink() as sink:
         try:
-            maild.configure(smtp_port=sink.port, lmtp=f"{HOST}:{port}", lmtp_protocol=protocol)
+            # [lmtp] is the config's last table: `lmtp` lines land in it
+            maild.configure(
+                smtp_port=sink.port, lmtp=f"{HOST}:{port}", lmtp_protocol=protocol, extra=lmtp
+            )
+            text = maild.config.read_text()
+            maild.config.write_text(text.replace("[tickets]\n", f"[tickets]\n{tickets}", 1))
             maild.start()
             maild.notify.wait("READY=1")
 
@@ -219,3 +233,185 @@ def test_a_250_means_the_reply_is_on_the_ticket_even_with_a_self_cc(listener: Li
     assert listener.stored("lmtp-ben@uni.example") == [(ticket, "in")], (
         "answered 250 but not stored: " + listener.maild.logtext()[-800:]
     )
+
+
+# -- what the listener refuses (SPEC section 11, "Listener") --------------------------
+
+
+class Session:
+    """A raw LMTP/SMTP client on a socket: the test holds one chunk, never the mail."""
+
+    def __init__(self, port: int, protocol: str = "lmtp") -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=60)
+        self.replies = self.sock.makefile("rb")
+        self.hello = b"LHLO" if protocol == "lmtp" else b"EHLO"
+
+    def reply(self) -> tuple[int, str]:
+        """One (possibly multi-line) reply; (0, "") when the server closed instead."""
+        text = []
+        while True:
+            line = self.replies.readline()
+            if not line:
+                return 0, "\n".join(text)
+            text.append(line.decode(errors="replace").rstrip("\r\n"))
+            if line[3:4] != b"-":
+                return int(line[:3]), "\n".join(text)
+
+    def command(self, line: bytes) -> tuple[int, str]:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def start_data(self) -> None:
+        """Greeting, hello, one sender and recipient, DATA: ready for the content."""
+        assert self.reply()[0] == 220
+        assert self.command(self.hello + b" mta.example")[0] == 250
+        assert self.command(b"MAIL FROM:<mta@relay.example>")[0] == 250
+        assert self.command(b"RCPT TO:<" + SUPPORT.encode() + b">")[0] == 250
+        assert self.command(b"DATA")[0] == 354
+
+    def close(self) -> None:
+        self.replies.close()
+        self.sock.close()
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (the peak) of a process, in kB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param(b"x" * 998 + b"\r\n", id="1 GB in lines"),
+        pytest.param(b"x" * (1 << 20), id="1 GB in one line"),
+    ],
+)
+def test_a_1_gb_message_is_refused_with_552_in_bounded_memory(tmp_path: Path, shape: bytes) -> None:
+    """The issue's attack: one 1 GB DATA took the daemon to 3.16 GB resident.
+
+    The default limit (tickets.max_message_bytes, 25 MiB) applies while the
+    data arrives; what comes past it is dropped, whether it is in lines or in
+    a single line without end (aiosmtpd's own DATA keeps such a line whole).
+    """
+    with running(tmp_path) as listener:
+        assert listener.maild.proc is not None
+        pid = listener.maild.proc.pid
+        session = Session(listener.port)
+        try:
+            session.start_data()
+            session.sock.sendall(b"From: Ann <ann@uni.example>\r\nSubject: big\r\n\r\n")
+            chunk = shape * max(1, (1 << 20) // len(shape))
+            sent, peak_rss = 0, 0
+            while sent < GIB:
+                session.sock.sendall(chunk)
+                sent += len(chunk)
+                if sent % (64 << 20) < len(chunk):
+                    peak_rss = max(peak_rss, memory_kb(pid)["VmRSS"])
+            code, text = session.command(b"\r\n.")
+            # the session goes on: the MTA may send its next mail on it
+            assert session.command(b"RSET")[0] == 250
+        finally:
+            session.close()
+        assert code == 552, text
+        memory = memory_kb(pid)
+        assert max(memory["VmHWM"], peak_rss) < 150 * 1024, memory
+        assert listener.maild.count("select count(*) from messages") == 0
+        assert "refused a message of over" in listener.maild.logtext()
+        # and it still takes mail
+        mail = make_mail(frm="Ann Example <ann@uni.example>", message_id="<after-big@uni.example>")
+        assert listener.deliver(mail.as_bytes())[0] == 250
+
+
+def test_over_the_limit_is_552_and_stored_nowhere_under_it_is_stored(tmp_path: Path) -> None:
+    """Over LMTP an oversize mail is the MTA's to bounce: nothing is stored, not even a stub.
+
+    (A mail fetched by IMAP is already in our mailbox; it is still kept as a
+    stub and its sender told: tests/integration/test_ingest_e2e.py.)
+    """
+    with running(tmp_path, tickets="max_message_bytes = 20000\n") as listener:
+        big = make_mail(
+            frm="Ann Example <ann@uni.example>",
+            body="too long to keep\n" * 1500,
+            message_id="<big@uni.example>",
+        )
+        small = make_mail(
+            frm="Ann Example <ann@uni.example>",
+            body="short enough\n" * 100,
+            message_id="<small@uni.example>",
+        )
+        # as an MTA sends them: CRLF line ends (smtplib sends bytes as they are)
+        big_raw, small_raw = big.as_bytes(policy=SMTP), small.as_bytes(policy=SMTP)
+        assert len(big_raw) > 20000 > len(small_raw)
+        code, text = listener.deliver(big_raw)
+        assert code == 552, text
+        assert "20000" in text
+        assert listener.counts() == ((0, 0, 0, 0),)
+        assert listener.deliver(small_raw)[0] == 250
+        assert len(listener.stored("small@uni.example")) == 1
+
+        # LMTP: one refusal per recipient, as with any other answer to DATA
+        with listener.client() as client:
+            client.ehlo_or_helo_if_needed()
+            assert client.mail("mta@relay.example")[0] == 250
+            assert client.rcpt(SUPPORT)[0] == 250
+            assert client.rcpt("helpdesk@example.org")[0] == 250
+            first = client.data(big_raw)
+            assert client.sock is not None
+            client.sock.settimeout(5)
+            second = client.getreply()
+        assert (first[0], second[0]) == (552, 552), (first, second)
+
+
+@pytest.mark.parametrize(
+    ("allow", "welcome"),
+    [
+        ('["10.0.0.0/8"]', False),
+        ('["10.0.0.0/8", "::1"]', False),
+        ('["127.0.0.0/8"]', True),
+        ('["192.168.0.0/16", "127.0.0.1"]', True),
+    ],
+)
+def test_clients_outside_lmtp_allow_are_refused_at_connect(
+    tmp_path: Path, allow: str, welcome: bool
+) -> None:
+    with running(tmp_path, lmtp=f"allow = {allow}\n") as listener:
+        session = Session(listener.port)
+        try:
+            code, text = session.reply()
+            if welcome:
+                assert code == 220, text
+                assert session.command(b"LHLO mta.example")[0] == 250
+            else:
+                assert code == 554, text
+                # and the server closes: no command gets an answer
+                assert session.replies.readline() == b""
+        finally:
+            session.close()
+        refused = "refused a connection from 127.0.0.1: not in lmtp.allow"
+        assert (refused in listener.maild.logtext()) is not welcome
+        if not welcome:
+            return
+        mail = make_mail(frm="Ann Example <ann@uni.example>", message_id="<allowed@uni.example>")
+        assert listener.deliver(mail.as_bytes())[0] == 250
+
+
+def test_a_client_gone_mid_data_leaves_nothing_and_the_listener_serves_on(
+    listener: Listener,
+) -> None:
+    for tail in (b"Subject: half\r\n\r\nhalf a mail\r\n", b"x" * (3 << 20)):  # a line, or none
+        session = Session(listener.port)
+        session.start_data()
+        session.sock.sendall(b"From: Ann <ann@uni.example>\r\n" + tail)
+        session.close()
+    mail = make_mail(frm="Ann Example <ann@uni.example>", message_id="<whole@uni.example>")
+    assert listener.deliver(mail.as_bytes())[0] == 250
+    assert listener.maild.count("select count(*) from messages where direction = 'in'") == 1
+    assert "Traceback" not in listener.maild.logtext()

@@ -162,6 +162,56 @@ def test_lmtp_listen_accepts_ipv6_in_brackets() -> None:
     assert (config.lmtp.host, config.lmtp.port, config.lmtp.protocol) == ("::1", 2525, "smtp")
 
 
+@pytest.mark.parametrize(
+    ("listen", "allow", "expected"),
+    [
+        ("127.0.0.1:2424", None, ()),
+        ("localhost:2424", None, ()),
+        ("[::1]:2424", ["::1"], ("::1/128",)),
+        ("0.0.0.0:24", ["10.0.0.0/8", "192.168.1.7/24"], ("10.0.0.0/8", "192.168.1.0/24")),
+        ("[::]:24", ["2001:db8::/32", "10.1.2.3"], ("2001:db8::/32", "10.1.2.3/32")),
+        ("mx.internal.example:24", ["10.0.0.0/8"], ("10.0.0.0/8",)),
+    ],
+)
+def test_lmtp_allow_is_a_list_of_networks(
+    listen: str, allow: list[str] | None, expected: tuple[str, ...]
+) -> None:
+    lmtp: dict[str, object] = {"listen": listen}
+    if allow is not None:
+        lmtp["allow"] = allow
+    config = parse_config({**MINIMAL, "lmtp": lmtp})
+
+    assert config.lmtp is not None
+    assert tuple(str(network) for network in config.lmtp.allow) == expected
+
+
+@pytest.mark.parametrize(
+    ("lmtp", "error"),
+    [
+        (
+            {"listen": "0.0.0.0:2424"},
+            "lmtp.allow: required when listen is not a loopback address (0.0.0.0:2424)",
+        ),
+        ({"listen": "[::]:2424"}, "lmtp.allow: required when listen is not a loopback"),
+        ({"listen": "mx.example:24"}, "lmtp.allow: required when listen is not a loopback"),
+        (
+            {"allow": ["10.0.0.0/8", "10.0.0.0/33"]},
+            'lmtp.allow[1]: expected a network like "10.0.0.0/8" or "::1", got "10.0.0.0/33"',
+        ),
+        (
+            {"listen": "0.0.0.0:24", "allow": ["office"]},
+            'lmtp.allow[0]: expected a network like "10.0.0.0/8" or "::1", got "office"',
+        ),
+        ({"allow": "10.0.0.0/8"}, 'lmtp.allow: expected an array of strings, got "10.0.0.0/8"'),
+        ({"allow": []}, 'lmtp.allow: expected at least one network like "10.0.0.0/8", got []'),
+    ],
+)
+def test_lmtp_allow_problems_name_the_key(lmtp: dict[str, object], error: str) -> None:
+    errors = errors_of({**MINIMAL, "lmtp": lmtp})
+
+    assert any(line.startswith(error) for line in errors), errors
+
+
 def test_sla_type_section_inherits_from_default() -> None:
     config = parse_config(
         {
