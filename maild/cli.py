@@ -850,10 +850,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return 0
-    print(
-        f"since {data['since'][:10]}: {data['opened_this_week']} opened, "
-        f"{data['closed_this_week']} closed"
-    )
+    start = _local(data["since"], config.hours.timezone)[:10]  # the local date, not UTC's
+    print(f"since {start}: {data['opened_this_week']} opened, {data['closed_this_week']} closed")
     print(f"all time: {data['opened_total']} opened, {data['closed_total']} closed")
     mean, median = data["mean_hours_to_resolution"], data["median_hours_to_resolution"]
     if mean is not None:
