@@ -61,7 +61,8 @@ export MAILD_REQUIRE_SERVERS=1
 status=0
 MAILD_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider -rs "$@" \
     tests/integration/test_ingest_e2e.py tests/integration/test_steward_e2e.py \
-    tests/integration/test_clock_e2e.py tests/integration/test_store.py || status=$?
+    tests/integration/test_clock_e2e.py tests/integration/test_store.py \
+    tests/integration/test_cli.py || status=$?
 if [ "$status" = 5 ]; then
     echo "no PostgreSQL tests selected by: $*" >&2
 elif [ "$status" != 0 ]; then
