@@ -797,6 +797,12 @@ def cmd_tick(args: argparse.Namespace) -> int:
         print(f"dry run as of {when}: {actions}, {sent} would be queued; nothing was changed")
     else:
         print(f"{actions}, {sent} queued as of {when}")
+        if result.sent and now > datetime.now(UTC) + timedelta(minutes=1):
+            print(
+                f"note: that mail is dated {when} and waits until then; "
+                "`maild tick --dry-run --now …` rehearses without acting",
+                file=sys.stderr,
+            )
     return 0
 
 
