@@ -53,13 +53,13 @@ fi
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 # Integration tests must run here: a missing server is a failure, not a skip.
-# -rs names every skipped test and why (the shared corpus, for one).
+# -rfEs: the summary lists failures, errors and each skip with its reason.
 export MAILD_REQUIRE_SERVERS=1
-.venv/bin/python -m pytest -p no:cacheprovider -rs "$@"
+.venv/bin/python -m pytest -p no:cacheprovider -rfEs "$@"
 # The store-facing end-to-end tests once more, on PostgreSQL. Arguments such
 # as -k may select none of them: pytest's "no tests collected" (5) is fine.
 status=0
-MAILD_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider -rs "$@" \
+MAILD_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider -rfEs "$@" \
     tests/integration/test_ingest_e2e.py tests/integration/test_steward_e2e.py \
     tests/integration/test_clock_e2e.py tests/integration/test_store.py \
     tests/integration/test_cli.py || status=$?

@@ -51,4 +51,4 @@ def test_run_sh_installs_each_dovecot_part_the_fixtures_need() -> None:
     script = (REPO / "tests" / "run.sh").read_text()
     for name, package in NEEDED.items():
         assert f"need {package} /usr/lib/dovecot/{name}" in script
-    assert "-rs" in script  # each skip is shown with its reason
+    assert "-rfEs" in script  # each skip is shown with its reason, failures too
