@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import mailbox
 import os
 import shlex
@@ -182,10 +181,22 @@ def maild_command() -> str:
     return f"{shlex.quote(sys.executable)} -m maild"
 
 
+def _py_string(text: str) -> str:
+    """A double-quoted Python literal: reads well inside the shell's '…' around the code."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:  # newlines, controls, lone surrogates: Python's own escape
+            out.append(repr(ch)[1:-1])
+    return '"' + "".join(out) + '"'
+
+
 def python_send(host: str, port: int, frm: str, subject: str, body: str) -> str:
     """A shell command that sends one mail with nothing but Python's standard library."""
-    # double-quoted literals (JSON's are valid Python) read well inside the shell's '…'
-    q = json.dumps
+    q = _py_string
     code = (
         "import smtplib; from email.message import EmailMessage; m = EmailMessage(); "
         f'm["From"], m["To"], m["Subject"] = {q(frm)}, {q(SUPPORT)}, {q(subject)}; '
