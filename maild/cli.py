@@ -19,6 +19,7 @@ import textwrap
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 from typing import Any, NoReturn, TextIO
 from zoneinfo import ZoneInfo
 
@@ -133,6 +134,20 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _local(value: str | datetime | None, timezone: str, default: str = "-") -> str:
+    """A stored UTC time as people read it: local minutes in ``timezone`` (JSON keeps UTC)."""
+    if value is None or value == "":
+        return default
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+def _plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count} {word if count == 1 else words or word + 's'}"
+
+
 async def _with_store(
     config: Config, fn: Callable[[Any], Awaitable[Any]], *, prepare: bool = True
 ) -> Any:
@@ -149,6 +164,85 @@ async def _with_store(
         return await fn(make_sessionmaker(engine))
     finally:
         await engine.dispose()
+
+
+async def _with_rehearsal(config: Config, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Like :func:`_with_store`, inside one transaction that is rolled back: changes nothing."""
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from maild.store.db import SchemaError, make_engine
+    from maild.store.db import prepare as prepare_db
+
+    engine = make_engine(config.database.url)
+    if engine.dialect.name == "sqlite":
+        # pysqlite begins transactions late, so the first SAVEPOINT would
+        # start (and its RELEASE commit) the real one: begin explicitly
+        @event.listens_for(engine.sync_engine, "connect")
+        def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+    try:
+        try:
+            await prepare_db(engine)
+        except SchemaError as exc:
+            raise UserError(str(exc)) from exc
+        async with engine.connect() as conn:
+            outer = await conn.begin()
+            try:
+                # every session.begin() below is a savepoint inside ``outer``
+                sessions = async_sessionmaker(
+                    bind=conn,
+                    class_=AsyncSession,
+                    expire_on_commit=False,
+                    join_transaction_mode="create_savepoint",
+                )
+                return await fn(sessions)
+            finally:
+                await outer.rollback()
+    finally:
+        await engine.dispose()
+
+
+async def _outbox_top(sessions: Any) -> int:
+    """The highest outbox id so far: mail queued later has a higher one."""
+    from sqlalchemy import func, select
+
+    from maild.store.models import Outbox
+
+    async with sessions() as session:
+        top: int | None = await session.scalar(select(func.max(Outbox.id)))
+        return top or 0
+
+
+async def _mail_queued_after(sessions: Any, after: int) -> list[dict[str, Any]]:
+    """What went into the outbox after :func:`_outbox_top` said ``after``: template, to."""
+    from sqlalchemy import select
+
+    from maild.store.models import Outbox
+
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Outbox.id, Outbox.ticket_id, Outbox.template, Outbox.rcpt_tos)
+                .where(Outbox.id > after)
+                .order_by(Outbox.id)
+            )
+        ).all()
+    return [{"id": i, "ticket": t, "template": tpl, "to": list(to)} for i, t, tpl, to in rows]
+
+
+def _mail_lines(mails: Sequence[dict[str, Any]], verb: str) -> list[str]:
+    return [
+        f"  {verb} {m['template']}"
+        + (f" (#{m['ticket']})" if m["ticket"] else "")
+        + f" to {', '.join(m['to'])}"
+        for m in mails
+    ]
 
 
 def _iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, bytes]]:
@@ -211,7 +305,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"only clients in lmtp.allow ({networks}) are served; keep it to your MTAs",
             file=sys.stderr,
         )
-    print(f"{path}: OK ({len(config.stewards)} stewards, {len(config.communities)} communities)")
+    stewards = _plural(len(config.stewards), "steward")
+    communities = _plural(len(config.communities), "community", "communities")
+    print(f"{path}: OK ({stewards}, {communities})")
     return 0
 
 
@@ -239,6 +335,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     now = _now(args, config)
     from maild.pipeline import Outcome, Pipeline
 
+    on_terminal = sys.stderr.isatty()
+    progress = _Progress(_count_inputs(args.files) if on_terminal else 0)
+
     async def go(sessions: Any) -> list[Outcome]:
         pipeline = Pipeline(config, sessions)
         results = []
@@ -246,13 +345,98 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
             results.append(outcome)
             if not args.json:
+                progress.clear()
                 _print_outcome(outcome, args.dry_run)
+            progress.step()
         return results
 
-    results = asyncio.run(_with_store(config, go))
+    try:
+        results = asyncio.run(_with_store(config, go))
+    finally:
+        progress.finish()
     if args.json:
         _print_json([r.as_json() for r in results])
     return 0
+
+
+def _count_inputs(paths: Sequence[str]) -> int:
+    """How many mails the files hold (0 with stdin: no progress can be told).
+
+    Counting an mbox reads it once more, which is quick next to ingesting it.
+    """
+    import mailbox
+
+    if "-" in paths:
+        return 0
+    total = 0
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            continue
+        with p.open("rb") as fh:
+            head = fh.read(5)
+        if head != b"From ":
+            total += 1
+            continue
+        box = mailbox.mbox(str(p), create=False)
+        try:
+            total += len(box)
+        finally:
+            box.close()
+    return total
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+class _Progress:
+    """A self-rewriting line on stderr while a long ingest runs: only on a terminal."""
+
+    EVERY = 0.5  # seconds between updates
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.on = self.total > 0 and self.stream.isatty()
+        self.started = self.last = monotonic()
+        self.count = 0
+        self.shown = False
+
+    def step(self) -> None:
+        self.count += 1
+        now = monotonic()
+        if not self.on or now - self.last < self.EVERY:
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = self.count / elapsed
+        left = max(self.total - self.count, 0) / rate
+        self.stream.write(
+            f"\r\x1b[K{self.count} of {self.total} mails, {rate:.0f} mails/s, "
+            f"about {_duration(left)} left"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.shown = False
+
+    def finish(self) -> None:
+        if not self.on:
+            return
+        self.clear()
+        elapsed = monotonic() - self.started
+        rate = f" ({self.count / elapsed:.0f} mails/s)" if elapsed >= 1 else ""
+        self.stream.write(f"{self.count} mails in {_duration(elapsed)}{rate}\n")
+        self.stream.flush()
 
 
 def _print_outcome(outcome: Any, dry_run: bool) -> None:
@@ -374,7 +558,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
             r["priority"],
             r["community"] or "-",
             r["assignee"] or "-",
-            _due_text(r["next_due"]),
+            _due_text(r["next_due"], config.hours.timezone),
             _short(r["requester"], 28),
             _short(r["subject"], 50),
         )
@@ -389,11 +573,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _due_text(due: dict[str, Any] | None) -> str:
+def _due_text(due: dict[str, Any] | None, timezone: str) -> str:
     if not due:
         return "-"
     mark = "BREACHED " if due["breached"] else ""
-    return f"{mark}{due['kind']} {due['at'][:16].replace('T', ' ')}"
+    return f"{mark}{due['kind']} {_local(due['at'], timezone)}"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -413,11 +597,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(detail)
         return 0
-    _out(_show_text(detail))
+    _out(_show_text(detail, config.hours.timezone))
     return 0
 
 
-def _show_text(t: dict[str, Any]) -> str:
+def _show_text(t: dict[str, Any], timezone: str) -> str:
     lines = [
         f"#{t['id']} {t['subject']}",
         f"  status {t['status']}, type {t['type'] or '-'}, priority {t['priority']}, "
@@ -430,12 +614,13 @@ def _show_text(t: dict[str, Any]) -> str:
     if t.get("follow_up_of"):
         lines.append(f"  follow-up to #{t['follow_up_of']}")
     lines.append(
-        f"  created {t['created_at']}, updated {t['updated_at']}, "
-        f"{t['time_spent_minutes']} min logged"
+        f"  created {_local(t['created_at'], timezone)}, "
+        f"updated {_local(t['updated_at'], timezone)}, "
+        f"{t['time_spent_minutes']} min logged (times in {timezone})"
     )
     lines.append("")
     for ev in t["timeline"]:
-        at = ev["at"][:16].replace("T", " ")
+        at = _local(ev["at"], timezone)
         kind = ev["kind"]
         if kind in ("received", "sent", "note") and "message_id" in ev:
             arrow = {"received": "<-", "sent": "->", "note": "<- note"}[kind]
@@ -531,7 +716,13 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         print("quarantine is empty")
         return 0
     table = [
-        (str(r["id"]), r["at"][:16], _short(r["source"], 30), _short(r["reason"], 70)) for r in rows
+        (
+            str(r["id"]),
+            _local(r["at"], config.hours.timezone),
+            _short(r["source"], 30),
+            _short(r["reason"], 70),
+        )
+        for r in rows
     ]
     _out(_table(table, ("ID", "AT", "SOURCE", "REASON")))
     return 0
@@ -565,6 +756,7 @@ EX_UNHEALTHY = 3
 def _health_problems(config: Config, data: dict[str, Any], now: datetime) -> list[str]:
     """Why the daemon looks unhealthy, judged from what it left in the store."""
     problems = []
+    tz = config.hours.timezone
     daemon = data["daemon"]
     if daemon is None:
         problems.append("no daemon is running against this store (no heartbeat)")
@@ -572,7 +764,8 @@ def _health_problems(config: Config, data: dict[str, Any], now: datetime) -> lis
         beat = datetime.fromisoformat(daemon["heartbeat_at"])
         if now - beat > timedelta(minutes=2):
             problems.append(
-                f"no heartbeat since {daemon['heartbeat_at']}: the daemon is not running"
+                f"no heartbeat since {_local(daemon['heartbeat_at'], tz)}: "
+                "the daemon is not running"
             )
     mailbox = config.mailbox
     if mailbox is not None and daemon is not None:
@@ -580,17 +773,17 @@ def _health_problems(config: Config, data: dict[str, Any], now: datetime) -> lis
         limit = max(mailbox.poll_interval * 3, timedelta(minutes=35 if mailbox.idle else 10))
         last = data["last_imap_sync_at"]
         if last is None or now - datetime.fromisoformat(last) > limit:
-            problems.append(f"no successful IMAP sync since {last or 'ever'}")
+            problems.append(f"no successful IMAP sync since {_local(last, tz, 'ever')}")
     behind = data["next_scheduler_action_at"]
     if (
         daemon is not None
         and behind
         and now - datetime.fromisoformat(behind) > timedelta(minutes=10)
     ):
-        problems.append(f"the scheduler is behind: work was due at {behind}")
+        problems.append(f"the scheduler is behind: work was due at {_local(behind, tz)}")
     oldest = data["outbox"]["oldest_queued_at"]
     if oldest is not None and now - datetime.fromisoformat(oldest) > timedelta(hours=1):
-        problems.append(f"outbox backlog: the oldest queued mail is from {oldest}")
+        problems.append(f"outbox backlog: the oldest queued mail is from {_local(oldest, tz)}")
     return problems
 
 
@@ -612,24 +805,26 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(data)
     else:
         state = "healthy" if not problems else "UNHEALTHY"
-        print(f"maild: {state}")
+        tz = config.hours.timezone
+        print(f"maild: {state} (times in {tz})")
         for inst in data["instances"]:
             role = "leader" if inst.get("leader") else "standby"
-            print(f"  instance {inst['instance']} ({role}), heartbeat {inst['heartbeat_at']}")
+            beat = _local(inst["heartbeat_at"], tz)
+            print(f"  instance {inst['instance']} ({role}), heartbeat {beat}")
         if data["leader"] is not None:
             lead = data["leader"]
             print(
-                f"  leader lease: {lead['holder']} since {lead['since']}, "
-                f"until {lead['expires_at']}"
+                f"  leader lease: {lead['holder']} since {_local(lead['since'], tz)}, "
+                f"until {_local(lead['expires_at'], tz)}"
             )
-        print(f"  last IMAP sync: {data['last_imap_sync_at'] or 'never'}")
+        print(f"  last IMAP sync: {_local(data['last_imap_sync_at'], tz, 'never')}")
         box = data["outbox"]
         print(
-            f"  outbox: {box['queued']} queued (oldest {box['oldest_queued_at'] or '-'}), "
+            f"  outbox: {box['queued']} queued (oldest {_local(box['oldest_queued_at'], tz)}), "
             f"{box['failed']} failed"
         )
-        print(f"  quarantine: {data['quarantined']} mails")
-        print(f"  next scheduler action: {data['next_scheduler_action_at'] or 'none'}")
+        print(f"  quarantine: {_plural(data['quarantined'], 'mail')}")
+        print(f"  next scheduler action: {_local(data['next_scheduler_action_at'], tz, 'none')}")
         for problem in problems:
             print(f"  problem: {problem}")
     return 0 if not problems else EX_UNHEALTHY
@@ -641,17 +836,39 @@ def cmd_tick(args: argparse.Namespace) -> int:
     from maild.pipeline import Pipeline
     from maild.scheduler import PassResult, Scheduler
 
-    async def go(sessions: Any) -> PassResult:
+    async def go(sessions: Any) -> tuple[PassResult, list[dict[str, Any]]]:
         pipeline = Pipeline(config, sessions)
-        return await Scheduler(config, sessions, pipeline).run_pass(now)
+        top = await _outbox_top(sessions)
+        result = await Scheduler(config, sessions, pipeline).run_pass(now)
+        return result, await _mail_queued_after(sessions, top)
 
-    result = asyncio.run(_with_store(config, go))
+    # --dry-run rehearses: the same pass, in a transaction that is rolled back
+    result, mails = asyncio.run((_with_rehearsal if args.dry_run else _with_store)(config, go))
     if args.json:
-        _print_json({"at": now.isoformat(), "sent": result.sent, "actions": result.actions})
+        data: dict[str, Any] = {"at": now.isoformat(), "sent": result.sent}
+        data["actions"] = result.actions
+        data["mails"] = [{k: m[k] for k in ("ticket", "template", "to")} for m in mails]
+        data["dry_run"] = args.dry_run
+        _print_json(data)
         return 0
+    prefix = "would do: " if args.dry_run else ""
     for line in result.actions:
+        _out(prefix + line)
+    for line in _mail_lines(mails, "would queue" if args.dry_run else "queued"):
         _out(line)
-    print(f"{len(result.actions)} actions, {result.sent} mails queued as of {now.isoformat()}")
+    when = _local(now, config.hours.timezone) + f" {config.hours.timezone}"
+    actions = _plural(len(result.actions), "action")
+    sent = _plural(result.sent, "mail")
+    if args.dry_run:
+        print(f"dry run as of {when}: {actions}, {sent} would be queued; nothing was changed")
+    else:
+        print(f"{actions}, {sent} queued as of {when}")
+        if result.sent and now > datetime.now(UTC) + timedelta(minutes=1):
+            print(
+                f"note: that mail is dated {when} and waits until then; "
+                "`maild tick --dry-run --now …` rehearses without acting",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -677,7 +894,14 @@ def cmd_roster(args: argparse.Namespace) -> int:
     print(f"on duty: {', '.join(duty.on_duty) or 'nobody'}")
     if duty.next_change is not None:
         local = duty.next_change.astimezone(ZoneInfo(config.hours.timezone))
-        print(f"next change: {local:%a %Y-%m-%d %H:%M %Z} -> {', '.join(duty.next_on_duty)}")
+        going = [n for n in duty.on_duty if n not in duty.next_on_duty]
+        coming = [n for n in duty.next_on_duty if n not in duty.on_duty]
+        print(
+            f"next change {local:%a %Y-%m-%d %H:%M %Z}: "
+            f"{', '.join(going) or 'nobody'} {'rotates' if len(going) < 2 else 'rotate'} off, "
+            f"{', '.join(coming) or 'nobody'} {'comes' if len(coming) < 2 else 'come'} on"
+            f" (then on duty: {', '.join(duty.next_on_duty) or 'nobody'})"
+        )
     return 0
 
 
@@ -698,10 +922,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return 0
-    _out(
-        f"since {data['since'][:10]}: {data['opened_this_week']} opened, "
-        f"{data['closed_this_week']} closed"
-    )
+    start = _local(data["since"], config.hours.timezone)[:10]  # the local date, not UTC's
+    _out(f"since {start}: {data['opened_this_week']} opened, {data['closed_this_week']} closed")
     _out(f"all time: {data['opened_total']} opened, {data['closed_total']} closed")
     mean, median = data["mean_hours_to_resolution"], data["median_hours_to_resolution"]
     if mean is not None:
@@ -735,20 +957,25 @@ def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> in
     from maild.pipeline import Pipeline
 
     async def go(sessions: Any) -> Any:
+        top = await _outbox_top(sessions)
         try:
-            return await Pipeline(config, sessions).operate(args.id, tags, actor, now, note=note)
+            done = await Pipeline(config, sessions).operate(args.id, tags, actor, now, note=note)
         except LookupError as exc:
             raise UserError(str(exc)) from exc
+        return done, await _mail_queued_after(sessions, top)
 
-    planned, errors = asyncio.run(_with_store(config, go))
+    (planned, errors), mails = asyncio.run(_with_store(config, go))
     if errors:
         for line in errors:
             print(f"Error: {line}", file=sys.stderr)
         return 1
     lines = planned.describe() if planned is not None else []
     if note:
-        lines.append("note added")
+        # the [note] tag that carries it would say "kept as an internal note"
+        lines = [line for line in lines if "internal note" not in line] + ["note added"]
     _out(f"#{args.id}: " + ("; ".join(lines) if lines else "nothing to change"))
+    for line in _mail_lines([m for m in mails if m["ticket"] == args.id], "queued"):
+        _out(line)
     return 0
 
 
@@ -920,7 +1147,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="log lines on stderr as text (default) or one JSON object per line",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"maild {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = _command(
         sub,
@@ -990,10 +1218,19 @@ def build_parser() -> argparse.ArgumentParser:
         "maild queue --status waiting --community pangeo\nmaild queue --overdue --json",
     )
     p.add_argument(
-        "--status", action="append", choices=("new", "open", "waiting", "resolved", "closed")
+        "--status",
+        action="append",
+        choices=("new", "open", "waiting", "resolved", "closed"),
+        help="only tickets in this status (repeat for several); "
+        "resolved and closed ones need no --all",
     )
-    p.add_argument("--type", action="append", choices=("incident", "change", "guidance", "null"))
-    p.add_argument("--community", metavar="NAME")
+    p.add_argument(
+        "--type",
+        action="append",
+        choices=("incident", "change", "guidance", "null"),
+        help="only tickets of this type; null: not yet triaged (repeat for several)",
+    )
+    p.add_argument("--community", metavar="NAME", help="only this community's tickets")
     p.add_argument("--overdue", action="store_true", help="only tickets past a due time")
     p.add_argument("--all", action="store_true", help="include resolved and closed tickets")
     _json_option(p)
@@ -1063,9 +1300,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tick",
         cmd_tick,
         "run one scheduler pass (auto-close, incident updates, reminders) now or as of --now",
-        "maild tick\nmaild tick --now 2026-12-01T09:00:00-06:00",
+        "maild tick --dry-run --now 2026-12-01T09:00:00-06:00\nmaild tick",
     )
-    p.add_argument("--now", metavar="ISO8601", help="the pass's idea of now (any offset)")
+    p.add_argument(
+        "--now",
+        metavar="ISO8601",
+        help="the pass's idea of now (any offset); without --dry-run it really acts, "
+        "and the mail it queues waits until then",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rehearse: show what the pass would do and queue, change nothing",
+    )
     _json_option(p)
 
     p = _command(
@@ -1172,6 +1419,15 @@ def _ticket_id(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("maild")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _usage(parser: argparse.ArgumentParser) -> NoReturn:
     parser.print_usage(sys.stderr)
     raise SystemExit(2)
@@ -1191,9 +1447,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `maild` alone: what can it do?
+        parser.print_help()
+        return 0
     _setup_logging(args)
     try:
         status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        # the reader (`| head`) stopped early: end quietly, and keep Python's
+        # own flush at exit from failing on the same pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"Error: bad config {config_path_from(args.config)}:", file=sys.stderr)
         for line in exc.errors:
@@ -1208,9 +1473,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         print(f"Error: {type(exc).__name__}: {exc} (run with -v -v for details)", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     return status
 
 

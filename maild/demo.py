@@ -4,31 +4,38 @@ No mail server and no config needed: the demo writes a config into a local
 folder, stores tickets in SQLite there, listens for mail on localhost as the
 support address (plain SMTP, so ``swaks`` or Python's smtplib can send to it)
 and delivers everything maild sends into a local Maildir instead of the
-internet. ``--scenario`` plays a short conversation through it.
+internet. ``--scenario`` plays a short conversation through it, as many times
+as you like, in a fresh folder or the same one. One demo runs per folder at a
+time (a lock file says which process has it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import mailbox
+import os
+import shlex
 import signal
 import smtplib
 import socket
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from maild.config import Config, load_config
-from maild.store.models import Outbox
+from maild.store.models import Message, Outbox, Ticket
 
 __all__ = ["run_demo"]
 
@@ -63,14 +70,18 @@ timezone = "UTC"
 days = ["mon", "tue", "wed", "thu", "fri"]
 ranges = ["09:00-17:00"]
 
+[tickets]
+# the scenario may be replayed many times an hour: no rate limit on its acks
+ack_rate_per_hour = 1000
+
 [[stewards]]
 name = "alice"
-display_name = "Alice (demo steward)"
+display_name = "Alice"
 addresses = ["alice@demo.localhost"]
 
 [[stewards]]
 name = "bob"
-display_name = "Bob (demo steward)"
+display_name = "Bob"
 addresses = ["bob@demo.localhost"]
 
 [roster]
@@ -128,12 +139,82 @@ def prepare_dir(root: Path) -> Path:
     return path
 
 
+# what each template is, as the demo's narration names it
+LABELS = {
+    "ack": "the acknowledgment to the requester",
+    "steward_new": "the new-ticket notice to the stewards",
+    "relay": "the steward's reply, relayed to the requester",
+    "requester_reply": "the requester's reply, forwarded to the stewards",
+    "incident_update": "the incident update to the requester",
+    "incident_resolved": "the resolution notice to the requester",
+    "closed": "the closing notice to the requester",
+    "sla_reminder": "an SLA reminder to the stewards",
+    "receipt": "a receipt to the steward",
+    "command_error": "the list of bad tags to the steward",
+    "handoff": "the roster handoff to the stewards",
+}
+
+
+class DemoBusy(Exception):
+    """Another demo is running in the folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path) -> Iterator[None]:
+    """Hold ``root/demo.lock`` while a demo runs; :class:`DemoBusy` if another holds it."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "demo.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DemoBusy(holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def maild_command() -> str:
+    """The running ``maild`` as a command that works from any shell, venv activated or not."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "maild" and argv0.is_file():
+        return shlex.quote(str(argv0.absolute()))
+    return f"{shlex.quote(sys.executable)} -m maild"
+
+
+def _py_string(text: str) -> str:
+    """A double-quoted Python literal: reads well inside the shell's '…' around the code."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:  # newlines, controls, lone surrogates: Python's own escape
+            out.append(repr(ch)[1:-1])
+    return '"' + "".join(out) + '"'
+
+
+def python_send(host: str, port: int, frm: str, subject: str, body: str) -> str:
+    """A shell command that sends one mail with nothing but Python's standard library."""
+    q = _py_string
+    code = (
+        "import smtplib; from email.message import EmailMessage; m = EmailMessage(); "
+        f'm["From"], m["To"], m["Subject"] = {q(frm)}, {q(SUPPORT)}, {q(subject)}; '
+        f"m.set_content({q(body)}); smtplib.SMTP({q(host)}, {port}).send_message(m)"
+    )
+    return f"python3 -c {shlex.quote(code)}"
+
+
 def _send(config: Config, frm: str, subject: str, body: str, **headers: str) -> str:
     lmtp = config.lmtp
     assert lmtp is not None  # noqa: S101 - the demo config always has it
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = frm, SUPPORT, subject
-    msg["Message-ID"] = f"<demo-{datetime.now(UTC).timestamp()}@{frm.split('@')[1]}>"
+    msg["Message-ID"] = make_msgid("demo", frm.split("@")[1])
     for name, value in headers.items():
         msg[name.replace("_", "-")] = value
     msg.set_content(body)
@@ -145,38 +226,91 @@ def _send(config: Config, frm: str, subject: str, body: str, **headers: str) -> 
 def instructions(config_path: Path, config: Config) -> str:
     lmtp = config.lmtp
     assert lmtp is not None  # noqa: S101 - the demo config always has it
-    c = str(config_path)
-    return textwrap.dedent(
-        f"""
-        maild demo is running. Config and store: {config_path.parent}
-        Mail maild sends is delivered to the Maildir {config_path.parent / "outgoing"}
+    maild = f"{maild_command()} --config {shlex.quote(str(config_path))}"
+    request = python_send(
+        lmtp.host, lmtp.port, REP, "Hub is down", "Hello, the hub returns 502 since this morning."
+    )
+    return "\n".join(
+        [
+            f"maild demo is running. Config and store: {config_path.parent}",
+            f"Mail maild sends is delivered to the Maildir {config_path.parent / 'outgoing'}",
+            "",
+            "Send a request as a community representative (from another terminal):",
+            f"  {request}",
+            "",
+            "When maild opens the ticket this terminal shows its number and how to",
+            "reply as steward alice, with tags in the subject.",
+            "",
+            "Watch the queue:",
+            f"  {maild} queue",
+            "",
+            "Ctrl-C stops the demo.",
+        ]
+    )
 
-        Send a request as a community representative:
-          python3 -c "import smtplib; smtplib.SMTP('{lmtp.host}', {lmtp.port}).sendmail('{REP}', \\
-            ['{SUPPORT}'], 'From: {REP}\\nSubject: Hub is down\\n\\nIt returns 502.')"
-        or with swaks:
-          swaks --server {lmtp.host}:{lmtp.port} --from {REP} --to {SUPPORT} \\
-            --header 'Subject: Hub is down' --body 'It returns 502.'
 
-        Reply as steward alice, with tags in the subject:
-          swaks --server {lmtp.host}:{lmtp.port} --from alice@demo.localhost --to {SUPPORT} \\
-            --header 'Subject: Re: [support #1] Hub is down [incident] [ic=me]' \\
-            --body 'We are on it.'
+def reply_instructions(config_path: Path, config: Config, ticket: int, subject: str) -> str:
+    """How to answer ticket ``ticket`` as alice: printed when its notice goes out."""
+    lmtp = config.lmtp
+    assert lmtp is not None  # noqa: S101 - the demo config always has it
+    maild = f"{maild_command()} --config {shlex.quote(str(config_path))}"
+    reply = python_send(
+        lmtp.host,
+        lmtp.port,
+        "alice@demo.localhost",
+        f"Re: {subject} [incident] [ic=me]",
+        "We are on it.",
+    )
+    return textwrap.indent(
+        "\n".join(
+            [
+                f"Ticket #{ticket} is open. Reply as steward alice, declaring an incident:",
+                f"  {reply}",
+                "Then see the whole ticket:",
+                f"  {maild} show {ticket}",
+            ]
+        ),
+        "   ",
+    )
 
-        Watch the queue and a ticket in another terminal:
-          maild --config {c} queue
-          maild --config {c} show 1
 
-        Ctrl-C stops the demo.
-        """
-    ).strip()
+async def _describe(sessions: Any, raw: bytes) -> tuple[EmailMessage, str | None, int | None]:
+    """The sent mail, the template it came from and its ticket (from the store)."""
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)  # noqa: S101
+    mid = str(msg["Message-ID"] or "").strip().strip("<>")
+    async with sessions() as session:
+        template = await session.scalar(
+            select(Message.template)
+            .where(Message.message_id == mid, Message.direction == "out")
+            .limit(1)
+        )
+    ticket = str(msg["X-Maild-Ticket"] or "")
+    return msg, template, int(ticket) if ticket.isdigit() else None
+
+
+def _sent_line(msg: EmailMessage, template: str | None) -> str:
+    to = ", ".join(a.addr_spec for a in msg["To"].addresses)
+    label = LABELS.get(template or "", template or "a mail")
+    return f"  <- maild sent {label}, to {to}: {msg['Subject']}"
+
+
+async def _top_ticket(sessions: Any) -> int:
+    async with sessions() as session:
+        top: int | None = await session.scalar(select(func.max(Ticket.id)))
+        return top or 0
 
 
 async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
-    """Play request -> ack -> steward [incident] -> update -> resolution -> confirmation."""
+    """Play request -> ack -> steward [incident] -> update -> resolution -> confirmation.
+
+    Each step waits for the mails it causes, found by template and ticket number
+    (the number this run's request got), so earlier runs in the folder do not matter.
+    """
     from maild.daemon import Daemon
     from maild.pipeline import Pipeline
     from maild.scheduler import Scheduler
+    from maild.store.db import prepare
 
     config = load_config(config_path)
     arrived: asyncio.Queue[bytes] = asyncio.Queue()
@@ -185,15 +319,25 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
     assert config.smtp is not None  # noqa: S101 - the demo config always has it
     server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", config.smtp.port)
     daemon = Daemon(config, config_path)
+    await prepare(daemon.engine)
+    before = await _top_ticket(daemon.sessions)
     runner = asyncio.create_task(daemon.run())
 
-    async def expect(template_hint: str) -> EmailMessage:
-        raw = await asyncio.wait_for(arrived.get(), 20)
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
-        assert isinstance(msg, EmailMessage)  # noqa: S101
-        to = ", ".join(a.addr_spec for a in msg["To"].addresses)
-        out(f"  <- maild sent to {to}: {msg['Subject']}  ({template_hint})")
-        return msg
+    async def expect(*templates: str, ticket: int | None) -> dict[str, EmailMessage]:
+        """Wait for one mail of each template about ``ticket`` (None: this run's new one)."""
+        got: dict[str, EmailMessage] = {}
+        while not set(templates) <= got.keys():
+            try:
+                raw = await asyncio.wait_for(arrived.get(), 20)
+            except TimeoutError:
+                missing = ", ".join(sorted(set(templates) - got.keys()))
+                raise RuntimeError(f"maild sent no {missing} within 20 s") from None
+            msg, template, about = await _describe(daemon.sessions, raw)
+            out(_sent_line(msg, template))
+            mine = about == ticket if ticket is not None else (about or 0) > before
+            if template in templates and mine:
+                got[template] = msg
+        return got
 
     async def wait_ready() -> None:
         lmtp = config.lmtp
@@ -211,18 +355,19 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
         request = await asyncio.to_thread(
             _send, config, REP, "Hub is down", "Hello, the hub returns 502 since this morning."
         )
-        msgs = [await expect("ack or steward notification") for _ in range(2)]
-        steward_copy = next(m for m in msgs if "alice@demo.localhost" in str(m["To"]))
-        out("2. Steward alice replies from her mail client and declares an incident.")
+        steward_copy = (await expect("ack", "steward_new", ticket=None))["steward_new"]
+        n = int(str(steward_copy["X-Maild-Ticket"]))
+        tag = f"[{config.support.tag} #{n}]"
+        out(f"2. Steward alice replies to ticket #{n} from her mail client: an incident.")
         await asyncio.to_thread(
             _send,
             config,
             "alice@demo.localhost",
-            "Re: [support #1] Hub is down [incident] [ic=me] [priority=high]",
+            f"Re: {tag} Hub is down [incident] [ic=me] [priority=high]",
             "We are on it: the proxy ran out of memory.",
             In_Reply_To=str(steward_copy["Message-ID"]),
         )
-        await expect("relay of alice's reply")
+        await expect("relay", ticket=n)
         out("3. Three quiet hours later the scheduler sends an incident update.")
         scheduler = Scheduler(config, daemon.sessions, Pipeline(config, daemon.sessions))
         await scheduler.run_pass(datetime.now(UTC) + timedelta(hours=3, minutes=1))
@@ -230,33 +375,34 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
             # the rehearsed pass queued its mail for its own "now": send it at once
             await session.execute(
                 update(Outbox)
-                .where(Outbox.status == "queued")
+                .where(Outbox.status == "queued", Outbox.ticket_id == n)
                 .values(next_attempt_at=datetime.now(UTC))
             )
         if daemon.sender is not None:
             daemon.sender.wake()
-        await expect("incident_update")
+        await expect("incident_update", ticket=n)
         out("4. Alice resolves it.")
         await asyncio.to_thread(
             _send,
             config,
             "alice@demo.localhost",
-            "Re: [support #1] Hub is down [resolved] [time=45m]",
+            f"Re: {tag} Hub is down [resolved] [time=45m]",
             "Fixed: we gave the proxy more memory and restarted it.",
         )
-        await expect("incident_resolved")
+        await expect("incident_resolved", ticket=n)
         out("5. The representative confirms; the ticket closes.")
         await asyncio.to_thread(
             _send,
             config,
             REP,
-            "Re: [support #1] Hub is down",
+            f"Re: {tag} Hub is down",
             "Thanks, that works now!",
             In_Reply_To=request,
         )
-        for _ in range(2):
-            await expect("closed, and the stewards' copy of the thanks")
-        out(f"Done. See it all: maild --config {config_path} show 1")
+        await expect("closed", "requester_reply", ticket=n)
+        out(
+            f"Done. See it all: {maild_command()} --config {shlex.quote(str(config_path))} show {n}"
+        )
     finally:
         daemon.stop.set()
         await asyncio.wait_for(runner, 30)
@@ -269,22 +415,42 @@ async def _interactive(config_path: Path, out: Callable[[str], None]) -> None:
 
     config = load_config(config_path)
     loop = asyncio.get_running_loop()
-    sink = _MaildirSink(config_path.parent / "outgoing")
+    daemon = Daemon(config, config_path)
+    told: set[int] = set()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def narrate(raw: bytes) -> None:
+        msg, template, ticket = await _describe(daemon.sessions, raw)
+        out(_sent_line(msg, template))
+        if template == "steward_new" and ticket is not None and ticket not in told:
+            told.add(ticket)
+            subject = str(msg["Subject"])
+            out(reply_instructions(config_path, config, ticket, subject))
+
+    def on_mail(raw: bytes) -> None:
+        task = loop.create_task(narrate(raw))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    sink = _MaildirSink(config_path.parent / "outgoing", on_mail)
     assert config.smtp is not None  # noqa: S101 - the demo config always has it
     server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", config.smtp.port)
     out(instructions(config_path, config))
     try:
-        await Daemon(config, config_path).run()
+        await daemon.run()
     finally:
         server.close()
         await server.wait_closed()
 
 
-def run_demo(root: Path, scenario: bool, out: Callable[[str], None] = print) -> int:
-    """Entry point for ``maild demo``; returns the exit status."""
-    config_path = prepare_dir(root)
+def _say(text: str) -> None:
+    print(text, flush=True)  # at once, also into a pipe (`maild demo | tee demo.log`)
 
-    async def main() -> None:
+
+def run_demo(root: Path, scenario: bool, out: Callable[[str], None] = _say) -> int:
+    """Entry point for ``maild demo``; returns the exit status."""
+
+    async def main(config_path: Path) -> None:
         if scenario:
             loop = asyncio.get_running_loop()
             task = asyncio.current_task()
@@ -295,7 +461,16 @@ def run_demo(root: Path, scenario: bool, out: Callable[[str], None] = print) -> 
             await _interactive(config_path, out)
 
     try:
-        asyncio.run(main())
+        with folder_lock(root):
+            config_path = prepare_dir(root)
+            asyncio.run(main(config_path))
+    except DemoBusy as busy:
+        print(
+            f"Error: a maild demo is already running in {root} (process {busy}); "
+            "use that one, stop it with Ctrl-C, or pick another folder with --dir",
+            file=sys.stderr,
+        )
+        return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         out("demo stopped")
     return 0

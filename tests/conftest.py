@@ -38,6 +38,24 @@ def corpus_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def require_corpus() -> Path:
+    """The shared corpus; without it the calling test skips, saying where it looked.
+
+    In CI (``CI=true``) the corpus must be there: a missing one fails the test.
+    """
+    path = corpus_dir()
+    if path is not None:
+        return path
+    where = os.environ.get("MAILD_CORPUS") or REPO.parent / "shared" / "corpus"
+    message = (
+        f"shared corpus not found at {where} "
+        "(put the shared folder beside the checkout or set MAILD_CORPUS)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 CONFIG_TEMPLATE = """
 [support]
 address = "support@example.org"
@@ -269,4 +287,13 @@ def make_mail(
     return msg
 
 
-__all__ = ["MAILS", "Factory", "Instance", "Result", "corpus_dir", "format_datetime", "make_mail"]
+__all__ = [
+    "MAILS",
+    "Factory",
+    "Instance",
+    "Result",
+    "corpus_dir",
+    "format_datetime",
+    "make_mail",
+    "require_corpus",
+]

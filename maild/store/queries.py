@@ -199,7 +199,11 @@ async def ticket_detail(
         return None
     out = ticket_json(ticket, now)
     events = (
-        await session.scalars(select(Event).where(Event.ticket_id == ticket_id).order_by(Event.id))
+        # in time order: a rehearsed or late-recorded event is written after
+        # later ones but belongs where its time puts it
+        await session.scalars(
+            select(Event).where(Event.ticket_id == ticket_id).order_by(Event.at, Event.id)
+        )
     ).all()
     message_pks = [e.message_pk for e in events if e.message_pk is not None]
     messages: dict[int, Message] = {}

@@ -48,7 +48,7 @@ __all__ = ["PASSWORD", "Dovecot", "DovecotError", "dovecot", "imap_user", "requi
 
 PASSWORD = "secret"
 HOST = "127.0.0.1"
-INSTALL_HINT = "apt-get install dovecot-imapd dovecot-lmtpd"
+INSTALL_HINT = "apt-get install dovecot-core dovecot-imapd dovecot-lmtpd"
 
 CONFIG = """\
 # Self-contained Dovecot 2.3 config for tests. Nothing under /etc/dovecot is read.
@@ -129,13 +129,33 @@ class DovecotError(RuntimeError):
     """Dovecot could not be configured or started, or a doveadm command failed."""
 
 
+# where distributions put Dovecot's service binaries (Debian: /usr/lib/dovecot)
+LIBEXEC_DIRS = (Path("/usr/lib/dovecot"), Path("/usr/libexec/dovecot"))
+# each needed program and the Debian package that has it
+NEEDED = {"imap": "dovecot-imapd", "lmtp": "dovecot-lmtpd"}
+
+
+def missing_dovecot_parts() -> list[str]:
+    """What of Dovecot is not installed, each with the package that brings it."""
+    missing = [
+        f"{name} (dovecot-core)" for name in ("dovecot", "doveadm") if shutil.which(name) is None
+    ]
+    # dovecot-core alone starts, then every IMAP or LMTP connection fails
+    for name, package in NEEDED.items():
+        if not any((d / name).is_file() for d in LIBEXEC_DIRS):
+            missing.append(f"{LIBEXEC_DIRS[0] / name} ({package})")
+    return missing
+
+
 def require_dovecot() -> None:
     """Skip the calling test when Dovecot is missing; fail instead in CI."""
-    if shutil.which("dovecot") and shutil.which("doveadm"):
+    missing = missing_dovecot_parts()
+    if not missing:
         return
+    message = f"Dovecot is not fully installed, missing {', '.join(missing)}: {INSTALL_HINT}"
     if os.environ.get("MAILD_REQUIRE_SERVERS") == "1" or os.environ.get("CI"):
-        pytest.fail(f"dovecot is not installed: {INSTALL_HINT}", pytrace=False)
-    pytest.skip("dovecot not installed")
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def free_ports(n: int) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MAILS, Factory, Instance, corpus_dir, make_mail
+from tests.conftest import MAILS, Factory, Instance, make_mail, require_corpus
 
 REQUEST_ID = "<req-1@pangeo.example>"
 
@@ -480,9 +480,7 @@ def test_explain_changes_nothing_and_says_why(instance: Instance) -> None:
 
 
 def test_every_corpus_mail_is_ingested_or_quarantined_with_a_reason(instance: Instance) -> None:
-    corpus = corpus_dir()
-    if corpus is None:
-        pytest.skip("shared corpus not present at ../shared/corpus (set MAILD_CORPUS)")
+    corpus = require_corpus()
     files = sorted(
         p for p in corpus.rglob("*") if p.is_file() and p.name not in ("INDEX.tsv", "SOURCES.md")
     )

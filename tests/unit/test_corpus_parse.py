@@ -18,6 +18,7 @@ import pytest
 from maild.htmltext import html_to_text
 from maild.inbound import InboundMail, ParseError, parse_mail
 from maild.quotes import ReplyParts, split_reply
+from tests.conftest import require_corpus
 
 
 def _corpus_dir() -> Path:
@@ -54,8 +55,7 @@ DESCRIPTIONS = _descriptions() if FILES else {}
 
 
 def _require_corpus() -> None:
-    if not CORPUS.is_dir():
-        pytest.skip("shared corpus not present at ../shared/corpus")
+    require_corpus()  # skips with the reason, or fails in CI
 
 
 def test_corpus_present() -> None:

@@ -42,3 +42,13 @@ def test_help_shows_the_example(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "tests/run.sh" in README
     assert "tests/run.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_run_sh_installs_each_dovecot_part_the_fixtures_need() -> None:
+    # dovecot-core alone passes `command -v dovecot` and fails every LMTP test
+    from tests.integration.dovecot import NEEDED
+
+    script = (REPO / "tests" / "run.sh").read_text()
+    for name, package in NEEDED.items():
+        assert f"need {package} /usr/lib/dovecot/{name}" in script
+    assert "-rfEs" in script  # each skip is shown with its reason, failures too

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from maild.htmltext import QUOTE_MARKER, html_to_text
 from maild.inbound import parse_mail
 from maild.quotes import ReplyParts, split_reply
+from tests.conftest import require_corpus
 
 
 def _corpus_dir() -> Path:
@@ -31,8 +32,7 @@ CORPUS = _corpus_dir()
 
 
 def _corpus_file(rel: str) -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip("shared corpus not present at ../shared/corpus")
+    require_corpus()  # skips with the reason, or fails in CI
     path = CORPUS / rel
     if not path.is_file():
         pytest.skip(f"{rel} not in the shared corpus")
