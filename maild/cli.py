@@ -548,7 +548,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "healthy" if not problems else "UNHEALTHY"
         print(f"maild: {state}")
         for inst in data["instances"]:
-            role = "leader" if inst.get("leader") else "standby"
+            role = inst["role"]
             print(f"  instance {inst['instance']} ({role}), heartbeat {inst['heartbeat_at']}")
         if data["leader"] is not None:
             lead = data["leader"]

@@ -42,12 +42,16 @@ class SchemaError(RuntimeError):
 
 
 # PostgreSQL errors that say "not now" rather than "never": a lock wait that
-# timed out, a session the server ended (idle in a transaction, shutdown), a
-# cancelled statement, a serialisation failure or deadlock. asyncpg reports
-# them as a bare DBAPIError; they are raised as OperationalError, which every
-# caller already treats as "the store is unavailable, leave the work for later"
-# (never as a reason to quarantine a mail).
-_TRANSIENT_SQLSTATES = frozenset({"55P03", "25P03", "57014", "57P01", "40001", "40P01"})
+# timed out (55P03), a session the server ended (25P03 idle in a transaction,
+# class 08 connection gone, class 57 cancelled or shut down), a serialisation
+# failure or deadlock (class 40), a server out of resources (class 53). asyncpg
+# reports them as a bare DBAPIError; they are raised as OperationalError, which
+# every caller already treats as "the store is unavailable, leave the work for
+# later" (never as a reason to quarantine a mail).
+_TRANSIENT_SQLSTATES = frozenset({"55P03", "25P03"})
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57"})
+# the session is gone: its connection must not go back to the pool
+_ENDED_SQLSTATES = frozenset({"25P03", "57P01", "57P02", "57P03"})
 
 
 def session_settings(hold: timedelta) -> dict[str, str]:
@@ -85,13 +89,16 @@ def make_engine(url: str, *, lease: timedelta | None = None) -> AsyncEngine:
             # asyncpg's "cannot switch to state N; another operation is in
             # progress": a connection the server ended under a stopped process
             # comes back in a state no statement can use any more
-            broken = type(original).__name__ == "InternalClientError"
-            if broken:
+            state = str(getattr(original, "sqlstate", None) or "")
+            ended = (
+                type(original).__name__ == "InternalClientError"
+                or state in _ENDED_SQLSTATES
+                or state.startswith("08")
+            )
+            if ended:
                 ctx.is_disconnect = True
-            state = getattr(original, "sqlstate", None)
-            if (broken or state in _TRANSIENT_SQLSTATES) and not isinstance(
-                ctx.sqlalchemy_exception, OperationalError
-            ):
+            transient = ended or state in _TRANSIENT_SQLSTATES or state[:2] in _TRANSIENT_CLASSES
+            if transient and not isinstance(ctx.sqlalchemy_exception, OperationalError):
                 return OperationalError(ctx.statement, ctx.parameters, original)
             return None
 
