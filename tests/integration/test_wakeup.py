@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from maild.store.db import make_engine, make_sessionmaker
 from maild.store.models import Lease, State
 from tests.conftest import Instance, make_mail
-from tests.integration.daemon_proc import MaildProcess
+from tests.integration.daemon_proc import MaildProcess, wait_until
 from tests.integration.smtp_sink import ThreadedSink
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
@@ -115,6 +116,57 @@ def test_a_running_daemon_sends_mail_the_cli_queued_within_seconds(tmp_path: Pat
             took = time.monotonic() - queued
             assert took < 3, f"the CLI's mail waited {took:.1f}s for the daemon"
             assert "rep@pangeo.example" in sink.received[-1].rcpt_tos
+            assert maild.stop() == 0
+        finally:
+            maild.close()
+        assert "Traceback" not in maild.logtext()
+
+
+def test_a_restarted_daemon_is_not_wedged_by_what_a_hung_one_held(tmp_path: Path) -> None:
+    """SQLite, one host: a daemon hangs mid-send and is killed; its successor carries on.
+
+    The hung daemon had claimed an outbox row and held the leader lease: the
+    restarted one takes the lease of a dead process at once, sends the row once
+    the claim has run out, and sends new mail as before.
+    """
+    with ThreadedSink() as sink:
+        maild = MaildProcess(tmp_path)
+        try:
+            maild.configure(smtp_port=sink.port, leader_lease="2s")
+            sink.set_mode("hang")
+            maild.start()
+            maild.notify.wait("READY=1")
+            mail = tmp_path / "request.eml"
+            mail.write_bytes(make_mail(message_id="<hung-1@pangeo.example>").as_bytes())
+            maild.cli("ingest", str(mail))
+            deadline = time.monotonic() + 10
+            while sink.handler.hanging == 0:
+                assert time.monotonic() < deadline, "the daemon never reached DATA"
+                time.sleep(0.05)
+            assert maild.proc is not None
+            maild.signal(signal.SIGSTOP)
+            time.sleep(0.5)
+            maild.kill()  # what systemd does to a service that stopped answering
+            sink.set_mode("accept")
+
+            restarted = time.monotonic()
+            maild.start()
+            maild.notify.wait("READY=1", after=len(maild.notify.lines))
+            sink.wait_for(2, timeout=2 + 15)  # the ack and the stewards' copy
+            took = time.monotonic() - restarted
+            assert took < 2 + 15, took
+
+            second = tmp_path / "second.eml"
+            second.write_bytes(
+                make_mail(message_id="<hung-2@pangeo.example>", subject="Other").as_bytes()
+            )
+            maild.cli("ingest", str(second))
+            sink.wait_for(4, timeout=5)
+            wait_until(
+                lambda: maild.count("select count(*) from outbox where status = 'sent'") == 4,
+                5,
+                "all four recorded as sent",
+            )
             assert maild.stop() == 0
         finally:
             maild.close()
