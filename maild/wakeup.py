@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from maild.store.models import Outbox
@@ -54,8 +54,8 @@ async def watch_outbox(
         try:
             await watch(engine, wake, stop, poll)
             delay = 1.0
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("outbox wake-ups paused, store unavailable: %s", exc)
+        except Exception as exc:  # the driver's own errors too: this is only a shortcut
+            log.warning("outbox wake-ups paused, store unavailable: %s", _describe(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, _RETRY_CAP)
@@ -112,3 +112,9 @@ async def _poll(
         last = seen
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), poll)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError):
+        return str(exc.orig)
+    return str(exc) or type(exc).__name__

@@ -385,6 +385,20 @@ def test_a_sender_frozen_on_a_claimed_row_loses_it_to_another_instance(
             )
             assert cluster.sql("select status from outbox where id = ?", row_id) == [("sent",)]
             assert time.monotonic() - frozen_at < 60
+
+            # mail the CLI queues wakes the daemons' senders through NOTIFY
+            before = len(sink.received)
+            queued = time.monotonic()
+            resolve = subprocess.run(
+                [sys.executable, "-m", "maild", "--config", str(cluster.config), "resolve", "1"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert resolve.returncode == 0, resolve.stderr
+            took = wait_until(lambda: len(sink.received) > before, 5, "the CLI's mail at the sink")
+            print(f"CLI-queued mail at the sink {time.monotonic() - queued:.1f}s after `resolve`")
+            assert took < 3
         finally:
             cluster.stop_all()
         raw = cluster.sql("select raw from outbox where id = ?", row_id)[0][0]
