@@ -808,7 +808,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         tz = config.hours.timezone
         print(f"maild: {state} (times in {tz})")
         for inst in data["instances"]:
-            role = "leader" if inst.get("leader") else "standby"
+            role = inst["role"]
             beat = _local(inst["heartbeat_at"], tz)
             print(f"  instance {inst['instance']} ({role}), heartbeat {beat}")
         if data["leader"] is not None:

@@ -22,14 +22,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import delete
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from maild.config import Config, ConfigError, load_config
 from maild.imap_source import ImapSource, Verdict
-from maild.lease import Lease, instance_id
+from maild.lease import Deposed, Lease, instance_id
 from maild.outbox import OutboxSender
 from maild.pipeline import Outcome, Pipeline
 from maild.render import Renderer, TemplateError, sample_context
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 20.0
 HEARTBEAT_SECONDS = 30.0
+FORGET_GONE = timedelta(days=1)
 _BACKOFF_START = 1.0
 _BACKOFF_CAP = 60.0
 
@@ -91,7 +93,8 @@ class Daemon:
         self.config_path = config_path
         self.stop = asyncio.Event()
         self.notifier = Notifier()
-        self.engine = make_engine(config.database.url)
+        lease = config.database.leader_lease
+        self.engine = make_engine(config.database.url, lease=lease)
         self.sessions = make_sessionmaker(self.engine)
         self.pipeline = Pipeline(config, self.sessions)
         self.sender: OutboxSender | None = None
@@ -100,18 +103,29 @@ class Daemon:
         self._interrupts = 0
         self.started_at = datetime.now(UTC)
         self.instance = instance_id()
-        self.lease = Lease(self.sessions, "leader", self.instance, config.database.leader_lease)
+        self.lease = Lease(self.sessions, "leader", self.instance, lease)
+        # the leader's work (IMAP ingestion, the scheduler) commits only under the lease
+        self.leader_sessions = self.lease.fenced_sessions()
+        self.leader_pipeline = Pipeline(config, self.leader_sessions)
+        # three missed heartbeats and `maild status` calls an instance gone
+        self.heartbeat_every = min(HEARTBEAT_SECONDS, max(1.0, lease.total_seconds()))
 
     # -- handling one mail ---------------------------------------------------
 
     async def handle_mail(self, raw: bytes, source: str) -> Verdict:
         """Run one mail through the pipeline; tell the transport what to do with it."""
-        if source.startswith("imap:") and not self.lease.valid:
-            # we may have been frozen and replaced: leave it to the leader
-            return "retry"
+        pipeline = self.pipeline
+        if source.startswith("imap:"):
+            if not self.lease.valid:
+                # we may have been frozen and replaced: leave it to the leader
+                return "retry"
+            pipeline = self.leader_pipeline
         try:
-            outcome: Outcome = await self.pipeline.ingest(raw, source, datetime.now(UTC))
-        except OperationalError as exc:
+            outcome: Outcome = await pipeline.ingest(raw, source, datetime.now(UTC))
+        except Deposed as exc:
+            log.info("%s left for the new leader, nothing of it committed: %s", source, exc)
+            return "retry"
+        except (OperationalError, InterfaceError) as exc:
             # the database is locked or away: leave the mail where it is
             log.warning("store unavailable for %s, will retry: %s", source, exc.orig)
             return "retry"
@@ -129,8 +143,14 @@ class Daemon:
         tasks: list[_Task] = []
         config = self.config
         if config.smtp is not None:
-            self.sender = OutboxSender(config.smtp, self.sessions)
+            self.sender = OutboxSender(
+                config.smtp,
+                self.sessions,
+                instance=self.instance,
+                claim_for=config.database.leader_lease,
+            )
             tasks.append(_Task("outbox", self.sender.run))
+            tasks.append(_Task("outbox-wakeup", self._run_wakeups))
         else:
             self.sender = None
             log.warning("no [smtp] configured: mail is queued in the outbox but not sent")
@@ -143,7 +163,7 @@ class Daemon:
         """What only the leader runs: IMAP ingestion and the scheduler."""
         tasks: list[_Task] = []
         if self.config.mailbox is not None:
-            self.imap = ImapSource(self.config.mailbox, self.sessions, self.handle_mail)
+            self.imap = ImapSource(self.config.mailbox, self.leader_sessions, self.handle_mail)
             tasks.append(_Task("imap", self.imap.run))
         tasks.append(_Task("scheduler", self._run_scheduler))
         return tasks
@@ -157,7 +177,7 @@ class Daemon:
             while not stop.is_set():
                 try:
                     held = await lease.acquire()
-                except OperationalError as exc:
+                except (OperationalError, InterfaceError) as exc:
                     log.warning("could not renew the leader lease: %s", exc.orig)
                     held = lease.valid
                 if held and not running:
@@ -234,19 +254,28 @@ class Daemon:
     async def _run_scheduler(self, stop: asyncio.Event) -> None:
         from maild.scheduler import Scheduler
 
-        scheduler = Scheduler(self.config, self.sessions, self.pipeline)
+        scheduler = Scheduler(self.config, self.leader_sessions, self.leader_pipeline)
         while not stop.is_set():
             try:
                 if self.lease.valid:  # a frozen-and-resumed ex-leader does nothing
                     result = await scheduler.run_pass(datetime.now(UTC))
                     if result.sent and self.sender is not None:
                         self.sender.wake()
-            except OperationalError as exc:
+            except Deposed as exc:
+                log.info("scheduler pass left for the new leader: %s", exc)
+            except (OperationalError, InterfaceError) as exc:
                 log.warning("scheduler pass skipped, store unavailable: %s", exc.orig)
             except Exception:
                 log.exception("scheduler pass failed; trying again in a minute")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 60)
+
+    async def _run_wakeups(self, stop: asyncio.Event) -> None:
+        from maild.wakeup import watch_outbox
+
+        sender = self.sender
+        if sender is not None:
+            await watch_outbox(self.engine, sender.wake, stop)
 
     async def _run_lmtp(self, stop: asyncio.Event) -> None:
         from maild.lmtp import serve
@@ -288,9 +317,10 @@ class Daemon:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         await self._stop_all(SHUTDOWN_TIMEOUT)
         self.config = new
-        self.pipeline.config = new
-        self.pipeline.renderer = renderer
-        self.pipeline.calendar = Calendar(new.hours)
+        for pipeline in (self.pipeline, self.leader_pipeline):
+            pipeline.config = new
+            pipeline.renderer = renderer
+            pipeline.calendar = Calendar(new.hours)
         self._start_all()
         self.notifier.send("READY=1", "STATUS=running (config reloaded)")
         log.info("config and templates reloaded from %s", self.config_path)
@@ -360,14 +390,14 @@ class Daemon:
             alive = all(t.task is not None and not t.task.done() for t in self.tasks.values())
             if alive and self.notifier.watchdog:
                 self.notifier.send("WATCHDOG=1")
-            if alive and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            if alive and time.monotonic() - last_beat >= self.heartbeat_every:
                 try:
                     await self._heartbeat()
                     last_beat = time.monotonic()
-                except OperationalError as exc:
+                except (OperationalError, InterfaceError) as exc:
                     log.warning("could not write the heartbeat: %s", exc.orig)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), min(interval, 5.0))
+                await asyncio.wait_for(self.stop.wait(), min(interval, 5.0, self.heartbeat_every))
 
     async def _heartbeat(self) -> None:
         now = datetime.now(UTC)
@@ -379,6 +409,7 @@ class Daemon:
                 "started_at": self.started_at.isoformat(),
                 "leader": self.lease.valid,
                 "tasks": sorted(self.tasks),
+                "every": self.heartbeat_every,
             }
         )
         key = f"heartbeat:{self.instance}"
@@ -388,6 +419,10 @@ class Daemon:
                 session.add(State(key=key, value=value, at=now))
             else:
                 row.value, row.at = value, now
+            # instances gone for a day (killed, host lost) leave `maild status`
+            await session.execute(
+                delete(State).where(State.key.like("heartbeat:%"), State.at < now - FORGET_GONE)
+            )
 
     async def _forget_heartbeat(self) -> None:
         with contextlib.suppress(Exception):

@@ -20,12 +20,21 @@ right after the server's answer and before the next row is sent, so a crash
 or a failed commit can re-send at most the one mail the server had just
 accepted. SMTP has no way to close that window.
 
+Several instances share the outbox: a sender first *claims* a row in a short
+transaction of its own (``claimed_by``, and ``next_attempt_at`` moved to the
+end of the claim), sends it with no transaction open, then records the
+outcome only if the row is still its claim. The claim is renewed while the
+relay works; a sender that froze or died stops renewing, and once the claim
+runs out the row is due again for every instance, which sends it again with
+the same Message-ID.
+
 Times are aware UTC datetimes from the injected ``clock``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -36,9 +45,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 import aiosmtplib
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.lease import instance_id
 from maild.store.models import Outbox
 
 if TYPE_CHECKING:
@@ -53,6 +64,9 @@ BATCH_SIZE = 50
 #: The longest run() sleeps without looking at the table: other processes
 #: (``maild outbox --retry``) queue mail without calling wake().
 POLL_INTERVAL = 60.0
+#: How long a claimed row stays with its sender without a renewal; then
+#: another instance may send it (the daemon passes its leader lease).
+CLAIM_FOR = timedelta(seconds=30)
 #: Backoff gets up to this fraction added, so rows failed together spread out.
 JITTER = 0.1
 #: 530 to MAIL FROM: the relay wants a login that is not configured.
@@ -95,6 +109,8 @@ class OutboxSender:
         backoff_base: timedelta = timedelta(seconds=30),
         backoff_cap: timedelta = timedelta(hours=1),
         poll_interval: float = POLL_INTERVAL,
+        instance: str = "",
+        claim_for: timedelta = CLAIM_FOR,
     ) -> None:
         self._config = config
         self._sessions = sessions
@@ -103,10 +119,12 @@ class OutboxSender:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._poll_interval = poll_interval
+        self._instance = instance or instance_id()
+        self._claim_for = claim_for
         self._wake = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self._lock_rows: bool | None = None
-        # SQLite has no row locks: two passes in one process must not overlap.
+        # two passes in one process must not overlap
         self._pass_lock = asyncio.Lock()
 
     def wake(self) -> None:
@@ -139,40 +157,34 @@ class OutboxSender:
                     if self._stopping():
                         break
                     after = row_id
-                    async with self._sessions() as session:
-                        row = await self._claim(session, row_id, now)
-                        if row is None:
-                            continue
-                        if unusable is None:
-                            try:
-                                smtp = await self._connection(smtp)
-                                outcome = await self._deliver(smtp, row)
-                            except _Unusable as exc:
-                                unusable = exc
-                                _drop(smtp)
-                                smtp = None
-                                self._report_unusable(exc)
-                                outcome = _Outcome("retry", exc.detail)
-                            except Exception as exc:
-                                # A bug or a surprise from the library: this row
-                                # waits, the next one gets a fresh connection.
-                                log.exception("outbox %d: unexpected error while sending", row.id)
-                                _drop(smtp)
-                                smtp = None
-                                outcome = _Outcome("retry", f"unexpected error: {exc!r}")
-                        else:
-                            outcome = _Outcome("retry", unusable.detail)
-                        self._record(row, outcome)
+                    row = await self._claim(row_id, now)
+                    if row is None:
+                        continue
+                    if unusable is None:
+                        done = asyncio.Event()
+                        holding = asyncio.create_task(self._hold(row_id, done))
                         try:
-                            await session.commit()
-                        except Exception:
-                            if outcome.kind == "sent":
-                                log.error(
-                                    "outbox %d was delivered but recording it failed; "
-                                    "it will be sent again",
-                                    row.id,
-                                )
-                            raise
+                            smtp = await self._connection(smtp)
+                            outcome = await self._deliver(smtp, row)
+                        except _Unusable as exc:
+                            unusable = exc
+                            _drop(smtp)
+                            smtp = None
+                            self._report_unusable(exc)
+                            outcome = _Outcome("retry", exc.detail)
+                        except Exception as exc:
+                            # A bug or a surprise from the library: this row
+                            # waits, the next one gets a fresh connection.
+                            log.exception("outbox %d: unexpected error while sending", row.id)
+                            _drop(smtp)
+                            smtp = None
+                            outcome = _Outcome("retry", f"unexpected error: {exc!r}")
+                        finally:
+                            done.set()
+                            await holding
+                    else:
+                        outcome = _Outcome("retry", unusable.detail)
+                    await self._finish(row, outcome)
                     handled += 1
         except BaseException:
             # Cancelled or the database failed: no time for a polite QUIT.
@@ -199,6 +211,16 @@ class OutboxSender:
                     handled = await self.send_due()
                     delay = await self._idle_delay(handled)
                     errors = 0
+                except (OperationalError, InterfaceError) as exc:
+                    # the store is locked, restarting or ended our session: the
+                    # rows stay queued (a claimed one is taken over when its claim ends)
+                    errors += 1
+                    delay = min(60.0, 2.0**errors)
+                    log.warning(
+                        "outbox pass failed, store unavailable: %s; trying again in %.0f s",
+                        exc.orig,
+                        delay,
+                    )
                 except Exception:
                     errors += 1
                     delay = min(60.0, 2.0**errors)
@@ -219,21 +241,95 @@ class OutboxSender:
         async with self._sessions() as session:
             return (await session.scalars(query)).all()
 
-    async def _claim(self, session: AsyncSession, row_id: int, now: datetime) -> Outbox | None:
-        """The row if it is still due; on PostgreSQL, locked until this session commits.
+    async def _claim(self, row_id: int, now: datetime) -> Outbox | None:
+        """The row, claimed for this instance, if it is still due; else None.
 
-        The lock is held while the mail is sent, so a second maild on the same
-        database skips the row instead of sending it too. SQLite serialises
-        writers anyway and takes no lock for the read.
+        The claim is committed before the mail is sent, so no transaction (and
+        no row lock) is open while the relay talks: a frozen or dead sender
+        holds nothing but its claim, which lasts ``claim_for`` (renewed while
+        the relay works) and then lets another instance send the row.
         """
-        query = select(Outbox).where(
-            Outbox.id == row_id, Outbox.status == "queued", Outbox.next_attempt_at <= now
-        )
-        if self._lock_rows is None:
-            self._lock_rows = session.get_bind().dialect.name == "postgresql"
-        if self._lock_rows:
-            query = query.with_for_update(skip_locked=True)
-        return (await session.scalars(query)).one_or_none()
+        async with self._sessions() as session, session.begin():
+            if self._lock_rows is None:
+                self._lock_rows = session.get_bind().dialect.name == "postgresql"
+            claim = (
+                update(Outbox)
+                .where(
+                    Outbox.id == row_id, Outbox.status == "queued", Outbox.next_attempt_at <= now
+                )
+                .values(claimed_by=self._instance, next_attempt_at=self._clock() + self._claim_for)
+                .execution_options(synchronize_session=False)
+            )
+            if self._lock_rows:
+                # another instance is claiming it right now: skip, do not wait
+                free = select(Outbox.id).where(Outbox.id == row_id)
+                claim = claim.where(Outbox.id.in_(free.with_for_update(skip_locked=True)))
+            claimed = await session.execute(claim)
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return await session.get(Outbox, row_id)
+
+    async def _hold(self, row_id: int, done: asyncio.Event) -> None:
+        """Until ``done``, keep our claim on a row the relay works on from running out."""
+        step = max(self._claim_for.total_seconds() / 3, 0.2)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), step)
+            if done.is_set():
+                return
+            try:
+                async with self._sessions() as session, session.begin():
+                    await session.execute(
+                        update(Outbox)
+                        .where(
+                            Outbox.id == row_id,
+                            Outbox.status == "queued",
+                            Outbox.claimed_by == self._instance,
+                        )
+                        .values(next_attempt_at=self._clock() + self._claim_for)
+                        .execution_options(synchronize_session=False)
+                    )
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("outbox %d: could not renew the claim: %s", row_id, exc.orig)
+
+    async def _finish(self, claimed: Outbox, outcome: _Outcome) -> None:
+        """Record the outcome, if the row is still ours; otherwise say what happened."""
+        async with self._sessions() as session:
+            query = select(Outbox).where(
+                Outbox.id == claimed.id,
+                Outbox.status == "queued",
+                Outbox.claimed_by == self._instance,
+            )
+            if self._lock_rows:
+                query = query.with_for_update()
+            try:
+                row = (await session.scalars(query)).one_or_none()
+                if row is None:
+                    await session.rollback()
+                    self._lost(claimed, outcome)
+                    return
+                self._record(row, outcome)
+                row.claimed_by = None
+                await session.commit()
+            except Exception:
+                if outcome.kind == "sent":
+                    log.error(
+                        "outbox %d was delivered but recording it failed; it will be sent again",
+                        claimed.id,
+                    )
+                raise
+
+    def _lost(self, row: Outbox, outcome: _Outcome) -> None:
+        """Our claim ran out while we were stalled and another instance took the row."""
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {_message_id(row.raw)})"
+        if outcome.kind == "sent":
+            log.warning(
+                "%s was sent by this instance after its claim ran out; another instance "
+                "took it over, so it may arrive twice (with the same Message-ID)",
+                who,
+            )
+        else:
+            log.info("%s: another instance took it over while this one was stalled", who)
 
     def _record(self, row: Outbox, outcome: _Outcome) -> None:
         now = self._clock()

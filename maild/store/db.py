@@ -8,11 +8,13 @@ migrations, :func:`check_schema` refuses a database that is behind the code.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -32,20 +34,74 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Checked against Alembic by a test; kept here so that
 # every CLI call can check the schema without importing Alembic (a fifth of
 # a second).
-HEAD = "0002"
+HEAD = "0003"
 
 
 class SchemaError(RuntimeError):
     """The database schema is missing or older than this version of maild."""
 
 
-def make_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
+# PostgreSQL errors that say "not now" rather than "never": a lock wait that
+# timed out (55P03), a session the server ended (25P03 idle in a transaction,
+# class 08 connection gone, class 57 cancelled or shut down), a serialisation
+# failure or deadlock (class 40), a server out of resources (class 53). asyncpg
+# reports them as a bare DBAPIError; they are raised as OperationalError, which
+# every caller already treats as "the store is unavailable, leave the work for
+# later" (never as a reason to quarantine a mail).
+_TRANSIENT_SQLSTATES = frozenset({"55P03", "25P03"})
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57"})
+# the session is gone: its connection must not go back to the pool
+_ENDED_SQLSTATES = frozenset({"25P03", "57P01", "57P02", "57P03"})
+
+
+def session_settings(hold: timedelta) -> dict[str, str]:
+    """PostgreSQL settings for a daemon whose leader lease is ``hold`` long.
+
+    A frozen (SIGSTOP) or hung instance must not keep its locks longer than
+    the others wait for its lease: the server ends a transaction left idle for
+    half a lease, which releases its row locks, and no statement waits for a
+    lock longer than a quarter of one (the caller retries later instead).
+    """
+    ms = int(hold.total_seconds() * 1000)
+    return {
+        "lock_timeout": f"{max(ms // 4, 200)}ms",
+        "idle_in_transaction_session_timeout": f"{max(ms // 2, 500)}ms",
+    }
+
+
+def make_engine(url: str, *, lease: timedelta | None = None) -> AsyncEngine:
+    """An async engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout.
+
+    With ``lease`` (the daemon), PostgreSQL sessions get :func:`session_settings`.
+    """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         kwargs["connect_args"] = {"timeout": 30}
+    elif lease is not None and url.startswith("postgresql+asyncpg"):
+        kwargs["connect_args"] = {"server_settings": session_settings(lease)}
     engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine.sync_engine, "handle_error")
+        def _transient(ctx: ExceptionContext) -> BaseException | None:
+            original = ctx.original_exception
+            # asyncpg's "cannot switch to state N; another operation is in
+            # progress": a connection the server ended under a stopped process
+            # comes back in a state no statement can use any more
+            state = str(getattr(original, "sqlstate", None) or "")
+            ended = (
+                type(original).__name__ == "InternalClientError"
+                or state in _ENDED_SQLSTATES
+                or state.startswith("08")
+            )
+            if ended:
+                ctx.is_disconnect = True
+            transient = ended or state in _TRANSIENT_SQLSTATES or state[:2] in _TRANSIENT_CLASSES
+            if transient and not isinstance(ctx.sqlalchemy_exception, OperationalError):
+                return OperationalError(ctx.statement, ctx.parameters, original)
+            return None
+
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -239,6 +239,9 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # the instance sending it now; its claim lasts until next_attempt_at, after
+    # which another instance may take the row over (the sender froze or died)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)
 
     __table_args__ = (
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
@@ -328,6 +331,9 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+    # the fencing token: one more each time the role changes hands; work done
+    # in the role commits only while the lease still carries the epoch it began with
+    epoch: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 
 
 class ImapState(Base):

@@ -334,24 +334,36 @@ async def health(session: AsyncSession, now: datetime) -> dict[str, Any]:
 
     from maild.store.models import ImapState, Lease, State
 
+    lease = await session.get(Lease, "leader")
+    if lease is not None and lease.expires_at <= now:
+        lease = None  # nobody leads right now
+    leader = (
+        {
+            "holder": lease.holder,
+            "since": iso(lease.acquired_at),
+            "expires_at": iso(lease.expires_at),
+            "epoch": lease.epoch,
+        }
+        if lease is not None
+        else None
+    )
     instances = []
     for row in (
         await session.scalars(
             select(State).where(State.key.like("heartbeat:%")).order_by(State.at.desc())
         )
     ).all():
-        instances.append({"heartbeat_at": iso(row.at), **json.loads(row.value)})
-    daemon: dict[str, Any] | None = instances[0] if instances else None
-    lease = await session.get(Lease, "leader")
-    leader = (
-        {
-            "holder": lease.holder,
-            "since": iso(lease.acquired_at),
-            "expires_at": iso(lease.expires_at),
-        }
-        if lease is not None
-        else None
-    )
+        inst = {"heartbeat_at": iso(row.at), **json.loads(row.value)}
+        # the lease says who leads now; the heartbeat may be a period old
+        inst["leader"] = lease is not None and inst.get("instance") == lease.holder
+        # not heard from for three heartbeats: stopped without a goodbye, or hung
+        every = float(inst.get("every") or 30.0)
+        inst["gone"] = (now - row.at).total_seconds() > 3 * every
+        inst["role"] = "gone" if inst["gone"] else "leader" if inst["leader"] else "standby"
+        instances.append(inst)
+    live = [i for i in instances if not i["gone"]]
+    newest = live or instances
+    daemon: dict[str, Any] | None = newest[0] if newest else None
     last_sync = await session.scalar(select(func.max(ImapState.last_sync_at)))
     queued, oldest = (
         await session.execute(

@@ -14,7 +14,8 @@ The sink's behaviour is switched at runtime with ``mode``:
 ``permfail_rcpt``  ``550`` to every RCPT TO
 ``tempfail_data``  ``451`` after DATA
 ``permfail_data``  ``554`` after DATA
-``hang``           never answer DATA (until the mode changes or the sink closes)
+``hang``           never answer DATA (until the mode changes or the sink closes);
+                   ``handler.hanging`` counts the sessions waiting so
 ``down``           not listening at all; open connections are dropped
 
 ``refuse`` maps single addresses to an RCPT reply (``{"gone@x": "550 5.1.1 gone"}``)
@@ -94,6 +95,8 @@ class SinkHandler:
         self.logins: list[Login] = []
         self.credentials = credentials
         self.closing = False
+        # sessions waiting in DATA under "hang" right now
+        self.hanging = 0
 
     async def arrived(self) -> None:
         """Called after a mail is recorded (on the server's loop); flavours wake waiters."""
@@ -122,8 +125,12 @@ class SinkHandler:
             return "554 5.6.0 Message content rejected"
         if self.mode == "hang":
             # Polling keeps this usable from both flavours (no cross-thread events).
-            while self.mode == "hang" and not self.closing:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+            self.hanging += 1
+            try:
+                while self.mode == "hang" and not self.closing:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            finally:
+                self.hanging -= 1
             return "451 4.3.0 Released from hang, not delivered"
         content = envelope.content
         assert isinstance(content, bytes)

@@ -1,0 +1,120 @@
+"""New outbox rows wake the sender of every running instance, whoever queued them.
+
+On PostgreSQL a trigger (migration 0002) NOTIFYs ``maild_outbox`` in the
+transaction that inserts outbox rows or queues one again; each daemon LISTENs
+on a connection of its own and starts a sending pass when it fires. The
+notification is sent at the commit, so the rows are visible when it arrives.
+Should the listening connection drop, it is opened again and the sender woken
+once, for anything queued meanwhile.
+
+SQLite has no NOTIFY: the daemon looks at the outbox once a second with one
+indexed query (the number of queued rows and the highest row id) and wakes
+the sender when either grew. That is how mail queued by the CLI (``maild
+resolve``...) goes out within a second or two.
+
+Either way the sender still looks by itself every minute, so a missed wake-up
+only delays mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from maild.store.models import Outbox
+
+__all__ = ["CHANNEL", "watch_outbox"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "maild_outbox"
+#: SQLite: how often the outbox is looked at.
+POLL_SECONDS = 1.0
+_RETRY_CAP = 30.0
+
+
+async def watch_outbox(
+    engine: AsyncEngine,
+    wake: Callable[[], None],
+    stop: asyncio.Event,
+    *,
+    poll: float = POLL_SECONDS,
+) -> None:
+    """Call ``wake()`` whenever mail is queued, until ``stop`` is set."""
+    watch = _listen if engine.dialect.name == "postgresql" else _poll
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await watch(engine, wake, stop, poll)
+            delay = 1.0
+        except Exception as exc:  # the driver's own errors too: this is only a shortcut
+            log.warning("outbox wake-ups paused, store unavailable: %s", _describe(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, _RETRY_CAP)
+
+
+async def _listen(
+    engine: AsyncEngine, wake: Callable[[], None], stop: asyncio.Event, poll: float
+) -> None:
+    """LISTEN until stop or until the connection is lost."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection  # an asyncpg Connection
+        lost = asyncio.Event()
+
+        def notified(*_args: object) -> None:
+            wake()
+
+        def closed(*_args: object) -> None:
+            lost.set()
+
+        try:
+            driver.add_termination_listener(closed)
+            await driver.add_listener(CHANNEL, notified)
+            wake()  # whatever was queued while nobody listened
+            while not stop.is_set() and not lost.is_set() and not driver.is_closed():
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+                try:
+                    # the termination callback is the news; the timeout a safety net
+                    await asyncio.wait(waiters, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+            if not driver.is_closed():
+                await driver.remove_listener(CHANNEL, notified)
+        finally:
+            # never hand a connection with a listener back to the pool
+            await conn.invalidate()
+    if lost.is_set() and not stop.is_set():
+        raise OSError("the LISTEN connection was closed")
+
+
+async def _poll(
+    engine: AsyncEngine, wake: Callable[[], None], stop: asyncio.Event, poll: float
+) -> None:
+    """Look at the outbox every ``poll`` seconds; wake when there is more queued mail."""
+    query = select(func.count(), func.max(Outbox.id)).where(Outbox.status == "queued")
+    last: tuple[int, int] | None = None
+    while not stop.is_set():
+        async with engine.connect() as conn:
+            count, top = (await conn.execute(query)).one()
+        seen = (int(count or 0), int(top or 0))
+        if last is not None and (seen[0] > last[0] or seen[1] > last[1]):
+            wake()
+        last = seen
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError):
+        return str(exc.orig)
+    return str(exc) or type(exc).__name__
