@@ -121,9 +121,6 @@ def test_localised_attribution(header: str) -> None:
         "Van: Bob <b@x.org>\nVerzonden: maandag\nAan: Alice\nOnderwerp: x\n\nold",
         "Från: Bob <b@x.org>\nSkickat: måndag\nTill: Alice\nÄmne: x\n\nold",
         "发件人: Bob <b@x.org>\n发送时间: 2025年3月3日\n收件人: Alice\n主题: x\n\nold",
-        "-------- Forwarded Message --------\nSubject: x\nDate: Mon\nFrom: Bob\n\nold",
-        "---------- Forwarded message ---------\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
-        "Begin forwarded message:\n\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
         f"{QUOTE_MARKER}\nold",
     ],
 )
@@ -131,6 +128,23 @@ def test_unquoted_history_blocks(block: str) -> None:
     parts = split_reply(f"New text here.\n\n{block}\n")
     assert parts.new_text == "New text here."
     assert "old" in parts.quoted
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "-------- Forwarded Message --------\nSubject: x\nDate: Mon\nFrom: Bob\n\nold",
+        "---------- Forwarded message ---------\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
+        "Begin forwarded message:\n\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
+        f"{QUOTE_MARKER}\n---------- Forwarded message ---------\nFrom: Bob <b@x.org>\n\nold",
+    ],
+)
+def test_forwarded_mail_is_part_of_the_new_text(block: str) -> None:
+    # Issue 13: for a helpdesk the forwarded mail is usually the request itself.
+    parts = split_reply(f"New text here.\n\n{block}\n")
+    assert parts.new_text.startswith("New text here.")
+    assert parts.new_text.endswith("old")
+    assert QUOTE_MARKER not in parts.new_text
 
 
 def test_forward_without_comment_keeps_everything() -> None:
@@ -327,8 +341,8 @@ CORPUS_EXPECTATIONS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "mail-parser-reply/begins_with_signature.txt",
-        ["I have sent an invite for 10:30am Monday PDT (today).", "Christopher Edwards"],
-        ["10.30 AM pacific is good for me", "Cody Hart"],
+        ["I have sent an invite for 10:30am Monday PDT (today)."],
+        ["10.30 AM pacific is good for me", "Cody Hart", "Christopher Edwards"],
     ),
     ("mail-parser-reply/caution.txt", ["Below THIS and THAT file", "job at our end."], []),
     ("mail-parser-reply/caution2.txt", ["I am trying to place an order"], []),
@@ -391,8 +405,8 @@ CORPUS_EXPECTATIONS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "mail-parser-reply/email_swedish_2.txt",
-        ["Hello Anna,", "/John"],
-        ["I hope you are well", "skrev"],
+        ["Hello Anna,"],
+        ["I hope you are well", "skrev", "/John"],
     ),
     (
         "mail-parser-reply/email_zh_1.txt",
@@ -464,6 +478,15 @@ def test_corpus_signatures() -> None:
     assert outlook.signature.startswith("Get Outlook for iOS")
     sent_from_desk = split_reply(_body("email-reply-parser/email_sent_from_my_not_signature.txt"))
     assert sent_from_desk.signature == ""
+
+
+def test_corpus_sign_offs_are_signatures() -> None:
+    # Issue 13: a closing with the name under it, or "/Name", is the signature;
+    # it is still stored (the signature part), only not in the new text.
+    assert split_reply(_body("mail-parser-reply/begins_with_signature.txt")).signature == (
+        "Regards,\n\nChristopher Edwards"
+    )
+    assert split_reply(_body("mail-parser-reply/email_swedish_2.txt")).signature == "/John"
 
 
 def test_corpus_ml_footer_is_quoted() -> None:
