@@ -153,12 +153,18 @@ _STRICT_ATTRIBUTIONS: tuple[re.Pattern[str], ...] = tuple(
         r"^.*\bezt írta\s*\(időpont:[^()]*\)\s*[:：]$",
         rf"^\d{{4}}\s*年.*{_ADDR}\s*[:：]$",
         r"^\d.*(?:写道|寫道)\s*[:：]$",
-        # A date and a time, then the sender's address: "26.06.2014, 14:41,
-        # "Alexander" <a@example.org>:", "Thu, 26 Jun 2014 14:00:51 +0400 от
-        # Alexander <a@example.org>:", "2014-10-17 11:28 GMT+03:00 X <a@b>:".
-        rf"^(?=.*\d).*\d{{1,2}}:\d{{2}}.*{_ADDR}\s*[:：]$",
     )
 )
+# One regex for all of them: one call per candidate instead of one per pattern.
+_STRICT_ATTRIBUTION_RE = re.compile(
+    "|".join(f"(?:{p.pattern})" for p in _STRICT_ATTRIBUTIONS), re.IGNORECASE
+)
+# A date and a time, then the sender's address: "26.06.2014, 14:41,
+# "Alexander" <a@example.org>:", "Thu, 26 Jun 2014 14:00:51 +0400 от Alexander
+# <a@example.org>:", "2014-10-17 11:28 GMT+03:00 X <a@b>:". Checked in two
+# steps (address at the end, then a time before it) to stay linear.
+_ADDR_END_RE = re.compile(rf"{_ADDR}\s*[:：]$")
+_CLOCK_RE = re.compile(r"\d{1,2}:\d{2}")
 # Attribution lines known only by their end: the shortest match wins.
 _LOOSE_ATTRIBUTIONS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p, re.IGNORECASE)
@@ -168,6 +174,24 @@ _LOOSE_ATTRIBUTIONS: tuple[re.Pattern[str], ...] = tuple(
         r"^.*(?:写道|寫道)\s*[:：]$",
     )
 )
+_LOOSE_ATTRIBUTION_RE = re.compile(
+    "|".join(f"(?:{p.pattern})" for p in _LOOSE_ATTRIBUTIONS), re.IGNORECASE
+)
+
+
+def _dated_address(text: str) -> bool:
+    m = _ADDR_END_RE.search(text)
+    return m is not None and _CLOCK_RE.search(text, 0, m.start()) is not None
+
+
+# The last line of an attribution holds its verb (or ends with the address).
+_ATTRIBUTION_VERB_RE = re.compile(
+    r"wrote|sent\s*[:：]|schrieb|écrit|escribió|escreveu|scritto|schreef|geschreven|skrev|"
+    r"napisał|napsal|viết|írta|написал|kirjoitti|yazdı|写道|寫道",
+    re.IGNORECASE,
+)
+
+
 # Only right above a quote: a date and an address with no colon at all
 # ("2011/4/7 Nathan <support@example.com>").
 _WEAK_ATTRIBUTION_RE = re.compile(rf"^\d{{1,4}}[./-]\d{{1,2}}[./-]\d{{1,4}}\b.*{_ADDR}$")
@@ -260,13 +284,18 @@ def _is_quoted(line: str) -> bool:
     return line.lstrip(" \ufeff\u200b").startswith(">")
 
 
+_DIGIT_OR_AT_RE = re.compile(r"[\d@]")
+
+
 def _has_digit_or_at(text: str) -> bool:
-    return "@" in text or any(ch.isdigit() for ch in text)
+    return _DIGIT_OR_AT_RE.search(text) is not None
 
 
 def _header_key(line: str) -> tuple[str, str] | None:
     """(key, value) if ``line`` opens with a header name such as "From:", else None."""
-    if len(line) > _MAX_HEADER_LEN or ":" not in line and "：" not in line:
+    # Header names are short: the colon comes early.
+    head = line[:40]
+    if len(line) > _MAX_HEADER_LEN or (":" not in head and "：" not in head):
         return None
     for name, pattern in _HEADER_KEY_RES:
         m = pattern.match(line)
@@ -320,7 +349,7 @@ class _Body:
             ):
                 self.quoted[i] = False
         self.keys = [
-            _header_key(line) if not self.blank[i] else None for i, line in enumerate(self.lines)
+            _header_key(line) if self.plain(i) else None for i, line in enumerate(self.lines)
         ]
         self._blocks = self._header_blocks()
 
@@ -365,6 +394,11 @@ class _Body:
             if weak and last.endswith(">") and _WEAK_ATTRIBUTION_RE.match(last.strip()):
                 return end
             return None
+        tail = last
+        if end > floor and self.lines[end - 1].endswith("="):
+            tail = self.lines[end - 1][-40:-1] + last  # "w=" / "rote:"
+        if not (tail.endswith((">:", ">：", "):", ")：")) or _ATTRIBUTION_VERB_RE.search(tail)):
+            return None  # every attribution ends in its verb or the sender's address
         candidates: list[tuple[int, str]] = []
         parts: list[str] = []
         used = 0
@@ -394,10 +428,12 @@ class _Body:
                 break
             start -= 1
         for start, joined in candidates:  # shortest first
-            if _has_digit_or_at(joined) and any(p.match(joined) for p in _STRICT_ATTRIBUTIONS):
+            if _has_digit_or_at(joined) and (
+                _STRICT_ATTRIBUTION_RE.match(joined) or _dated_address(joined)
+            ):
                 return start
         for start, joined in candidates:
-            if "@" in joined and any(p.match(joined) for p in _LOOSE_ATTRIBUTIONS):
+            if "@" in joined and _LOOSE_ATTRIBUTION_RE.match(joined):
                 return start
         return None
 
@@ -631,10 +667,8 @@ def _looks_like_name_line(line: str) -> bool:
 
 
 def _join(body: _Body, indices: list[int]) -> str:
-    lines = [body.lines[i] for i in indices]
-    while lines and _is_blank(lines[0]):
-        lines.pop(0)
-    return "\n".join(lines).rstrip()
+    first = next((pos for pos, i in enumerate(indices) if not body.blank[i]), len(indices))
+    return "\n".join(body.lines[i] for i in indices[first:]).rstrip()
 
 
 def _quoted_block_start(body: _Body, e: int, floor: int) -> int:
@@ -788,7 +822,8 @@ def unflow(text: str, delsp: bool = False) -> str:
         content = line[d:]
         if content.startswith(" "):
             content = content[1:]
-        if parts and d != depth:
+        if parts and (d != depth or content == "-- "):
+            # A new quote depth, or the signature separator: a hard break.
             out.append(prefix + "".join(parts).rstrip(" "))
             parts = []
         if not parts:
