@@ -628,40 +628,47 @@ def _signature_start(body: _Body, indices: list[int]) -> int | None:
         mobile -= 1
     pos = mobile
     # "-Name" / "/Name" as the last line of the text.
-    if pos > 1:
-        line = body.lines[nonblank[pos - 1]]
-        above = body.lines[nonblank[pos - 2]]
-        if (
-            len(line) <= 42
-            and not line.startswith((" ", "\t"))
-            and _DASH_NAME_RE.match(line.strip())
-            and len(line.split()) <= 4
-            and not _BULLET_RE.match(above)
-        ):
-            pos -= 1
-    # A closing and the sender's name under it.
-    if pos == len(nonblank) or pos > 1:
-        for back in range(1, _MAX_NAME_LINES + 1):
-            c = pos - back - 1
-            if c < 1:
-                break
-            closing = body.lines[nonblank[c]].strip()
-            names = [body.lines[j].strip() for j in nonblank[c + 1 : pos]]
-            if not all(_looks_like_name_line(name) for name in names):
-                break
-            if len(closing) <= 40 and _CLOSING_RE.match(closing):
-                pos = c
-                break
-    if pos < len(nonblank) and pos >= 1:
+    if pos > 1 and _is_dash_name(body.lines[nonblank[pos - 1]], body.lines[nonblank[pos - 2]]):
+        pos -= 1
+    # A closing and the sender's name (title, phone) under it.
+    for back in range(1, _MAX_NAME_LINES + 1):
+        c = pos - back - 1
+        if c < 1:
+            break
+        if not _looks_like_name_line(body.lines[nonblank[c + 1]].strip()):
+            break
+        closing = body.lines[nonblank[c]].strip()
+        if len(closing) <= 40 and _CLOSING_RE.match(closing):
+            pos = c
+            break
+    if 1 <= pos < len(nonblank):
         return nonblank[pos]
     return None
 
 
+def _is_dash_name(line: str, above: str) -> bool:
+    """ "-Abhishek Kona", "- roman", "/John" under a sentence: a name, not a list item or a flag."""
+    if len(line) > 42 or line.startswith((" ", "\t")) or len(line.split()) > 4:
+        return False
+    stripped = line.strip()
+    if not _DASH_NAME_RE.match(stripped):
+        return False
+    above = above.rstrip()
+    if _BULLET_RE.match(above) or above.endswith((":", "：")):
+        return False  # the last item of a list
+    # A lower-case word after a dash is a command-line flag ("-verbose")
+    # unless the line above ends a sentence ("Hey!" / "-roman").
+    name = stripped.lstrip("-–—/ ")
+    return name[:1].isupper() or above.endswith((".", "!", "?"))
+
+
 def _looks_like_name_line(line: str) -> bool:
+    words = line.split()
     return (
         0 < len(line) <= 50
-        and len(line.split()) <= 6
-        and not line.endswith(("?", ":", ","))
+        and len(words) <= 6
+        and not line.endswith(("?", ":", ",", "!"))
+        and not (line.endswith(".") and len(words) >= 3)  # a sentence, not a name
         and not _CLOSING_RE.match(line)
     )
 

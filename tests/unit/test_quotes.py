@@ -563,6 +563,17 @@ _LINES = st.sampled_from(
         "Sent from my iPhone",
         "On Mon, 3 Mar 2025 at 10:12, Bob <b@x.org> wrote:",
         "On Mon, 3 Mar 2025 at 10:12, Bob",
+        "ok On Mon, 3 Mar 2025 at 10:12, Bob <b@x.org> wrote:",
+        "[EXTERNAL]",
+        "CAUTION: This email originated from outside of the organization.",
+        "---------- Forwarded message ---------",
+        "Best regards,",
+        "-Bob",
+        "/Bob",
+        "Sent from my iPhone!",
+        "Date: Mon, 3 Mar 2025 10:12:00 +0100",
+        "To: alice@example.org",
+        "---- Bob wrote ----",
         "<b@x.org> wrote:",
         "Am 03.03.2025 um 10:32 schrieb Alice:",
         "-----Original Message-----",
@@ -592,13 +603,19 @@ def _nonblank_lines(text: str) -> list[str]:
     return sorted(line.rstrip() for line in lines if _visible(line))
 
 
+def _visible_chars(text: str) -> list[str]:
+    # split_reply may cut a line in two ("reply On … wrote:"), so the
+    # property compares the characters that are not white space.
+    return sorted(c for c in text if not c.isspace() and c not in "\ufeff\u200b\u200e\u200f")
+
+
 @settings(max_examples=200, deadline=None)
 @given(_TEXTS)
 def test_split_reply_loses_nothing(text: str) -> None:
     parts = split_reply(text)
     assert isinstance(parts, ReplyParts)
     together = "\n".join(p for p in (parts.new_text, parts.quoted, parts.signature) if p)
-    assert _nonblank_lines(together) == _nonblank_lines(text)
+    assert _visible_chars(together) == _visible_chars(text)
     if _visible(text):
         assert _visible(parts.new_text)
 
@@ -817,3 +834,49 @@ def test_work_grows_linearly_with_the_body(make: Callable[[int], str]) -> None:
     small = _seconds(make(2_000))
     large = _seconds(make(16_000))
     assert large < 24 * small + 0.05, (small, large)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Status:\n- done",
+        "Todo for tomorrow:\n\n- Restart",
+        "The command is\n-v",
+        "Use the flag\n\n-verbose",
+        "Hello\n\nRegards\nI will call you tomorrow.",
+        "It works now, thanks!\nRosa",
+        "Date: Monday\nTo: everyone\nSubject: the party",
+    ],
+)
+def test_text_that_only_looks_like_a_signature_or_header_stays(text: str) -> None:
+    assert split_reply(text) == ReplyParts(new_text=text, quoted="", signature="")
+
+
+@pytest.mark.parametrize(
+    ("text", "new", "signature"),
+    [
+        (
+            "Fixed.\n\nBest regards,\nRosa Rep\nPangeo\n",
+            "Fixed.",
+            "Best regards,\nRosa Rep\nPangeo",
+        ),
+        (
+            "Hej,\n\nDet virker.\n\nMed venlig hilsen\nRosa\n",
+            "Hej,\n\nDet virker.",
+            "Med venlig hilsen\nRosa",
+        ),
+        ("Fixed, thanks!\n\n-Rosa\n", "Fixed, thanks!", "-Rosa"),
+        ("Fixed.\n/Rosa\n", "Fixed.", "/Rosa"),
+        ("Fixed.\n\nSent from Mailbox for iPhone\n", "Fixed.", "Sent from Mailbox for iPhone"),
+        (
+            "Fixed.\n\n-Rosa\n\n___________________\nhub-users mailing list\n"
+            "https://lists.example.org/mailman/listinfo/hub-users\n",
+            "Fixed.",
+            "-Rosa\n\n___________________\nhub-users mailing list\n"
+            "https://lists.example.org/mailman/listinfo/hub-users",
+        ),
+    ],
+)
+def test_sign_offs_are_the_signature(text: str, new: str, signature: str) -> None:
+    parts = split_reply(text)
+    assert (parts.new_text, parts.signature) == (new, signature)
