@@ -437,13 +437,6 @@ class _Body:
                 return start
         return None
 
-    def attribution_starting_at(self, start: int) -> int | None:
-        """End index of an attribution that starts at ``start``, or None."""
-        for end in range(start, min(start + _MAX_ATTRIBUTION_LINES, self.n)):
-            if self.attribution_ending_at(end, start) == start:
-                return end
-        return None
-
     def attribution_above(self, k: int, floor: int) -> int | None:
         """Start of the attribution (or separator) just above line ``k``, blank lines between."""
         j = k - 1

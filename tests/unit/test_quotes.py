@@ -799,6 +799,7 @@ def test_html_only_gmail_forward_keeps_the_forward_without_the_marker() -> None:
         "Subject: Fwd: Hub\r\nMessage-ID: <fwd-1@pangeo.example>\r\nMIME-Version: 1.0\r\n"
         'Content-Type: text/html; charset="utf-8"\r\n\r\n' + html
     ).encode()
+    assert QUOTE_MARKER not in html_to_text(html)
     mail = parse_mail(raw)
     assert mail.new_text.startswith("Can you help with this one?")
     assert QUOTE_MARKER not in mail.new_text
