@@ -70,6 +70,11 @@ _QUOTE_CLASSES = frozenset({"gmail_quote", "yahoo_quoted", "zmail_extra"})
 _WS_RE = re.compile(r"\s+")
 _TAG_RE = re.compile(r"<[^>]*>")
 _SKIP_BLOCK_RE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+# Gmail wraps a forwarded mail in the same container as quoted history; the
+# forward is content, so no marker goes in front of its banner.
+_FORWARD_BANNER_RE = re.compile(
+    r"^\s*(?:-{2,}\s*[^-]{0,60}\s*-{2,}|begin forwarded message\s*:)\s*$", re.IGNORECASE
+)
 
 
 class _TextParser(HTMLParser):
@@ -243,6 +248,11 @@ class _TextParser(HTMLParser):
         for line in self.lines:
             if not line.strip(" >") and out and not out[-1].strip(" >"):
                 continue
+            if out and out[-1] == QUOTE_MARKER and _FORWARD_BANNER_RE.match(line):
+                out.pop()
+            elif len(out) > 1 and out[-2] == QUOTE_MARKER and not out[-1].strip(" >"):
+                if _FORWARD_BANNER_RE.match(line):
+                    del out[-2:]
             out.append(line)
         while out and not out[0].strip():
             out.pop(0)

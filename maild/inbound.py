@@ -40,7 +40,7 @@ from typing import TypeVar
 
 from maild import mailpolicy
 from maild.htmltext import html_to_text
-from maild.quotes import split_reply
+from maild.quotes import split_reply, unflow
 from maild.subjects import strip_header_unsafe
 
 __all__ = [
@@ -528,6 +528,15 @@ def _check_is_mail(data: bytes) -> None:
         raise ParseError("no From, Message-ID, Subject or Date header")
 
 
+def _unflowed(part: Message, text: str) -> str:
+    """``text`` with RFC 3676 soft line breaks undone if the part is ``format=flowed``."""
+    fmt = part.get_param("format")
+    if not (isinstance(fmt, str) and fmt.strip().lower() == "flowed"):
+        return text
+    delsp = part.get_param("delsp")
+    return unflow(text, delsp=isinstance(delsp, str) and delsp.strip().lower() == "yes")
+
+
 class _Walker:
     """Collects body text and attachments from a parsed message tree."""
 
@@ -581,6 +590,8 @@ class _Walker:
             charset = self.defects.guard("charset", lambda: part.get_content_charset(), None)
             text = _decode_bytes(data, charset, ctype, self.defects)
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if ctype == "text/plain":
+                text = self.defects.guard("format=flowed", lambda: _unflowed(part, text), text)
             (self.plain if ctype == "text/plain" else self.html).append(text)
             return
         if maintype == "multipart":

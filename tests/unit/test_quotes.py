@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from maild.htmltext import QUOTE_MARKER, html_to_text
 from maild.inbound import parse_mail
-from maild.quotes import ReplyParts, split_reply
+from maild.quotes import ReplyParts, split_reply, unflow
 from tests.conftest import require_corpus
 
 
@@ -121,9 +122,6 @@ def test_localised_attribution(header: str) -> None:
         "Van: Bob <b@x.org>\nVerzonden: maandag\nAan: Alice\nOnderwerp: x\n\nold",
         "Från: Bob <b@x.org>\nSkickat: måndag\nTill: Alice\nÄmne: x\n\nold",
         "发件人: Bob <b@x.org>\n发送时间: 2025年3月3日\n收件人: Alice\n主题: x\n\nold",
-        "-------- Forwarded Message --------\nSubject: x\nDate: Mon\nFrom: Bob\n\nold",
-        "---------- Forwarded message ---------\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
-        "Begin forwarded message:\n\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
         f"{QUOTE_MARKER}\nold",
     ],
 )
@@ -131,6 +129,23 @@ def test_unquoted_history_blocks(block: str) -> None:
     parts = split_reply(f"New text here.\n\n{block}\n")
     assert parts.new_text == "New text here."
     assert "old" in parts.quoted
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "-------- Forwarded Message --------\nSubject: x\nDate: Mon\nFrom: Bob\n\nold",
+        "---------- Forwarded message ---------\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
+        "Begin forwarded message:\n\nFrom: Bob <b@x.org>\nDate: Mon\n\nold",
+        f"{QUOTE_MARKER}\n---------- Forwarded message ---------\nFrom: Bob <b@x.org>\n\nold",
+    ],
+)
+def test_forwarded_mail_is_part_of_the_new_text(block: str) -> None:
+    # Issue 13: for a helpdesk the forwarded mail is usually the request itself.
+    parts = split_reply(f"New text here.\n\n{block}\n")
+    assert parts.new_text.startswith("New text here.")
+    assert parts.new_text.endswith("old")
+    assert QUOTE_MARKER not in parts.new_text
 
 
 def test_forward_without_comment_keeps_everything() -> None:
@@ -327,8 +342,8 @@ CORPUS_EXPECTATIONS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "mail-parser-reply/begins_with_signature.txt",
-        ["I have sent an invite for 10:30am Monday PDT (today).", "Christopher Edwards"],
-        ["10.30 AM pacific is good for me", "Cody Hart"],
+        ["I have sent an invite for 10:30am Monday PDT (today)."],
+        ["10.30 AM pacific is good for me", "Cody Hart", "Christopher Edwards"],
     ),
     ("mail-parser-reply/caution.txt", ["Below THIS and THAT file", "job at our end."], []),
     ("mail-parser-reply/caution2.txt", ["I am trying to place an order"], []),
@@ -391,8 +406,8 @@ CORPUS_EXPECTATIONS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "mail-parser-reply/email_swedish_2.txt",
-        ["Hello Anna,", "/John"],
-        ["I hope you are well", "skrev"],
+        ["Hello Anna,"],
+        ["I hope you are well", "skrev", "/John"],
     ),
     (
         "mail-parser-reply/email_zh_1.txt",
@@ -464,6 +479,15 @@ def test_corpus_signatures() -> None:
     assert outlook.signature.startswith("Get Outlook for iOS")
     sent_from_desk = split_reply(_body("email-reply-parser/email_sent_from_my_not_signature.txt"))
     assert sent_from_desk.signature == ""
+
+
+def test_corpus_sign_offs_are_signatures() -> None:
+    # Issue 13: a closing with the name under it, or "/Name", is the signature;
+    # it is still stored (the signature part), only not in the new text.
+    assert split_reply(_body("mail-parser-reply/begins_with_signature.txt")).signature == (
+        "Regards,\n\nChristopher Edwards"
+    )
+    assert split_reply(_body("mail-parser-reply/email_swedish_2.txt")).signature == "/John"
 
 
 def test_corpus_ml_footer_is_quoted() -> None:
@@ -539,6 +563,17 @@ _LINES = st.sampled_from(
         "Sent from my iPhone",
         "On Mon, 3 Mar 2025 at 10:12, Bob <b@x.org> wrote:",
         "On Mon, 3 Mar 2025 at 10:12, Bob",
+        "ok On Mon, 3 Mar 2025 at 10:12, Bob <b@x.org> wrote:",
+        "[EXTERNAL]",
+        "CAUTION: This email originated from outside of the organization.",
+        "---------- Forwarded message ---------",
+        "Best regards,",
+        "-Bob",
+        "/Bob",
+        "Sent from my iPhone!",
+        "Date: Mon, 3 Mar 2025 10:12:00 +0100",
+        "To: alice@example.org",
+        "---- Bob wrote ----",
         "<b@x.org> wrote:",
         "Am 03.03.2025 um 10:32 schrieb Alice:",
         "-----Original Message-----",
@@ -568,13 +603,19 @@ def _nonblank_lines(text: str) -> list[str]:
     return sorted(line.rstrip() for line in lines if _visible(line))
 
 
+def _visible_chars(text: str) -> list[str]:
+    # split_reply may cut a line in two ("reply On … wrote:"), so the
+    # property compares the characters that are not white space.
+    return sorted(c for c in text if not c.isspace() and c not in "\ufeff\u200b\u200e\u200f")
+
+
 @settings(max_examples=200, deadline=None)
 @given(_TEXTS)
 def test_split_reply_loses_nothing(text: str) -> None:
     parts = split_reply(text)
     assert isinstance(parts, ReplyParts)
     together = "\n".join(p for p in (parts.new_text, parts.quoted, parts.signature) if p)
-    assert _nonblank_lines(together) == _nonblank_lines(text)
+    assert _visible_chars(together) == _visible_chars(text)
     if _visible(text):
         assert _visible(parts.new_text)
 
@@ -652,3 +693,191 @@ def test_html_to_text_basics() -> None:
 def test_html_to_text_unclosed_head_and_pre() -> None:
     assert html_to_text("<head><title>x</title><body>Body text") == "Body text"
     assert html_to_text("<pre>a  b\n  c</pre>") == "a  b\n  c"
+
+
+# -- issue 13: banners, format=flowed, forwards, hostile input -------------------
+
+
+@pytest.mark.parametrize(
+    "banner",
+    [
+        "[EXTERNAL]",
+        "CAUTION: This email originated from outside of the organization. Do not click links"
+        " or open attachments unless you recognize the sender and know the content is safe.",
+        "[EXTERNAL]\n\nCAUTION: This email originated from outside your organisation.\n"
+        "Exercise caution when opening attachments or clicking links.",
+        "EXTERNAL EMAIL: Do not click links or open attachments unless you know the sender.",
+        "You don't often get email from rosa@pangeo.example. Learn why this is important",
+    ],
+)
+def test_gateway_banner_on_top_is_left_out(banner: str) -> None:
+    text = f"{banner}\n\nHello,\n\nthe hub is down.\n\nOn 3/3/25, Bob wrote:\n> broken?\n"
+    parts = split_reply(text)
+    assert parts.new_text == "Hello,\n\nthe hub is down."
+    assert banner.splitlines()[0] in parts.quoted  # still there, just not in the new text
+
+
+def test_text_that_mentions_caution_is_not_a_banner() -> None:
+    text = "Caution: the disk is almost full, please look.\n\nRosa\n"
+    assert split_reply(text).new_text == text.rstrip()
+    one_paragraph = (
+        "CAUTION: this email originated from outside of the organization, so I cannot\n"
+        "open the link you sent. Could you paste the text instead? The hub is down\n"
+        "for all of us and we need the steps. It worked yesterday and now it does not.\n"
+        "We tried restarting it twice, cleared the cache, and logged in again.\n"
+        "Nothing helped so far, and the deadline is tomorrow morning.\n"
+        "Please help!\n"
+        "Rosa"
+    )
+    assert split_reply(one_paragraph).new_text == one_paragraph
+
+
+def test_banner_alone_is_kept() -> None:
+    assert split_reply("[EXTERNAL]\n").new_text == "[EXTERNAL]"
+
+
+@pytest.mark.parametrize(
+    ("flowed", "delsp", "plain"),
+    [
+        ("The hub is \ndown since \nnoon.\n", False, "The hub is down since noon.\n"),
+        ("The hub is\x20\ndown.\n", True, "The hub isdown.\n"),
+        ("> It is \n> down.\nOk \nthen.\n", False, "> It is down.\nOk then.\n"),
+        (">> deep \n> shallow\n", False, ">> deep\n> shallow\n"),
+        ("Hello \n-- \nRosa\n", False, "Hello\n-- \nRosa\n"),
+        (" From here\n", False, "From here\n"),
+        ("No soft breaks.\r\nAt all.", False, "No soft breaks.\nAt all."),
+    ],
+)
+def test_unflow(flowed: str, delsp: bool, plain: str) -> None:
+    assert unflow(flowed, delsp=delsp) == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab >\n\r-")), max_size=200), st.booleans())
+def test_unflow_keeps_every_visible_character(text: str, delsp: bool) -> None:
+    assert "".join(unflow(text, delsp).split()) == "".join(text.split())
+
+
+def _flowed_mail(body: str) -> bytes:
+    return (
+        "From: Rosa <rosa@pangeo.example>\r\nTo: support@example.org\r\n"
+        "Subject: Re: hub\r\nMessage-ID: <flowed-1@pangeo.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="utf-8"; format=flowed; delsp=no\r\n'
+        "Content-Transfer-Encoding: 8bit\r\n\r\n" + body.replace("\n", "\r\n")
+    ).encode()
+
+
+def test_format_flowed_body_is_unwrapped_before_splitting() -> None:
+    mail = parse_mail(
+        _flowed_mail(
+            "It is still down for the whole team, and the login page \n"
+            "times out as well.\n\n"
+            "On Mon, 3 Mar 2025 at 10:12, Pangeo Support \n"
+            "<support@example.org> wrote:\n"
+            "> Hello Rosa, we restarted the hub; does it work \n"
+            "> now?\n"
+        )
+    )
+    assert mail.new_text == (
+        "It is still down for the whole team, and the login page times out as well."
+    )
+    assert "> Hello Rosa, we restarted the hub; does it work now?" in mail.quoted_text
+
+
+def test_html_only_gmail_forward_keeps_the_forward_without_the_marker() -> None:
+    html = (
+        '<div dir="ltr">Can you help with this one?<br><br>'
+        '<div class="gmail_quote"><div dir="ltr" class="gmail_attr">'
+        "---------- Forwarded message ---------<br>From: <b>Pat</b> "
+        "&lt;pat@example.net&gt;<br>Date: Mon, 3 Mar 2025 at 09:00<br>"
+        "Subject: Hub<br>To: Rosa &lt;rosa@pangeo.example&gt;<br></div><br><br>"
+        '<div dir="ltr">The hub is down for me.</div></div></div>'
+    )
+    raw = (
+        "From: Rosa <rosa@pangeo.example>\r\nTo: support@example.org\r\n"
+        "Subject: Fwd: Hub\r\nMessage-ID: <fwd-1@pangeo.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: text/html; charset="utf-8"\r\n\r\n' + html
+    ).encode()
+    assert QUOTE_MARKER not in html_to_text(html)
+    mail = parse_mail(raw)
+    assert mail.new_text.startswith("Can you help with this one?")
+    assert QUOTE_MARKER not in mail.new_text
+    assert "The hub is down for me." in mail.new_text
+    alone = split_reply(html_to_text(html.replace("Can you help with this one?<br><br>", "")))
+    assert alone.new_text.startswith("---------- Forwarded message")
+
+
+def _seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        split_reply(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: "\n".join(">" + "a" * 49 for _ in range(n)),
+        lambda n: "x" * (50 * n),
+        lambda n: "\n".join("On Mon, 3 Mar 2025 at 10:12, Bob <b@x.org> wrote:" for _ in range(n)),
+        lambda n: "\n".join(("> q" if i % 2 else "From: a@b.c") for i in range(n)),
+        lambda n: "\n".join(("Regards," if i % 2 else "-Bob") for i in range(n)),
+    ],
+    ids=["quote lines", "one long line", "attributions", "headers and quotes", "sign-offs"],
+)
+def test_work_grows_linearly_with_the_body(make: Callable[[int], str]) -> None:
+    # 8x the lines must not take anywhere near 64x the time (quadratic); the
+    # bound is loose so a busy machine does not fail it. Absolute figures are
+    # in bench/quotes.py and bench/README.md.
+    small = _seconds(make(2_000))
+    large = _seconds(make(16_000))
+    assert large < 24 * small + 0.05, (small, large)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Status:\n- done",
+        "Todo for tomorrow:\n\n- Restart",
+        "The command is\n-v",
+        "Use the flag\n\n-verbose",
+        "Hello\n\nRegards\nI will call you tomorrow.",
+        "It works now, thanks!\nRosa",
+        "Date: Monday\nTo: everyone\nSubject: the party",
+    ],
+)
+def test_text_that_only_looks_like_a_signature_or_header_stays(text: str) -> None:
+    assert split_reply(text) == ReplyParts(new_text=text, quoted="", signature="")
+
+
+@pytest.mark.parametrize(
+    ("text", "new", "signature"),
+    [
+        (
+            "Fixed.\n\nBest regards,\nRosa Rep\nPangeo\n",
+            "Fixed.",
+            "Best regards,\nRosa Rep\nPangeo",
+        ),
+        (
+            "Hej,\n\nDet virker.\n\nMed venlig hilsen\nRosa\n",
+            "Hej,\n\nDet virker.",
+            "Med venlig hilsen\nRosa",
+        ),
+        ("Fixed, thanks!\n\n-Rosa\n", "Fixed, thanks!", "-Rosa"),
+        ("Fixed.\n/Rosa\n", "Fixed.", "/Rosa"),
+        ("Fixed.\n\nSent from Mailbox for iPhone\n", "Fixed.", "Sent from Mailbox for iPhone"),
+        (
+            "Fixed.\n\n-Rosa\n\n___________________\nhub-users mailing list\n"
+            "https://lists.example.org/mailman/listinfo/hub-users\n",
+            "Fixed.",
+            "-Rosa\n\n___________________\nhub-users mailing list\n"
+            "https://lists.example.org/mailman/listinfo/hub-users",
+        ),
+    ],
+)
+def test_sign_offs_are_the_signature(text: str, new: str, signature: str) -> None:
+    parts = split_reply(text)
+    assert (parts.new_text, parts.signature) == (new, signature)
