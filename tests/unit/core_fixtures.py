@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from maild.config import Config, parse_config
 from maild.inbound import InboundMail, parse_mail
+from maild.store.models import Ticket
 
 # Wed 25 Nov 2026, 15:00 UTC (09:00 in Chicago): a working day, mid-morning
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+EARLIER = NOW - timedelta(days=2)
 
 SUPPORT = "support@example.org"
 REQUESTER = "rosa@example.net"
@@ -75,3 +77,31 @@ def make_mail(
         lines.append(f"{name}: {value}")
     lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "", body]
     return parse_mail("\r\n".join(lines).encode("utf-8"))
+
+
+def ticket(**fields: Any) -> Ticket:
+    """A transient (never stored) ticket with the defaults a new ticket gets."""
+    values: dict[str, Any] = {
+        "id": 42,
+        "subject": "Hub is down",
+        "subject_key": "hub is down",
+        "status": "open",
+        "type": None,
+        "priority": "normal",
+        "community": None,
+        "requester": REQUESTER,
+        "cc": [COLLEAGUE],
+        "assignee": None,
+        "incident_commander": None,
+        "links": [],
+        "time_spent_minutes": 0,
+        "created_at": EARLIER,
+        "triaged_at": None,
+        "first_response_at": None,
+        "resolved_at": None,
+        "closed_at": None,
+        "update_every_minutes": None,
+        "last_update_at": None,
+    }
+    values.update(fields)
+    return Ticket(**values)

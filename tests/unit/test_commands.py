@@ -9,7 +9,7 @@ steward would see it in ``maild show`` afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -20,38 +20,10 @@ from maild.commands import Plan, apply, plan
 from maild.config import Config
 from maild.store.models import Ticket
 from maild.tags import ParsedSubject, parse_subject
-from tests.unit.core_fixtures import ALICE, COLLEAGUE, NOW, REQUESTER, make_config
+from tests.unit.core_fixtures import ALICE, COLLEAGUE, EARLIER, NOW, REQUESTER, make_config, ticket
 
 CONFIG = make_config(tickets={"max_cc": 3})
-EARLIER = NOW - timedelta(days=2)
 URL = "https://tracker.example/issues/7"
-
-
-def ticket(**fields: Any) -> Ticket:
-    """A transient (never stored) ticket with the defaults a new ticket gets."""
-    values: dict[str, Any] = {
-        "id": 42,
-        "subject": "Hub is down",
-        "subject_key": "hub is down",
-        "status": "open",
-        "type": None,
-        "priority": "normal",
-        "community": None,
-        "requester": REQUESTER,
-        "cc": [COLLEAGUE],
-        "assignee": None,
-        "incident_commander": None,
-        "links": [],
-        "time_spent_minutes": 0,
-        "created_at": EARLIER,
-        "triaged_at": None,
-        "resolved_at": None,
-        "closed_at": None,
-        "update_every_minutes": None,
-        "last_update_at": None,
-    }
-    values.update(fields)
-    return Ticket(**values)
 
 
 def parse(subject: str, t: Ticket, config: Config = CONFIG) -> ParsedSubject:
