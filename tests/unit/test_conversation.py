@@ -7,6 +7,7 @@ closed #N, or a new ticket (naming a tag a stranger quoted).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -134,6 +135,14 @@ CASES = [
         "Outlook Thread-Index in #7's conversation and the same Thread-Topic -> #7",
         subject="AW: Hub is down",
         headers={"Thread-Index": REPLY_INDEX, "Thread-Topic": "Hub is down"},
+        candidates=Candidates(by_thread_root=OPEN),
+        rule="thread-index",
+        ticket=7,
+    ),
+    Case(
+        "Thread-Index without a Thread-Topic: the subject stands in for the topic -> #7",
+        subject="RE: Hub is down",
+        headers={"Thread-Index": REPLY_INDEX},
         candidates=Candidates(by_thread_root=OPEN),
         rule="thread-index",
         ticket=7,
@@ -410,6 +419,12 @@ def test_a_reply_thread_index_names_its_conversation_root() -> None:
 @pytest.mark.parametrize("value", [None, "", "AQHZ", "not base64 at all!!", "===="])
 def test_an_unusable_thread_index_has_no_root(value: str | None) -> None:
     assert thread_root(value) is None
+
+
+@given(st.text(max_size=80))
+def test_any_thread_index_header_gives_a_root_or_none(value: str) -> None:
+    root = thread_root(value)
+    assert root is None or len(base64.b64decode(root)) == 22
 
 
 def test_referenced_ids_most_specific_first_without_self_or_repeats() -> None:
