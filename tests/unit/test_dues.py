@@ -64,7 +64,7 @@ class Case:
         return self.name
 
 
-NEW = {"status": "new", "created_at": WED_9}
+NEW: dict[str, Any] = {"status": "new", "created_at": WED_9}
 
 CASES = [
     Case("untriaged: triage due 8 working hours later, across the night",
@@ -191,7 +191,12 @@ def test_reminders_owed(
 
 
 def test_an_incident_is_nudged_before_its_update_is_due() -> None:
-    fields = {**NEW, "type": "incident", "triaged_at": WED_9, "first_response_at": WED_9}
+    fields: dict[str, Any] = {
+        **NEW,
+        "type": "incident",
+        "triaged_at": WED_9,
+        "first_response_at": WED_9,
+    }
     dues = dues_of(config(), **fields)
     nudge = [r for r in dues.reminders if r.kind == "nudge"]
     assert [(r.stage, r.at) for r in nudge] == [
@@ -231,7 +236,7 @@ WALL = config(sla={"default": {"clock": "wall"}})
 def test_warned_before_breached_and_working_hours_never_beat_the_wall_clock(
     arrival: datetime, kind: str | None
 ) -> None:
-    fields = {"status": "new", "created_at": arrival, "type": kind}
+    fields: dict[str, Any] = {"status": "new", "created_at": arrival, "type": kind}
     working = dues_of(WORKING, **fields)
     wall = dues_of(WALL, **fields)
 

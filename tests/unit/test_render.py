@@ -272,12 +272,13 @@ INJECTIONS = [
 @pytest.mark.parametrize("where", ["subject", "from_name", "thread_topic", "message_id"])
 def test_cr_lf_in_untrusted_text_cannot_add_a_header(evil: str, where: str) -> None:
     rendered = Rendered(evil, "body\n", None)
-    overrides: dict[str, Any] = {
+    choices: dict[str, dict[str, Any]] = {
         "subject": {"rendered": rendered},
         "from_name": {"from_name": evil},
         "thread_topic": {"thread_topic": evil},
         "message_id": {"message_id": evil.replace(" ", "") + "@example.org"},
-    }[where]
+    }
+    overrides = choices[where]
 
     got = reparse(build(**overrides))
 
@@ -301,11 +302,12 @@ ENCODED_BUG = pytest.mark.xfail(
 @ENCODED_BUG
 @pytest.mark.parametrize("where", ["subject", "from_name", "thread_topic"])
 def test_an_encoded_word_cannot_smuggle_cr_lf_into_a_header(where: str) -> None:
-    overrides: dict[str, Any] = {
+    choices: dict[str, dict[str, Any]] = {
         "subject": {"rendered": Rendered(f"[support #42] {ENCODED}", "body\n", None)},
         "from_name": {"from_name": ENCODED},
         "thread_topic": {"thread_topic": ENCODED},
-    }[where]
+    }
+    overrides = choices[where]
     got = reparse(build(**overrides))
     assert got["Bcc"] is None
 
@@ -342,7 +344,7 @@ def test_any_subject_stays_one_header(subject: str) -> None:
 
 def test_a_non_ascii_address_is_sent_as_smtputf8() -> None:
     msg = build(to=["josé@exämple.net"])
-    assert msg.policy.utf8
+    assert getattr(msg.policy, "utf8", False)
     assert "josé@exämple.net" in msg.as_bytes().decode("utf-8")
 
 
