@@ -161,6 +161,7 @@ def apply(ticket: Ticket, changes: Sequence[Change], now: datetime) -> None:
         if change.field == "status":
             if change.new == "resolved":
                 ticket.resolved_at = now
+                ticket.closed_at = None  # a closed ticket set back to resolved is not closed
             elif change.new == "closed":
                 ticket.closed_at = now
             elif change.old in ("resolved", "closed"):

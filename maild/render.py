@@ -381,6 +381,27 @@ def _addresses(addrs: Iterable[str]) -> list[Address]:
     return out
 
 
+def _header_text(value: str) -> str:
+    """Untrusted text made safe for an unstructured header or a display name.
+
+    The stdlib decodes RFC 2047 encoded words in a value again when the header
+    is set, so CR/LF hidden inside one (even several layers deep) would come
+    back as a header break. Decode the way the header parser does until
+    nothing changes, then replace every control character (SPEC 6).
+    """
+    text = strip_header_unsafe(value)
+    for _ in range(8):
+        if "=?" not in text:
+            break
+        decoded = strip_header_unsafe(str(mailpolicy.SMTP.header_factory("x-maild", text)))
+        if decoded == text:
+            break
+        text = decoded
+    # what is still encoded-word syntax is left undecodable: a word joiner
+    # after "=" keeps the header parser from decoding it once more
+    return text.replace("=?", "=\u2060?").strip()
+
+
 def _msgid(mid: str) -> str:
     return f"<{strip_header_unsafe(mid).strip()}>"
 
@@ -410,7 +431,7 @@ def build_message(
     """
     utf8 = not all(addr.isascii() for addr in (*to, *cc))
     msg = EmailMessage(policy=mailpolicy.SMTPUTF8 if utf8 else mailpolicy.SMTP)
-    display = strip_header_unsafe(from_name or config.support.name).strip()
+    display = _header_text(from_name or config.support.name)
     local, _, domain = config.support.address.partition("@")
     msg["From"] = Address(display_name=display, username=local, domain=domain)
     msg["To"] = _addresses(to)
@@ -418,7 +439,7 @@ def build_message(
         msg["Cc"] = _addresses(cc)
     if reply_to:
         msg["Reply-To"] = _addresses([reply_to])
-    msg["Subject"] = strip_header_unsafe(rendered.subject).strip()
+    msg["Subject"] = _header_text(rendered.subject)
     msg["Date"] = format_datetime(now.astimezone(UTC))
     msg["Message-ID"] = _msgid(message_id)
     if in_reply_to:
@@ -434,7 +455,7 @@ def build_message(
     if thread_index:
         msg["Thread-Index"] = thread_index
     if thread_topic:
-        msg["Thread-Topic"] = strip_header_unsafe(thread_topic).strip()
+        msg["Thread-Topic"] = _header_text(thread_topic)
     if ticket_id is not None:
         msg["X-Maild-Ticket"] = str(ticket_id)
     msg.set_content(rendered.text)

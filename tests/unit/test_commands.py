@@ -265,19 +265,13 @@ def test_status_stamps_follow_the_final_status(tags: list[str], start: str) -> N
     run(" ".join(tags), t)
     if t.status == "resolved":
         assert t.resolved_at is not None
-        if start != "closed":  # closed -> resolved: see the xfail below
-            assert t.closed_at is None
+        assert t.closed_at is None
     elif t.status == "closed":
         assert t.closed_at is not None
     else:
         assert t.resolved_at is None and t.closed_at is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: [resolved] on a closed ticket keeps the old closed_at, so the weekly "
-    "report (store/reports.py, closed_at >= start) counts a resolved ticket as closed",
-)
 def test_resolving_a_closed_ticket_clears_its_closed_stamp() -> None:
     t = ticket(status="closed", resolved_at=EARLIER, closed_at=EARLIER)
     run("[resolved]", t, "alice")
