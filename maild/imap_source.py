@@ -101,15 +101,15 @@ class ImapError(Exception):
     """The IMAP server could not be reached or a command failed; :meth:`ImapSource.run` retries."""
 
 
-class ImapUnreachable(ImapError):
+class ImapUnreachable(ImapError, ConnectionError):
     """Connecting, the greeting or the TLS handshake failed."""
 
 
-class ImapLoginError(ImapError):
+class ImapLoginError(ImapError, PermissionError):
     """The server refused the credentials (the message is the server's text)."""
 
 
-class ImapConnectionLost(ImapError):
+class ImapConnectionLost(ImapError, ConnectionError):
     """The connection dropped or a command timed out mid-session."""
 
 

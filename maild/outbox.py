@@ -49,6 +49,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.durations import format_duration
 from maild.lease import instance_id
 from maild.store.models import Outbox
 
@@ -347,7 +348,8 @@ class OutboxSender:
             return
         if outcome.kind == "retry" and now - row.created_at > self._config.retry_for:
             outcome = _Outcome(
-                "failed", f"gave up after {_span(self._config.retry_for)}: {outcome.detail}"
+                "failed",
+                f"gave up after {format_duration(self._config.retry_for)}: {outcome.detail}",
             )
         row.last_error = outcome.detail
         if outcome.kind == "failed":
@@ -538,14 +540,3 @@ def _message_id(raw: bytes) -> str:
     head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
     found = _MESSAGE_ID.search(head)
     return found.group(1).decode("ascii", "replace") if found else "no Message-ID"
-
-
-def _span(span: timedelta) -> str:
-    """``2d``, ``1h30m``, ``45s``: the config's own duration syntax."""
-    seconds = int(span.total_seconds())
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"
