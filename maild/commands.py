@@ -32,9 +32,6 @@ class Plan:
     changes: tuple[Change, ...]
     note: bool
     silent: bool
-    requester: str | None
-    time_minutes: int
-    links: tuple[str, ...]
     # commands that cannot be carried out on this ticket: "[tag]: why"
     errors: tuple[str, ...] = ()
     # the canned reply ([reply=NAME]) to relay after the steward's own words
@@ -73,7 +70,6 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
     order: list[str] = []
     links: list[str] = []
     minutes = 0
-    requester = None
     errors: list[str] = []
     cc = tuple(ticket.cc)
 
@@ -96,8 +92,6 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
             minutes += cmd.minutes
         elif cmd.key == "update-every" and cmd.minutes:
             setf("update_every", str(cmd.minutes))
-        elif cmd.key == "requester":
-            requester = cmd.value
         elif cmd.key == "cc" and cmd.value:
             cc, why = policy.steward_cc_change(
                 "-" if cmd.value.startswith("-") else "+",
@@ -132,9 +126,6 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
         changes=tuple(changes),
         note=parsed.has("note"),
         silent=parsed.has("silent"),
-        requester=requester,
-        time_minutes=minutes,
-        links=tuple(links),
         errors=tuple(errors),
         canned=reply.value if (reply := parsed.get("reply")) is not None else None,
     )
