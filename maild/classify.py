@@ -14,13 +14,12 @@ from typing import Literal
 
 from maild.config import Community, Config, Steward
 from maild.inbound import InboundMail
+from maild.policy import MACHINE_LOCALPARTS
 
 __all__ = ["Classification", "Kind", "Role", "classify"]
 
 Kind = Literal["normal", "auto_reply", "bounce", "list", "own"]
 Role = Literal["steward", "representative", "requester"]
-
-_BOUNCE_LOCALPARTS = ("mailer-daemon", "postmaster")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +68,9 @@ def _automation(mail: InboundMail, config: Config) -> tuple[Kind, list[str]]:
     ctype = mail.content_type
     if mail.return_path == "":
         reasons.append("null return path (Return-Path: <>)")
-    elif mail.return_path is not None and _localpart(mail.return_path) in _BOUNCE_LOCALPARTS:
+    elif mail.return_path is not None and _localpart(mail.return_path) in MACHINE_LOCALPARTS:
         reasons.append(f"Return-Path: <{mail.return_path}>")
-    if _localpart(mail.from_addr) in _BOUNCE_LOCALPARTS:
+    if _localpart(mail.from_addr) in MACHINE_LOCALPARTS:
         reasons.append(f"sent by {mail.from_addr}")
     if ctype == "multipart/report":
         report = _report_kind(mail)

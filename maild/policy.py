@@ -17,6 +17,7 @@ from typing import Literal
 
 __all__ = [
     "ACK_SUBJECT_MAX",
+    "MACHINE_LOCALPARTS",
     "STEWARD_TEXT_MAX",
     "Allowance",
     "CcDecision",
@@ -41,7 +42,8 @@ STEWARD_TEXT_MAX = 100_000
 Standing = Literal["requester", "cc", "steward", "representative", "stranger"]
 StewardAction = Literal["apply", "hold", "note"]
 
-_MACHINE_LOCALPARTS = frozenset({"mailer-daemon", "postmaster"})
+# mail from or to these local parts is a machine's (RFC 5321 section 4.5.1, bounces)
+MACHINE_LOCALPARTS = frozenset({"mailer-daemon", "postmaster"})
 
 
 def standing(
@@ -68,7 +70,7 @@ def not_a_person(address: str) -> str | None:
     """Why ``address`` must get no automatic mail by its form alone, or None."""
     if not address or "@" not in address:
         return "no usable address"
-    if address.split("@", 1)[0].lower() in _MACHINE_LOCALPARTS:
+    if address.split("@", 1)[0].lower() in MACHINE_LOCALPARTS:
         return f"{address} is not a person"
     return None
 
