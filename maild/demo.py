@@ -65,6 +65,10 @@ url = "sqlite+aiosqlite:///{db}"
 # a demo lab: the demo's steward mail carries no DKIM signature
 require_authenticated = false
 
+[incidents]
+# the scenario shows the outline maild mails the incident commander on resolution
+postmortem_mail = true
+
 [hours]
 timezone = "UTC"
 days = ["mon", "tue", "wed", "thu", "fri"]
@@ -152,6 +156,8 @@ LABELS = {
     "receipt": "a receipt to the steward",
     "command_error": "the list of bad tags to the steward",
     "handoff": "the roster handoff to the stewards",
+    "postmortem": "the post-mortem outline to the incident commander",
+    "confirm_command": "a request to confirm a held mail to the steward",
 }
 
 
@@ -295,6 +301,18 @@ def _sent_line(msg: EmailMessage, template: str | None) -> str:
     return f"  <- maild sent {label}, to {to}: {msg['Subject']}"
 
 
+async def _outline(config: Config, sessions: Any, ticket: int) -> str:
+    """The post-mortem outline of ``ticket``, as ``maild postmortem`` prints it."""
+    from maild.render import Renderer
+    from maild.store.reports import postmortem, postmortem_context
+
+    async with sessions() as session:
+        data = await postmortem(session, config, ticket, datetime.now(UTC))
+    if data is None:
+        return ""
+    return Renderer(config).render("postmortem", postmortem_context(config, data)).text
+
+
 async def _top_ticket(sessions: Any) -> int:
     async with sessions() as session:
         top: int | None = await session.scalar(select(func.max(Ticket.id)))
@@ -358,16 +376,24 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
         steward_copy = (await expect("ack", "steward_new", ticket=None))["steward_new"]
         n = int(str(steward_copy["X-Maild-Ticket"]))
         tag = f"[{config.support.tag} #{n}]"
-        out(f"2. Steward alice replies to ticket #{n} from her mail client: an incident.")
+        out(
+            f"2. Steward alice replies to ticket #{n} from her mail client: an incident, "
+            "with the canned first answer [reply=incident_received] after her own words."
+        )
         await asyncio.to_thread(
             _send,
             config,
             "alice@demo.localhost",
-            f"Re: {tag} Hub is down [incident] [ic=me] [priority=high]",
+            f"Re: {tag} Hub is down [incident] [ic=me] [priority=high] [reply=incident_received]",
             "We are on it: the proxy ran out of memory.",
             In_Reply_To=str(steward_copy["Message-ID"]),
         )
-        await expect("relay", ticket=n)
+        relay = (await expect("relay", ticket=n))["relay"]
+        body = relay.get_body(preferencelist=("plain",))
+        canned = str(body.get_content()) if body is not None else ""
+        out("   The requester reads:")
+        for line in canned.strip().splitlines()[:8]:
+            out(f"   | {line}")
         out("3. Three quiet hours later the scheduler sends an incident update.")
         scheduler = Scheduler(config, daemon.sessions, Pipeline(config, daemon.sessions))
         await scheduler.run_pass(datetime.now(UTC) + timedelta(hours=3, minutes=1))
@@ -389,7 +415,7 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
             f"Re: {tag} Hub is down [resolved] [time=45m]",
             "Fixed: we gave the proxy more memory and restarted it.",
         )
-        await expect("incident_resolved", ticket=n)
+        await expect("incident_resolved", "postmortem", ticket=n)
         out("5. The representative confirms; the ticket closes.")
         await asyncio.to_thread(
             _send,
@@ -400,6 +426,9 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
             In_Reply_To=request,
         )
         await expect("closed", "requester_reply", ticket=n)
+        out(f"6. The post-mortem outline for #{n}, as `maild postmortem {n}` prints it:")
+        for line in (await _outline(config, daemon.sessions, n)).splitlines()[:60]:
+            out(f"   | {line}")
         out(
             f"Done. See it all: {maild_command()} --config {shlex.quote(str(config_path))} show {n}"
         )

@@ -39,6 +39,10 @@ def test_demo_scenario_plays_the_whole_loop_again_and_again(tmp_path: Path) -> N
         assert f"show {run}" in result.stdout.splitlines()[-1]
         assert "acknowledgment to the requester" in result.stdout
         assert "ack or steward" not in result.stdout
+        # a canned reply went out after alice's words, and the post-mortem outline shows
+        assert "treating it as an incident" in result.stdout
+        assert "## Timeline" in result.stdout
+        assert "the post-mortem outline to the incident commander" in result.stdout
     tickets = json.loads(
         _maild("--config", str(root / "maild.toml"), "queue", "--all", "--json").stdout
     )
@@ -51,7 +55,8 @@ def test_demo_scenario_plays_the_whole_loop_again_and_again(tmp_path: Path) -> N
         assert ticket["time_spent_minutes"] == 45
     sent = mailbox.Maildir(str(root / "outgoing"), create=False)
     subjects = sorted(str(m["Subject"]) for m in sent)
-    assert len(subjects) == 14
+    assert len(subjects) == 16  # 8 a run: ack, steward copy, relay, update, resolved,
+    # post-mortem, closing, requester's reply
     assert "[support #1] Update: Hub is down" in subjects
     assert "[support #2] Update: Hub is down" in subjects
 
