@@ -45,6 +45,7 @@ from maild.render import (
     build_message,
     new_message_id,
     new_thread_root,
+    support_context,
     thread_index_for,
 )
 from maild.roster import on_duty
@@ -883,11 +884,7 @@ class Pipeline:
         if already is not None or not to:
             return
         ctx = {
-            "support": {
-                "name": self.config.support.name,
-                "address": self.config.support.address,
-                "tag": self.config.support.tag,
-            },
+            "support": support_context(self.config),
             "why": why,
             "limit": self.config.hygiene.max_automatic_per_hour,
         }
@@ -1764,7 +1761,7 @@ class Pipeline:
         """Template context for mail not caused by an inbound message."""
         support = self.config.support
         ctx: dict[str, Any] = {
-            "support": {"name": support.name, "address": support.address, "tag": support.tag},
+            "support": support_context(self.config),
             "tag": f"[{support.tag} #{ticket.id}]",
             "ticket": {
                 "id": ticket.id,

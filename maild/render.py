@@ -40,6 +40,7 @@ __all__ = [
     "Renderer",
     "TemplateError",
     "sample_context",
+    "support_context",
     "build_message",
     "new_message_id",
     "new_thread_root",
@@ -202,6 +203,12 @@ def _first_line(source: str) -> str:
     return ""
 
 
+def support_context(config: Config) -> dict[str, str]:
+    """What every template knows of the support desk: ``support.name``, ``.address``, ``.tag``."""
+    support = config.support
+    return {"name": support.name, "address": support.address, "tag": support.tag}
+
+
 def sample_context(config: Config) -> dict[str, Any]:
     """Every name the shipped templates may use, with plausible values: for checking
     templates (and overrides) before they are needed."""
@@ -229,7 +236,7 @@ def sample_context(config: Config) -> dict[str, Any]:
         "text_cut": False,
     }
     return {
-        "support": {"name": support.name, "address": support.address, "tag": support.tag},
+        "support": support_context(config),
         "tag": f"[{support.tag} #42]",
         "ticket": ticket,
         "message": message,

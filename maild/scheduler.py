@@ -27,6 +27,7 @@ from maild.commands import Change
 from maild.config import Config
 from maild.dues import refresh_dues
 from maild.pipeline import Outcome, Pipeline
+from maild.render import support_context
 from maild.roster import duty_at
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
@@ -290,11 +291,7 @@ class Scheduler:
             if not to:
                 return
             ctx = {
-                "support": {
-                    "name": self.config.support.name,
-                    "address": self.config.support.address,
-                    "tag": self.config.support.tag,
-                },
+                "support": support_context(self.config),
                 "on_duty": list(duty.on_duty),
                 "incoming": incoming,
                 "outgoing": outgoing,

@@ -16,6 +16,7 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.config import Config
+from maild.render import support_context
 from maild.store.models import Event, Reminder, Ticket
 from maild.store.queries import ACTIVE_STATUSES
 from maild.workhours import Calendar
@@ -288,7 +289,7 @@ def postmortem_context(config: Config, data: dict[str, Any]) -> dict[str, Any]:
     ticket = data["ticket"]
     support = config.support
     return {
-        "support": {"name": support.name, "address": support.address, "tag": support.tag},
+        "support": support_context(config),
         "tag": f"[{support.tag} #{ticket['id']}]",
         "ticket": ticket,
         "pm": {
