@@ -36,6 +36,7 @@ from maild.subjects import strip_header_unsafe
 __all__ = [
     "TEMPLATE_NAMES",
     "CannedReply",
+    "OutAttachment",
     "Rendered",
     "Renderer",
     "TemplateError",
@@ -73,6 +74,16 @@ _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 class TemplateError(RuntimeError):
     """A template is missing or failed to render."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutAttachment:
+    """A file passed on in an outgoing mail: as it came, with its type and charset."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    charset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +229,7 @@ def sample_context(config: Config) -> dict[str, Any]:
         "assignee": "alice",
         "incident_commander": "alice",
         "follow_up_of": None,
+        "requester_name": "Rosa Rep",
     }
     message = {
         "from_addr": "rep@community.example",
@@ -234,6 +246,7 @@ def sample_context(config: Config) -> dict[str, Any]:
         "ticket": ticket,
         "message": message,
         "quoted_tag": None,
+        "status_before": "resolved",
         "subject": f"Re: [{support.tag} #42] Hub is down",
         "body": "We are on it.",
         "resolved": True,
@@ -398,15 +411,19 @@ def build_message(
     auto: Literal["auto-replied", "auto-generated"] | None,
     from_name: str | None = None,
     reply_to: str | None = None,
+    followup_to: str | None = None,
     thread_index: str | None = None,
     thread_topic: str | None = None,
     ticket_id: int | None = None,
-    attachments: Sequence[tuple[str, str, bytes]] = (),
+    attachments: Sequence[OutAttachment] = (),
 ) -> EmailMessage:
     """An outgoing mail from the support address, threaded and loop-safe.
 
-    ``attachments`` are (filename, content type, bytes), the names already
-    sanitized on the way in.
+    ``attachments`` keep their content type and charset (a ``text/x-yaml``
+    file arrives as one), their names already sanitized on the way in.
+    ``references`` longer than 20 ids keep the first (the thread's root) and
+    the last 19, as RFC 5322 section 3.6.4 suggests for trimming.
+    ``followup_to`` sets ``Mail-Followup-To``: where a group reply goes.
     """
     utf8 = not all(addr.isascii() for addr in (*to, *cc))
     msg = EmailMessage(policy=mailpolicy.SMTPUTF8 if utf8 else mailpolicy.SMTP)
@@ -418,12 +435,17 @@ def build_message(
         msg["Cc"] = _addresses(cc)
     if reply_to:
         msg["Reply-To"] = _addresses([reply_to])
+    if followup_to:
+        # not in the stdlib's header registry: an unstructured header with an address
+        msg["Mail-Followup-To"] = ", ".join(str(a) for a in _addresses([followup_to]))
     msg["Subject"] = strip_header_unsafe(rendered.subject).strip()
     msg["Date"] = format_datetime(now.astimezone(UTC))
     msg["Message-ID"] = _msgid(message_id)
     if in_reply_to:
         msg["In-Reply-To"] = _msgid(in_reply_to)
-    refs = [r for r in references if r][-20:]
+    refs = list(dict.fromkeys(r for r in references if r))
+    if len(refs) > 20:
+        refs = [refs[0], *refs[-19:]]
     if refs:
         msg["References"] = " ".join(_msgid(r) for r in refs)
     if auto is not None:
@@ -440,17 +462,24 @@ def build_message(
     msg.set_content(rendered.text)
     if rendered.html:
         msg.add_alternative(rendered.html, subtype="html")
-    for filename, content_type, content in attachments:
-        maintype, _, subtype = content_type.partition("/")
-        if not subtype or maintype == "multipart":
-            maintype, subtype = "application", "octet-stream"
-        if maintype == "text":
-            # keep the bytes as they came: no charset guessing on the way out
+    for att in attachments:
+        maintype, _, subtype = att.content_type.partition("/")
+        maintype, subtype = maintype.strip().lower(), subtype.strip().lower()
+        if not _TOKEN.match(maintype) or not _TOKEN.match(subtype) or maintype == "multipart":
             maintype, subtype = "application", "octet-stream"
         msg.add_attachment(
-            content,
+            att.content,
             maintype=maintype,
             subtype=subtype,
-            filename=strip_header_unsafe(filename) or "attachment",
+            filename=strip_header_unsafe(att.filename) or "attachment",
         )
+        charset = (att.charset or "").strip()
+        if maintype == "text" and _TOKEN.match(charset):
+            # the bytes go as they came (base64); the charset says how to read them
+            part = list(msg.iter_attachments())[-1]
+            part.set_param("charset", charset.lower())
     return msg
+
+
+# an RFC 2045 token, a little stricter: what a type, subtype or charset may be
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&.+^_-]{0,63}$")
