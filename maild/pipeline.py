@@ -1036,7 +1036,7 @@ class Pipeline:
         chain = await self._chain(
             session,
             ticket,
-            [*to, *cc],
+            [*to, *cc, *bcc] if for_stewards else [*to, *cc],
             reply_to_mail.message_id if reply_to_mail is not None else None,
             for_stewards=for_stewards,
         )
@@ -1141,7 +1141,8 @@ class Pipeline:
         for_stewards: bool,
     ) -> Chain:
         """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
-        hold of it (see :mod:`maild.replychain`). ``named``: its To and Cc."""
+        hold of it (see :mod:`maild.replychain`). ``named``: its recipients; for the
+        requester's side, everyone on the ticket's side counts as one reader."""
         rows = (
             await session.execute(
                 select(
@@ -1168,12 +1169,23 @@ class Pipeline:
         ]
         internal = self.config.internal_addresses
         if for_stewards:
-            audience = internal - {self.config.support.address}
+            # every address of each steward it goes to: a steward may write from another
+            audience = frozenset(a for r in named for a in self._all_addresses_of(r)) - {
+                self.config.support.address
+            }
         else:
             people = {ticket.requester, *ticket.cc, *named}
             audience = frozenset(a for a in people if a and a not in internal)
+        opening = await session.scalar(
+            select(Message.message_id)
+            .where(Message.ticket_id == ticket.id)
+            .order_by(Message.id)
+            .limit(1)
+        )
         root = ticket_root(ticket.id, self.config.support.message_id_domain)
-        return reply_chain(mails, audience, trigger, root, prefer_own=not for_stewards)
+        return reply_chain(
+            mails, audience, trigger, root, opening=opening, prefer_own=not for_stewards
+        )
 
     async def queue_standalone(
         self,

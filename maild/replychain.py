@@ -11,9 +11,10 @@ of the ticket, oldest first, ending with the one it answers.
 
 Every chain starts with a fixed id for the ticket (``maild-ticket-N@domain``,
 never the id of a real mail), the habit of Request Tracker's
-``RT-Ticket-N@…``: clients group mails whose common ancestor is missing under
-one placeholder, so even a reader who holds none of the earlier mails (a
-steward just come on duty) sees every later mail of the ticket in one thread.
+``RT-Ticket-N@…``, and then the id of the mail that opened the ticket.
+Clients group mails whose common ancestor is missing under one placeholder,
+so a mail one reader holds none of the others of (a steward just come on
+duty, the Bcc copy of a relay) still joins the ticket's thread.
 
 Pure: no database, no clock.
 """
@@ -64,6 +65,7 @@ def reply_chain(
     trigger: str | None,
     root: str,
     *,
+    opening: str | None = None,
     prefer_own: bool = False,
 ) -> Chain:
     """The threading headers of a mail to ``audience``.
@@ -73,9 +75,9 @@ def reply_chain(
     trigger when the audience holds it; else, with ``prefer_own``, the latest
     mail the audience wrote itself (a relay answers the requester's last
     mail); else the latest mail the audience holds; else the trigger.
-    ``References`` are the mails the audience holds up to the parent, oldest
-    first, behind ``root`` and ending with the parent; at most
-    ``MAX_REFERENCES`` ids, the root and the newest kept.
+    ``References`` are ``root``, the ticket's ``opening`` mail, then the mails
+    the audience holds up to the parent, oldest first, ending with the parent;
+    at most ``MAX_REFERENCES`` ids, the first two and the newest kept.
     """
     held = [m for m in mails if m.held_by(audience)]
     parent: str | None = None
@@ -95,7 +97,7 @@ def reply_chain(
         ids.append(m.message_id)
     if parent is not None:
         ids.append(parent)
-    refs = list(dict.fromkeys([root, *ids]))
+    refs = list(dict.fromkeys([root, *([opening] if opening else []), *ids]))
     if len(refs) > MAX_REFERENCES:
-        refs = [refs[0], *refs[-(MAX_REFERENCES - 1) :]]
+        refs = [*refs[:2], *refs[-(MAX_REFERENCES - 2) :]]
     return Chain(parent, tuple(refs))

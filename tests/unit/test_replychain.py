@@ -35,13 +35,13 @@ def test_the_root_is_no_real_mail_of_the_ticket() -> None:
 
 def test_stewards_copy_of_a_reply_without_references_threads_with_their_mails() -> None:
     # the trigger (Rosa's mail) is not in any steward's mailbox
-    chain = reply_chain(TICKET, STEWARDS, "req-2", ROOT)
+    chain = reply_chain(TICKET, STEWARDS, "req-2", ROOT, opening="req-1")
     assert chain.in_reply_to == "relay-1"
-    assert chain.references == (ROOT, "new-1", "bob-1", "relay-1")
+    assert chain.references == (ROOT, "req-1", "new-1", "bob-1", "relay-1")
 
 
 def test_a_relay_answers_the_requesters_last_mail_and_refers_to_all_she_has() -> None:
-    chain = reply_chain(TICKET, {REP}, "bob-1", ROOT, prefer_own=True)
+    chain = reply_chain(TICKET, {REP}, "bob-1", ROOT, opening="req-1", prefer_own=True)
     assert chain.in_reply_to == "req-2"
     assert chain.references == (ROOT, "req-1", "ack-1", "relay-1", "req-2")
 
@@ -50,6 +50,9 @@ def test_a_mail_to_whoever_wrote_the_trigger_answers_it() -> None:
     chain = reply_chain(TICKET, STEWARDS, "bob-1", ROOT)
     assert chain.in_reply_to == "bob-1"
     assert chain.references == (ROOT, "new-1", "bob-1")
+    # the opening mail leads every chain: a common ancestor in every mailbox
+    with_opening = reply_chain(TICKET, STEWARDS, "bob-1", ROOT, opening="req-1")
+    assert with_opening.references == (ROOT, "req-1", "new-1", "bob-1")
 
 
 def test_the_first_mail_to_someone_refers_to_the_root_and_the_trigger() -> None:
@@ -76,22 +79,31 @@ def tickets(draw: st.DrawFn) -> list[Seen]:
     ]
 
 
-@given(tickets(), st.sets(addresses, min_size=1), st.one_of(st.none(), ids), st.booleans())
+@given(
+    tickets(),
+    st.sets(addresses, min_size=1),
+    st.one_of(st.none(), ids),
+    st.booleans(),
+    st.booleans(),
+)
 def test_every_chain_is_one_a_client_can_thread(
-    mails: list[Seen], audience: set[str], trigger: str | None, own: bool
+    mails: list[Seen], audience: set[str], trigger: str | None, own: bool, first: bool
 ) -> None:
-    chain = reply_chain(mails, audience, trigger, ROOT, prefer_own=own)
+    opening = mails[0].message_id if first and mails else None
+    chain = reply_chain(mails, audience, trigger, ROOT, opening=opening, prefer_own=own)
     refs = chain.references
     assert refs[0] == ROOT and len(refs) <= MAX_REFERENCES and len(set(refs)) == len(refs)
+    if opening is not None:
+        assert refs[1] == opening
     held = [m.message_id for m in mails if m.held_by(audience)]
     if chain.in_reply_to is not None:
         assert refs[-1] == chain.in_reply_to  # the parent is the last reference
-    # it refers to nothing its readers cannot have, but the mail it answers
-    assert set(refs[1:]) <= {*held, trigger}
+    # it refers to nothing its readers cannot have, but the mail it answers and the first
+    assert set(refs[1:]) <= {*held, trigger, opening}
     if held:
         assert chain.in_reply_to in held
         # oldest first, in the order the readers got them
         order = [r for r in refs[1:] if r in held]
         assert order == sorted(order, key=held.index)
-    if len(held) >= MAX_REFERENCES and chain.in_reply_to == held[-1]:
-        assert refs[1:] == tuple(held[-(MAX_REFERENCES - 1) :])
+    if opening is None and len(held) >= MAX_REFERENCES and chain.in_reply_to == held[-1]:
+        assert refs[1:] == (held[0], *held[-(MAX_REFERENCES - 2) :])
