@@ -15,6 +15,7 @@ import asyncio
 import email
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -36,6 +37,7 @@ BOB = "bob@example.org"
 CAROL = "carol@example.org"
 SUBJECT = "GPU node pool for the workshop"
 YAML = b"nodePool:\n  gpu: 4\n  size: n1-standard-8\n"
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
 NOTES = "Teilnehmer: 40, Räume: 2\n".encode("iso-8859-1")
 
 
@@ -76,13 +78,21 @@ class Mailboxes:
         self.instance.ingest(msg, "--now", now)
         return self.deliver()
 
+    def tick(self, now: str) -> list[EmailMessage]:
+        """The scheduler's pass at ``now``; returns what it sent, checked as in write()."""
+        self.instance.ok("tick", "--now", now)
+        return self.deliver()
+
     def deliver(self) -> list[EmailMessage]:
         before = len(self.sink.received)
 
         async def go() -> None:
             engine = make_engine(self.instance.url)
             try:
-                sender = OutboxSender(self.sink.smtp_config(), make_sessionmaker(engine))
+                # the conversation runs on --now times in 2026: all of it is due by 2030
+                sender = OutboxSender(
+                    self.sink.smtp_config(), make_sessionmaker(engine), clock=lambda: LATER
+                )
                 await sender.send_due()
             finally:
                 await engine.dispose()
@@ -327,3 +337,15 @@ def test_a_note_shows_without_its_quoted_history(instance: Instance) -> None:
     assert "\n      Quota is fine.\n      Ask cloud team.\n" in shown
     assert "> we need a GPU" not in shown
     assert "note by operator: called Rosa\n      she agrees" in shown
+
+
+def test_reminders_thread_with_the_stewards_mail_and_reply_to_support(boxes: Mailboxes) -> None:
+    new = by(boxes.write(snail_request()), BOB)
+    sent = boxes.tick("2026-11-26T22:00:00+00:00")  # past the triage target
+    reminders = [m for m in sent if "[support #1]" in str(m["Subject"])]
+    assert reminders, [str(m["Subject"]) for m in sent]
+    for reminder in reminders:
+        assert str(reminder["Subject"]).startswith(("[support #1] OVERDUE:", "[support #1] Due"))
+        assert reminder["Mail-Followup-To"] == SUPPORT
+        # under the stewards' "New request" mail (deliver() checked each mailbox)
+        assert reminder["In-Reply-To"] == new["Message-ID"]
