@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -467,11 +468,19 @@ def build_message(
         maintype, subtype = maintype.strip().lower(), subtype.strip().lower()
         if not _TOKEN.match(maintype) or not _TOKEN.match(subtype) or maintype == "multipart":
             maintype, subtype = "application", "octet-stream"
+        filename = strip_header_unsafe(att.filename) or "attachment"
+        if (maintype, subtype) == ("message", "rfc822"):
+            # RFC 2046 5.2.1: never base64; attached as the mail it is, a client opens it
+            inner = _as_message(att.content)
+            if inner is not None:
+                msg.add_attachment(inner, filename=filename)
+                continue
+            maintype, subtype = "application", "octet-stream"
         msg.add_attachment(
             att.content,
             maintype=maintype,
             subtype=subtype,
-            filename=strip_header_unsafe(att.filename) or "attachment",
+            filename=filename,
         )
         charset = (att.charset or "").strip()
         if maintype == "text" and _TOKEN.match(charset):
@@ -479,6 +488,16 @@ def build_message(
             part = list(msg.iter_attachments())[-1]
             part.set_param("charset", charset.lower())
     return msg
+
+
+def _as_message(raw: bytes) -> EmailMessage | None:
+    """A forwarded mail's bytes as a message to attach, or None if they cannot be one."""
+    try:
+        inner = message_from_bytes(raw, policy=mailpolicy.SMTP)
+        inner.as_bytes()  # fails here, not halfway through the outer mail
+    except Exception:  # any bytes may arrive: they go as a plain file then
+        return None
+    return inner if isinstance(inner, EmailMessage) and len(inner.keys()) > 0 else None
 
 
 # an RFC 2045 token, a little stricter: what a type, subtype or charset may be

@@ -174,6 +174,8 @@ def snail_request() -> EmailMessage:
     msg.add_attachment(YAML, maintype="text", subtype="x-yaml", filename="values.yaml")
     msg.add_attachment(NOTES, maintype="text", subtype="plain", filename="notes.txt")
     msg.get_payload()[-1].set_param("charset", "iso-8859-1")  # type: ignore[union-attr]
+    quota = make_mail(frm="cloud@provider.example", subject="Quota request approved")
+    msg.add_attachment(quota)  # a mail forwarded as an attachment (message/rfc822)
     return msg
 
 
@@ -211,6 +213,8 @@ def test_a_conversation_reads_right_in_every_mailbox(boxes: Mailboxes) -> None:
     assert files["notes.txt"].get_content_type() == "text/plain"
     assert files["notes.txt"].get_content_charset() == "iso-8859-1"
     assert files["notes.txt"].get_content() == "Teilnehmer: 40, Räume: 2\n"
+    [forwarded] = [p for p in new.iter_attachments() if p.get_content_type() == "message/rfc822"]
+    assert forwarded.get_content()["Subject"] == "Quota request approved"
 
     # 2. bob answers with a group reply (To support, Cc carol), taking the ticket
     sent = boxes.write(

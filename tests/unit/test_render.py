@@ -66,6 +66,26 @@ def test_a_hostile_type_or_charset_never_adds_a_header(ctype: str, charset: str 
     assert msg["Bcc"] is None
 
 
+def test_a_forwarded_mail_stays_a_mail_the_client_opens() -> None:
+    inner = (
+        b"From: Rosa Rep <rep@pangeo.example>\r\nSubject: Quota warning\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        b"\r\nThe quota is at 95 %, gr\xc3\xbc\xc3\x9fe.\r\n"
+    )
+    msg = build(attachments=[OutAttachment("Quota warning.eml", "message/rfc822", inner)])
+    [part] = list(msg.iter_attachments())
+    assert part.get_content_type() == "message/rfc822"
+    assert part["Content-Transfer-Encoding"] in (None, "7bit", "8bit")  # never base64
+    forwarded = part.get_content()
+    assert forwarded["Subject"] == "Quota warning"
+    assert "grüße" in forwarded.get_content()
+    # bytes that are no mail at all still arrive, as a file
+    [junk] = list(
+        build(attachments=[OutAttachment("x.eml", "message/rfc822", b"")]).iter_attachments()
+    )
+    assert junk.get_content_type() == "application/octet-stream"
+
+
 def test_group_replies_go_to_the_support_address() -> None:
     msg = build(reply_to="support@example.org", followup_to="support@example.org")
     assert msg["Mail-Followup-To"] == "support@example.org"
