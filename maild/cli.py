@@ -624,7 +624,12 @@ def _show_text(t: dict[str, Any], timezone: str) -> str:
         kind = ev["kind"]
         if kind in ("received", "sent", "note") and "message_id" in ev:
             arrow = {"received": "<-", "sent": "->", "note": "<- note"}[kind]
-            who = ev["from"] if kind == "received" else ", ".join(ev["to"])
+            who = ", ".join(ev["to"]) if kind == "sent" else ev["from"] or "-"
+            if kind == "sent":
+                # everyone it went to: the Cc and the stewards' blind copy too
+                for label in ("cc", "bcc"):
+                    if ev.get(label):
+                        who += f", {label} {', '.join(ev[label])}"
             extra = f" [{ev['template']}, {ev['delivery']}]" if kind == "sent" else ""
             lines.append(f"{at}  {arrow} {who}{extra}: {ev['subject']}")
             if ev.get("held"):
@@ -633,9 +638,8 @@ def _show_text(t: dict[str, Any], timezone: str) -> str:
                     f"      [{held['state']}] steward mail held until {held['steward']} confirms"
                     f" (expires {held['expires_at'][:16].replace('T', ' ')})"
                 )
-            body = ev.get("new_text") or ev.get("text") or ""
             if kind != "sent":
-                lines.extend("      " + ln for ln in body.strip().splitlines()[:40])
+                lines.extend(_show_body(ev.get("new_text") or "", ev.get("text") or ""))
             for att in ev.get("attachments", []):
                 size = f"{att['content_type']}, {att['size']} bytes"
                 lines.append(f"      [attachment] {att['filename']} ({size})")
@@ -644,8 +648,34 @@ def _show_text(t: dict[str, Any], timezone: str) -> str:
                 f"{at}  {ev['actor']}: {ev['field']} {ev['old'] or '-'} -> {ev['new'] or '-'}"
             )
         else:
-            lines.append(f"{at}  {kind} by {ev['actor']}: {ev.get('text', '')}")
+            # split on newlines only: other line breaks (NEL, FF) are shown escaped
+            first, *more = (ev.get("text") or "").strip().split("\n")
+            lines.append(f"{at}  {kind} by {ev['actor']}: {first}")
+            lines.extend(_INDENT + ln for ln in more[: _SHOW_LINES - 1])
     return "\n".join(lines)
+
+
+_INDENT = "      "
+_SHOW_LINES = 40
+
+
+def _show_body(new_text: str, text: str) -> list[str]:
+    """A mail's own words, indented: without the quoted history (``--json`` has it all).
+
+    Split on newlines only: other line breaks (NEL, FF) are shown escaped.
+    """
+    body = new_text.strip()
+    if not body:
+        # nothing new was found apart from quotes: the text without its quoted lines
+        body = "\n".join(ln for ln in text.split("\n") if not ln.lstrip().startswith(">"))
+        body = body.strip()
+    lines = body.split("\n")
+    out = [_INDENT + ln if ln.strip() else "" for ln in lines[:_SHOW_LINES]]
+    if len(lines) > _SHOW_LINES:
+        out.append(f"{_INDENT}[... {len(lines) - _SHOW_LINES} more lines]")
+    if text.strip() and text.strip() != body:
+        out.append(f"{_INDENT}[quoted history or signature left out; show --json has it all]")
+    return out
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:

@@ -154,6 +154,8 @@ class Attachment:
     content: bytes
     content_id: str | None
     inline: bool
+    # the declared charset of a text/* attachment (lowercased), to pass it on as it came
+    charset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +621,9 @@ class _Walker:
             content = _payload_bytes(part, self.defects)
         index = len(self.attachments) + 1
         content_id = _content_id(part)
+        charset = None
+        if maintype == "text":
+            charset = self.defects.guard("charset", lambda: part.get_content_charset(), None)
         inline = disposition == "inline" or (disposition is None and content_id is not None)
         self.attachments.append(
             Attachment(
@@ -628,6 +633,7 @@ class _Walker:
                 content=content,
                 content_id=content_id,
                 inline=inline,
+                charset=charset,
             )
         )
 

@@ -40,6 +40,7 @@ from maild.dues import refresh_dues
 from maild.inbound import InboundMail, ParseError, parse_mail
 from maild.lifecycle import is_confirmation
 from maild.render import (
+    OutAttachment,
     Renderer,
     TemplateError,
     build_message,
@@ -48,6 +49,7 @@ from maild.render import (
     support_context,
     thread_index_for,
 )
+from maild.replychain import Chain, Seen, reply_chain, ticket_root
 from maild.roster import on_duty
 from maild.routing import reply_recipients
 from maild.store.models import (
@@ -76,6 +78,8 @@ _SUBJECT_KEY_MAX = 500
 # attachments passed on between requester and stewards, at most this much per mail
 FORWARD_LIMIT = 10 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
+# how many of a ticket's latest mails an outgoing mail's References are chosen from
+_CHAIN_LOOKBACK = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +451,7 @@ class Pipeline:
                 received.kind = "note"
         else:
             side: policy.Standing = "requester"
+            status_before = ticket.status
             if action == "appended":
                 side = await self._requester_activity(
                     session, ticket, mail, message, cls, outcome, now
@@ -463,6 +468,7 @@ class Pipeline:
                 len(raw) if too_large else 0,
                 side,
                 verdict,
+                status_before,
             )
         ticket.updated_at = now
         ticket.last_activity_at = now
@@ -762,11 +768,13 @@ class Pipeline:
         ):
             self._set(session, ticket, [Change("status", "resolved", "closed")], actor, now)
             outcome.reason += "; the requester confirmed the fix, so the ticket is closed"
+            closing = self._context(ticket, mail, {"reason": "you confirmed the fix"})
+            await self._greet(session, ticket, closing)
             await self.queue_mail(
                 session,
                 ticket,
                 "closed",
-                self._context(ticket, mail, {"reason": "you confirmed the fix"}),
+                closing,
                 to=[ticket.requester],
                 cc=ticket.cc,
                 reply_to_mail=message,
@@ -928,7 +936,28 @@ class Pipeline:
                 for a in mail.attachments
             ],
         }
-        return self._context_bare(ticket, {"message": message, **(extra or {})})
+        ctx = self._context_bare(ticket, {"message": message, **(extra or {})})
+        if mail.from_addr and mail.from_addr == ticket.requester:
+            ctx["ticket"]["requester_name"] = message["from_name"]
+        return ctx
+
+    async def _greet(self, session: AsyncSession, ticket: Ticket, ctx: dict[str, Any]) -> None:
+        """Put the requester's display name (from their latest mail) into ``ctx``, so every
+        mail to them greets them as the acknowledgment did."""
+        if ctx["ticket"].get("requester_name") or not ticket.requester:
+            return
+        name = await session.scalar(
+            select(Message.from_name)
+            .where(
+                Message.ticket_id == ticket.id,
+                Message.direction == "in",
+                Message.from_addr == ticket.requester,
+                Message.from_name != "",
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        ctx["ticket"]["requester_name"] = policy.clip(name or "", 64)[0] or None
 
     async def queue_mail(
         self,
@@ -945,7 +974,7 @@ class Pipeline:
         now: datetime,
         from_name: str | None = None,
         reply_to: str | None = None,
-        attachments: Sequence[tuple[str, str, bytes]] = (),
+        attachments: Sequence[OutAttachment] = (),
         outcome: Outcome | None = None,
     ) -> PlannedMail | None:
         """Render ``template`` and store it as an outbound message plus an outbox row.
@@ -1000,11 +1029,21 @@ class Pipeline:
             return None
         rendered = self.renderer.render(template, context)
         message_id = new_message_id(self.config, ticket.id)
-        references: list[str] = []
-        in_reply_to = None
-        if reply_to_mail is not None:
-            references = [*reply_to_mail.references, reply_to_mail.message_id]
-            in_reply_to = reply_to_mail.message_id
+        support = self.config.support.address
+        for_stewards = all(a in internal for a in (*to, *cc, *bcc))
+        chain = await self._chain(
+            session,
+            ticket,
+            [*to, *cc, *bcc] if for_stewards else [*to, *cc],
+            reply_to_mail.message_id if reply_to_mail is not None else None,
+            for_stewards=for_stewards,
+        )
+        references = list(chain.references)
+        in_reply_to = chain.in_reply_to
+        if for_stewards:
+            # a steward's Reply-All goes to the support address only, never
+            # straight to the co-stewards (who would get it twice)
+            reply_to = reply_to or support
         root = ticket.thread_root or new_thread_root(now)
         msg = build_message(
             config=self.config,
@@ -1018,6 +1057,7 @@ class Pipeline:
             auto=automatic,
             from_name=from_name,
             reply_to=reply_to,
+            followup_to=support if for_stewards else None,
             thread_index=thread_index_for(root, now),
             thread_topic=policy.clip(ticket.subject, policy.ACK_SUBJECT_MAX)[0],
             ticket_id=ticket.id,
@@ -1089,6 +1129,62 @@ class Pipeline:
             outcome.sends.append(planned)
         return planned
 
+    async def _chain(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        named: Sequence[str],
+        trigger: str | None,
+        *,
+        for_stewards: bool,
+    ) -> Chain:
+        """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
+        hold of it (see :mod:`maild.replychain`). ``named``: its recipients; for the
+        requester's side, everyone on the ticket's side counts as one reader."""
+        rows = (
+            await session.execute(
+                select(
+                    Message.message_id,
+                    Message.direction,
+                    Message.from_addr,
+                    Message.to_addrs,
+                    Message.cc_addrs,
+                    Outbox.rcpt_tos,
+                )
+                .outerjoin(Outbox, Outbox.message_pk == Message.id)
+                .where(Message.ticket_id == ticket.id)
+                .order_by(Message.id.desc())
+                .limit(_CHAIN_LOOKBACK)
+            )
+        ).all()
+        mails = [
+            Seen(
+                message_id=mid,
+                senders=frozenset([sender] if direction == "in" and sender else []),
+                readers=frozenset([*(to or []), *(cc or []), *(rcpts or [])]),
+            )
+            for mid, direction, sender, to, cc, rcpts in reversed(rows)
+        ]
+        internal = self.config.internal_addresses
+        if for_stewards:
+            # every address of each steward it goes to: a steward may write from another
+            audience = frozenset(a for r in named for a in self._all_addresses_of(r)) - {
+                self.config.support.address
+            }
+        else:
+            people = {ticket.requester, *ticket.cc, *named}
+            audience = frozenset(a for a in people if a and a not in internal)
+        opening = await session.scalar(
+            select(Message.message_id)
+            .where(Message.ticket_id == ticket.id)
+            .order_by(Message.id)
+            .limit(1)
+        )
+        root = ticket_root(ticket.id, self.config.support.message_id_domain)
+        return reply_chain(
+            mails, audience, trigger, root, opening=opening, prefer_own=not for_stewards
+        )
+
     async def queue_standalone(
         self,
         session: AsyncSession,
@@ -1133,15 +1229,16 @@ class Pipeline:
         return PlannedMail(template, tuple(to), (), rendered.subject, message_id)
 
     @staticmethod
-    def forwarded(mail: InboundMail) -> list[tuple[str, str, bytes]]:
-        """The mail's attachments to pass on (not inline images), within FORWARD_LIMIT."""
-        out: list[tuple[str, str, bytes]] = []
+    def forwarded(mail: InboundMail) -> list[OutAttachment]:
+        """The mail's attachments to pass on (not inline images), within FORWARD_LIMIT,
+        with their type, name and charset as they came."""
+        out: list[OutAttachment] = []
         total = 0
         for att in mail.attachments:
             if att.inline or total + att.size > FORWARD_LIMIT:
                 continue
             total += att.size
-            out.append((att.filename, att.content_type, att.content))
+            out.append(OutAttachment(att.filename, att.content_type, att.content, att.charset))
         return out
 
     def _steward_addresses(self, names: Sequence[str]) -> list[str]:
@@ -1196,19 +1293,25 @@ class Pipeline:
         oversize: int,
         side: policy.Standing = "requester",
         verdict: authn.Verdict | None = None,
+        status_before: str | None = None,
     ) -> None:
-        """Queue the automatic mails this mail calls for (``oversize``: a too-large size)."""
+        """Queue the automatic mails this mail calls for (``oversize``: a too-large size;
+        ``status_before``: the ticket's status before this mail changed it)."""
         too_large = oversize > 0
         decision = outcome.decision
         extra = {
             "quoted_tag": decision.quoted_tag if decision else None,
             "not_on_ticket": side == "stranger",
             "cc_refused": next((p for p in outcome.policy if p.startswith("cc not changed")), None),
+            "status_before": status_before,
         }
         ctx = self._context(ticket, mail, {**extra, **self._size_context(oversize)})
         sender = mail.from_addr or ""
         support = self.config.support.address
         stewards = self._steward_addresses(on_duty(self.config, now))
+        # the stewards' index shows who wrote, as mailing lists do ("Rita Rep via Support")
+        writer = policy.clip(mail.from_name or "", 64)[0].strip() or sender or "unknown sender"
+        via = f"{writer} via {self.config.support.name}"
 
         if action == "created" and cls.role != "steward":
             why_not = self._may_answer(sender, cls, verdict)
@@ -1229,6 +1332,7 @@ class Pipeline:
                     reply_to_mail=message,
                     automatic="auto-generated",
                     now=now,
+                    from_name=via,
                     reply_to=support,
                     attachments=self.forwarded(mail),
                     outcome=outcome,
@@ -1247,6 +1351,7 @@ class Pipeline:
                     reply_to_mail=message,
                     automatic="auto-generated",
                     now=now,
+                    from_name=via,
                     reply_to=support,
                     attachments=self.forwarded(mail),
                     outcome=outcome,
@@ -1303,6 +1408,11 @@ class Pipeline:
             .order_by(Message.id.desc())
             .limit(1)
         )
+
+    def _all_addresses_of(self, addr: str) -> tuple[str, ...]:
+        """Every address of the steward who has ``addr`` (just ``addr`` for anyone else)."""
+        steward = self.config.steward_by_address(addr)
+        return steward.addresses if steward is not None else (addr,)
 
     def _other_stewards(self, steward: Steward | None, now: datetime) -> list[str]:
         names = [n for n in on_duty(self.config, now) if steward is None or n != steward.name]
@@ -1383,7 +1493,7 @@ class Pipeline:
         before = ticket.status
         await self._carry_out(
             session, ticket, planned, steward.name, steward, now, outcome,
-            reply=(mail, message, _parsed_subject(self.config, mail, ticket)),
+            reply=(mail, message),
         )  # fmt: skip
         await self._postmortem_mail(session, ticket, before, now, outcome)
         if self.config.commands.receipts == "always" and planned.changes:
@@ -1553,7 +1663,7 @@ class Pipeline:
         now: datetime,
         outcome: Outcome,
         *,
-        reply: tuple[InboundMail, Message, str] | None = None,
+        reply: tuple[InboundMail, Message] | None = None,
     ) -> None:
         """Apply a plan and send what it calls for: the relay, the resolution, the closing."""
         before = ticket.status
@@ -1573,7 +1683,7 @@ class Pipeline:
         requester_is_steward = self.config.steward_by_address(ticket.requester) is not None
         relay = reply is not None and not planned.silent and not requester_is_steward
         if relay and reply is not None:
-            mail, message, steward_subject = reply
+            mail, message = reply
             if planned.status is None and ticket.status == "new":
                 self._set(session, ticket, [Change("status", "new", "open")], actor, now)
             if ticket.first_response_at is None:
@@ -1588,7 +1698,9 @@ class Pipeline:
                 )
                 body = f"{body}\n\n{canned}" if body else canned
             tag = f"[{self.config.support.tag} #{ticket.id}]"
-            subject = _relay_subject(steward_subject, ticket, tag, self.config.support.tag)
+            # from the ticket, never the steward's own subject: that may be the
+            # "Not applied: …" or "Update due: …" mail the steward answered
+            subject = f"Re: {tag} {policy.clip(ticket.subject, policy.ACK_SUBJECT_MAX)[0]}"
             ctx = self._context(
                 ticket,
                 mail,
@@ -1609,6 +1721,12 @@ class Pipeline:
             if not people:
                 outcome.reason += "; everyone on the thread got the steward's mail directly"
                 return
+            # the stewards' copy goes to who did not get the steward's mail already
+            bcc = [
+                a
+                for a in self._other_stewards(steward, now)
+                if not any(d in direct for d in self._all_addresses_of(a))
+            ]
             await self.queue_mail(
                 session,
                 ticket,
@@ -1616,7 +1734,7 @@ class Pipeline:
                 ctx,
                 to=people[:1],
                 cc=people[1:],
-                bcc=self._other_stewards(steward, now),
+                bcc=bcc,
                 reply_to_mail=parent,
                 automatic=None,
                 now=now,
@@ -1710,6 +1828,7 @@ class Pipeline:
             if outcome is not None:
                 outcome.suppressed.append(f"{what}: {blocked}")
             return None
+        await self._greet(session, ticket, ctx)
         return await self.queue_mail(
             session,
             ticket,
@@ -1776,9 +1895,12 @@ class Pipeline:
                 "assignee": ticket.assignee,
                 "incident_commander": ticket.incident_commander,
                 "follow_up_of": ticket.follow_up_of,
+                # how mail to the requester greets them; filled where it is known
+                "requester_name": None,
             },
             "quoted_tag": None,
             "message": None,
+            "status_before": None,
         }
         ctx.update(extra)
         return ctx
@@ -1866,12 +1988,3 @@ def _parsed_subject(
 
 def _hours(delta: timedelta) -> int:
     return round(delta.total_seconds() / 3600)
-
-
-def _relay_subject(subject: str, ticket: Ticket, tag: str, tag_name: str) -> str:
-    """The steward's subject (command tags already removed), carrying the ticket tag."""
-    subject = " ".join(subject.split())
-    if ticket.id in find_ticket_refs(subject, tag_name):
-        return subject
-    cleaned = clean_subject(subject, tag_name) or ticket.subject
-    return f"Re: {tag} {cleaned}"

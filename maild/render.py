@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -36,6 +37,7 @@ from maild.subjects import strip_header_unsafe
 __all__ = [
     "TEMPLATE_NAMES",
     "CannedReply",
+    "OutAttachment",
     "Rendered",
     "Renderer",
     "TemplateError",
@@ -74,6 +76,16 @@ _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 class TemplateError(RuntimeError):
     """A template is missing or failed to render."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutAttachment:
+    """A file passed on in an outgoing mail: as it came, with its type and charset."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    charset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +237,7 @@ def sample_context(config: Config) -> dict[str, Any]:
         "assignee": "alice",
         "incident_commander": "alice",
         "follow_up_of": None,
+        "requester_name": "Rosa Rep",
     }
     message = {
         "from_addr": "rep@community.example",
@@ -241,6 +254,7 @@ def sample_context(config: Config) -> dict[str, Any]:
         "ticket": ticket,
         "message": message,
         "quoted_tag": None,
+        "status_before": "resolved",
         "subject": f"Re: [{support.tag} #42] Hub is down",
         "body": "We are on it.",
         "resolved": True,
@@ -426,15 +440,19 @@ def build_message(
     auto: Literal["auto-replied", "auto-generated"] | None,
     from_name: str | None = None,
     reply_to: str | None = None,
+    followup_to: str | None = None,
     thread_index: str | None = None,
     thread_topic: str | None = None,
     ticket_id: int | None = None,
-    attachments: Sequence[tuple[str, str, bytes]] = (),
+    attachments: Sequence[OutAttachment] = (),
 ) -> EmailMessage:
     """An outgoing mail from the support address, threaded and loop-safe.
 
-    ``attachments`` are (filename, content type, bytes), the names already
-    sanitized on the way in.
+    ``attachments`` keep their content type and charset (a ``text/x-yaml``
+    file arrives as one), their names already sanitized on the way in.
+    ``references`` longer than 20 ids keep the first (the thread's root) and
+    the last 19, as RFC 5322 section 3.6.4 suggests for trimming.
+    ``followup_to`` sets ``Mail-Followup-To``: where a group reply goes.
     """
     utf8 = not all(addr.isascii() for addr in (*to, *cc))
     msg = EmailMessage(policy=mailpolicy.SMTPUTF8 if utf8 else mailpolicy.SMTP)
@@ -446,12 +464,17 @@ def build_message(
         msg["Cc"] = _addresses(cc)
     if reply_to:
         msg["Reply-To"] = _addresses([reply_to])
+    if followup_to:
+        # not in the stdlib's header registry: an unstructured header with an address
+        msg["Mail-Followup-To"] = ", ".join(str(a) for a in _addresses([followup_to]))
     msg["Subject"] = _header_text(rendered.subject)
     msg["Date"] = format_datetime(now.astimezone(UTC))
     msg["Message-ID"] = _msgid(message_id)
     if in_reply_to:
         msg["In-Reply-To"] = _msgid(in_reply_to)
-    refs = [r for r in references if r][-20:]
+    refs = list(dict.fromkeys(r for r in references if r))
+    if len(refs) > 20:
+        refs = [refs[0], *refs[-19:]]
     if refs:
         msg["References"] = " ".join(_msgid(r) for r in refs)
     if auto is not None:
@@ -468,17 +491,42 @@ def build_message(
     msg.set_content(rendered.text)
     if rendered.html:
         msg.add_alternative(rendered.html, subtype="html")
-    for filename, content_type, content in attachments:
-        maintype, _, subtype = content_type.partition("/")
-        if not subtype or maintype == "multipart":
+    for att in attachments:
+        maintype, _, subtype = att.content_type.partition("/")
+        maintype, subtype = maintype.strip().lower(), subtype.strip().lower()
+        if not _TOKEN.match(maintype) or not _TOKEN.match(subtype) or maintype == "multipart":
             maintype, subtype = "application", "octet-stream"
-        if maintype == "text":
-            # keep the bytes as they came: no charset guessing on the way out
+        filename = strip_header_unsafe(att.filename) or "attachment"
+        if (maintype, subtype) == ("message", "rfc822"):
+            # RFC 2046 5.2.1: never base64; attached as the mail it is, a client opens it
+            inner = _as_message(att.content)
+            if inner is not None:
+                msg.add_attachment(inner, filename=filename)
+                continue
             maintype, subtype = "application", "octet-stream"
         msg.add_attachment(
-            content,
+            att.content,
             maintype=maintype,
             subtype=subtype,
-            filename=strip_header_unsafe(filename) or "attachment",
+            filename=filename,
         )
+        charset = (att.charset or "").strip()
+        if maintype == "text" and _TOKEN.match(charset):
+            # the bytes go as they came (base64); the charset says how to read them
+            part = list(msg.iter_attachments())[-1]
+            part.set_param("charset", charset.lower())
     return msg
+
+
+def _as_message(raw: bytes) -> EmailMessage | None:
+    """A forwarded mail's bytes as a message to attach, or None if they cannot be one."""
+    try:
+        inner = message_from_bytes(raw, policy=mailpolicy.SMTP)
+        inner.as_bytes()  # fails here, not halfway through the outer mail
+    except Exception:  # any bytes may arrive: they go as a plain file then
+        return None
+    return inner if isinstance(inner, EmailMessage) and len(inner.keys()) > 0 else None
+
+
+# an RFC 2045 token, a little stricter: what a type, subtype or charset may be
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&.+^_-]{0,63}$")

@@ -209,6 +209,7 @@ async def ticket_detail(
     messages: dict[int, Message] = {}
     attachments: dict[int, list[dict[str, Any]]] = defaultdict(list)
     delivery: dict[int, str] = {}
+    envelope: dict[int, list[str]] = {}
     held: dict[int, dict[str, Any]] = {}
     if message_pks:
         for row in (
@@ -226,13 +227,16 @@ async def ticket_detail(
         )
         for att_pk, filename, ctype, size in rows.all():
             attachments[att_pk].append({"filename": filename, "content_type": ctype, "size": size})
-        for out_pk, status in (
+        for out_pk, status, rcpt_tos in (
             await session.execute(
-                select(Outbox.message_pk, Outbox.status).where(Outbox.message_pk.in_(message_pks))
+                select(Outbox.message_pk, Outbox.status, Outbox.rcpt_tos).where(
+                    Outbox.message_pk.in_(message_pks)
+                )
             )
         ).all():
             if out_pk is not None:
                 delivery[out_pk] = status
+                envelope[out_pk] = list(rcpt_tos or [])
         for hold in (
             await session.scalars(
                 select(HeldCommand).where(HeldCommand.message_pk.in_(message_pks))
@@ -274,6 +278,9 @@ async def ticket_detail(
             if msg.direction == "out":
                 item["template"] = msg.template
                 item["delivery"] = delivery.get(msg.id, "queued")
+                # the stewards' blind copy: in the envelope, never in the headers
+                named = {*msg.to_addrs, *msg.cc_addrs}
+                item["bcc"] = [a for a in envelope.get(msg.id, []) if a not in named]
             if ev.text and ev.kind in ("received", "note"):
                 item["threading"] = ev.text
             if msg.id in held:

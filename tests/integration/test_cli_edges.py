@@ -89,7 +89,7 @@ def test_text_output_shows_mail_controls_escaped(instance: Instance) -> None:
         ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),
         ("a\rb\x0bc\x0cd\x01e\x7f", "a\\x0db\\x0bc\\x0cd\\x01e\\x7f"),  # argv has no NUL
         ("csi \x9b2J nel \x85 end", "csi \\x9b2J nel \\x85 end"),
-        ("lines\n\tand tabs\n", "lines\n\tand tabs\n"),
+        ("lines\n\tand tabs\n", "lines\n      \tand tabs\n"),  # indented under its line
         ("admin\u202etxt.exe", "admin\\u202etxt.exe"),  # right-to-left override
         ("Grüße, 日本, emoji 🙂", "Grüße, 日本, emoji 🙂"),
     ],

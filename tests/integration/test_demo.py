@@ -104,7 +104,8 @@ def test_the_live_demo_gives_real_numbers_and_keeps_its_folder(tmp_path: Path) -
         read_until("Ticket #1 is open")
         read_until("show 1")
         reply = lines[lines.index(next(x for x in lines if "Ticket #1 is open" in x)) + 1]
-        assert "[support #1] Hub is down [incident] [ic=me]" in reply
+        # alice answers the stewards' "New request" mail as her client would
+        assert "Re: [support #1] New request: Hub is down [incident] [ic=me]" in reply
         subprocess.run(reply.strip(), shell=True, check=True, timeout=30)  # noqa: S602
         read_until("relayed to the requester")
         detail = json.loads(

@@ -118,7 +118,8 @@ def test_outlook_reply_threads_by_tag_and_commands_apply(instance: Instance) -> 
     assert ticket["time_spent_minutes"] == 90
     assert ticket["status"] == "waiting"
     [relay] = sent(instance, "relay")
-    assert relay["Subject"] == "RE: [support #1] Hub is down"
+    # the relay's subject is the ticket's, in maild's own words, not the steward's "RE:"
+    assert relay["Subject"] == "Re: [support #1] Hub is down"
     assert "proxy logs" in relay.get_content() and "502" not in relay.get_content()
 
 
@@ -341,5 +342,7 @@ def test_attachments_cross_between_requester_and_stewards(instance: Instance) ->
     instance.ingest(reply)
     [relay] = sent(instance, "relay")
     [patch] = [p for p in relay.iter_attachments() if p.get_filename() == "fix.patch"]
-    assert patch.get_content() == b"--- a/x\n+++ b/x\n"
+    # passed on as the text file it is, not application/octet-stream
+    assert patch.get_content_type() == "text/x-diff"
+    assert patch.get_payload(decode=True) == b"--- a/x\n+++ b/x\n"
     assert "Apply this patch" in relay.get_body(("plain",)).get_content()  # type: ignore[union-attr]

@@ -217,10 +217,12 @@ def test_threading_headers_point_at_the_thread() -> None:
     assert got["Subject"] == "Re: [support #42] Hub is down"
 
 
-def test_references_keep_the_twenty_most_recent() -> None:
+def test_references_keep_the_thread_root_and_the_nineteen_most_recent() -> None:
+    # RFC 5322 3.6.4: a trimmed References keeps the first id (the thread's root)
     refs = [f"r{i}@client.example" for i in range(30)]
     got = reparse(build(references=refs))
-    assert got["References"].split() == [f"<r{i}@client.example>" for i in range(10, 30)]
+    expected = ["<r0@client.example>"] + [f"<r{i}@client.example>" for i in range(11, 30)]
+    assert got["References"].split() == expected
 
 
 def test_a_new_thread_has_no_in_reply_to_or_references() -> None:
