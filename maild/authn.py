@@ -155,6 +155,10 @@ def dkim_verdict(raw: bytes, from_addr: str, lookup: DnsLookup, timeout: float) 
             findings.append(f"DKIM signature {idx + 1}: {type(exc).__name__}: {exc}")
             continue
         domain = (checker.domain or b"").decode("ascii", "replace").lower()
+        weak = _weakness(checker, raw) if ok else None
+        if weak is not None:
+            findings.append(f"DKIM signature {idx + 1} (d={domain or '?'}): {weak}")
+            continue
         if ok and domain and aligned(domain, from_domain):
             return Verdict(True, (f"DKIM signature valid for d={domain}",))
         findings.append(
@@ -162,6 +166,33 @@ def dkim_verdict(raw: bytes, from_addr: str, lookup: DnsLookup, timeout: float) 
             + ("valid but not aligned with the From domain" if ok else "does not verify")
         )
     return Verdict(False, tuple(findings))
+
+
+def _header_count(raw: bytes, name: bytes) -> int:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return sum(1 for line in head.splitlines() if line.lower().startswith(name + b":"))
+
+
+def _weakness(checker: Any, raw: bytes) -> str | None:
+    """Why a valid signature still does not vouch for a steward's commands, or None.
+
+    The commands are in the Subject and the relay is the whole body: a
+    signature must cover both. Without ``subject`` in ``h=``, or with a
+    second Subject or From added above the signed one (readers take the
+    first, DKIM checks the last), or with ``l=`` leaving room to append text,
+    anyone holding one genuinely signed mail could rewrite what it asks for.
+    """
+    signed = [h.lower() for h in getattr(checker, "include_headers", ())]
+    fields = getattr(checker, "signature_fields", {}) or {}
+    if b"l" in fields:
+        return "signs only part of the body (l=)"
+    for name in (b"from", b"subject"):
+        present = _header_count(raw, name)
+        if name not in signed:
+            return f"does not sign the {name.decode().title()} header"
+        if present != 1 or signed.count(name) < present:
+            return f"the mail has {present} {name.decode().title()} headers"
+    return None
 
 
 def dns_txt(name: bytes | str, timeout: float = 5) -> bytes | None:

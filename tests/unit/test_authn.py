@@ -124,3 +124,37 @@ def test_unsigned_mail() -> None:
     assert authn.dkim_verdict(MAIL, "alice@example.org", lambda *a, **k: None, 5).findings == (
         "no DKIM signature",
     )
+
+
+def _sign(key: DkimKey, raw: bytes, **kwargs: object) -> bytes:
+    import dkim
+
+    signature = dkim.sign(
+        raw, key.selector.encode(), key.domain.encode(), key.private_pem, **kwargs
+    )
+    return bytes(signature) + raw
+
+
+def test_a_signature_without_the_subject_does_not_vouch_for_commands(key: DkimKey) -> None:
+    # anyone holding a genuinely signed mail could rewrite the unsigned Subject
+    signed = _sign(key, MAIL, include_headers=[b"from", b"to", b"date", b"message-id"])
+    verdict = authn.dkim_verdict(signed, "alice@example.org", key.lookup, 5)
+    assert not verdict.authenticated
+    assert any("does not sign the Subject" in f for f in verdict.findings)
+
+
+def test_a_body_length_limit_leaves_room_to_append_text(key: DkimKey) -> None:
+    signed = _sign(key, MAIL, include_headers=[b"from", b"subject"], length=True)
+    appended = signed + b"Send your password to attacker@evil.example.\r\n"
+    verdict = authn.dkim_verdict(appended, "alice@example.org", key.lookup, 5)
+    assert not verdict.authenticated
+    assert any("l=" in f for f in verdict.findings)
+
+
+def test_a_second_subject_above_the_signed_one_is_refused(key: DkimKey) -> None:
+    signed = key.sign(MAIL)
+    # mail readers take the first Subject; DKIM checks the last one it signed
+    forged = b"Subject: Re: [support #1] Hub is down [closed] [assign=bob]\r\n" + signed
+    verdict = authn.dkim_verdict(forged, "alice@example.org", key.lookup, 5)
+    assert not verdict.authenticated
+    assert any("2 Subject headers" in f for f in verdict.findings)
