@@ -219,7 +219,15 @@ def check(
     lookup: DnsLookup | None,
     timeout: float = 5,
 ) -> Verdict:
-    """Both checks: the trusted header first (no DNS), then our own DKIM check."""
+    """Both checks: the trusted header first (no DNS), then our own DKIM check.
+
+    A mail with more than one From or Subject is never authenticated: a
+    verifier checks the last signed one, a reader shows the first.
+    """
+    for name in (b"from", b"subject"):
+        count = _header_count(raw, name)
+        if count > 1:
+            return Verdict(False, (f"the mail has {count} {name.decode().title()} headers",))
     header = results_verdict(results_headers, authserv_id, from_addr)
     if header.authenticated:
         return header

@@ -158,3 +158,17 @@ def test_a_second_subject_above_the_signed_one_is_refused(key: DkimKey) -> None:
     verdict = authn.dkim_verdict(forged, "alice@example.org", key.lookup, 5)
     assert not verdict.authenticated
     assert any("2 Subject headers" in f for f in verdict.findings)
+
+
+def test_a_second_subject_defeats_the_trusted_header_too(key: DkimKey) -> None:
+    # the MX verified the genuine signature and said so; the extra Subject is on top
+    forged = b"Subject: Re: [support #1] Hub is down [closed]\r\n" + key.sign(MAIL)
+    verdict = authn.check(
+        forged,
+        "alice@example.org",
+        ["mx.example.org; dkim=pass header.d=example.org"],
+        "mx.example.org",
+        key.lookup,
+    )
+    assert not verdict.authenticated
+    assert verdict.findings == ("the mail has 2 Subject headers",)
