@@ -19,18 +19,23 @@ over and nothing is lost.
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import authres
 import dkim
+from dkim.crypto import parse_public_key
+from dkim.util import parse_tag_value
 from publicsuffixlist import PublicSuffixList
 
 __all__ = [
     "DnsLookup",
+    "raw_headers",
     "Verdict",
     "aligned",
     "check",
@@ -45,8 +50,14 @@ log = logging.getLogger(__name__)
 #: dkimpy's DNS interface: the TXT record for ``name`` (bytes), or None
 DnsLookup = Callable[..., bytes | None]
 
-# DKIM signatures looked at per mail: a mail with hundreds is hostile
-_MAX_SIGNATURES = 5
+# DKIM signatures verified per mail, among those aligned with From: more is hostile
+_MAX_SIGNATURES = 2
+# RSA verification is pure Python holding the GIL: a huge key or exponent from
+# an attacker's DNS would freeze the daemon, so such keys are refused unread
+_MAX_RSA_BITS = 4096
+_RSA_EXPONENTS = (3, 65537)
+# headers that must stand once: readers show the first, verifiers check the last
+_SINGLE = (b"from", b"subject", b"message-id", b"in-reply-to", b"references")
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,15 +100,24 @@ class Verdict:
     dmarc_fail: bool = False
 
 
-def _topmost_ours(headers: Sequence[str], authserv_id: str) -> Any:
+_AUTHSERV = re.compile(r"^\s*(?:\((?:[^()\\]|\\.)*\)\s*)*([^\s;()]+)")
+
+
+def _topmost_ours(headers: Sequence[str], authserv_id: str) -> tuple[bool, Any]:
+    """(found, parsed) for the topmost header whose authserv-id is ours.
+
+    The search stops at that header even when it cannot be parsed: the MX
+    wrote it, and a header further down may be the sender's forgery.
+    """
     for value in headers:  # in order: the topmost, added last, first
-        try:
-            parsed = authres.AuthenticationResultsHeader.parse_value(value)
-        except Exception:  # noqa: S112 - authres raises many kinds on garbage
+        found = _AUTHSERV.match(value)
+        if found is None or found.group(1).lower() != authserv_id.lower():
             continue
-        if str(parsed.authserv_id).lower() == authserv_id.lower():
-            return parsed
-    return None
+        try:
+            return True, authres.AuthenticationResultsHeader.parse_value(value)
+        except Exception:  # authres raises many kinds on garbage
+            return True, None
+    return False, None
 
 
 def results_verdict(headers: Sequence[str], authserv_id: str | None, from_addr: str) -> Verdict:
@@ -107,9 +127,13 @@ def results_verdict(headers: Sequence[str], authserv_id: str | None, from_addr: 
         return Verdict(False, ("commands.authserv_id is not set: Authentication-Results not read",))
     if not from_domain:
         return Verdict(False, ("the mail has no From domain",))
-    header = _topmost_ours(headers, authserv_id)
-    if header is None:
+    found, header = _topmost_ours(headers, authserv_id)
+    if not found:
         return Verdict(False, (f"no Authentication-Results header from {authserv_id}",))
+    if header is None:
+        return Verdict(
+            False, (f"the Authentication-Results header of {authserv_id} is unreadable",)
+        )
     findings: list[str] = []
     dmarc_fail = False
     for result in header.results:
@@ -137,35 +161,104 @@ def results_verdict(headers: Sequence[str], authserv_id: str | None, from_addr: 
     return Verdict(False, tuple(findings) or ("no usable result",), dmarc_fail)
 
 
+def _signatures(raw: bytes) -> list[dict[bytes, bytes] | None]:
+    """The tags of each DKIM-Signature, top first; None where one cannot be read."""
+    out: list[dict[bytes, bytes] | None] = []
+    for value in raw_headers(raw, "dkim-signature"):
+        try:
+            out.append(parse_tag_value(value.encode("utf-8", "surrogateescape")))
+        except Exception:
+            out.append(None)
+    return out
+
+
+def _guarded(lookup: DnsLookup) -> DnsLookup:
+    """``lookup``, refusing RSA keys too costly to verify (a freeze, not a check)."""
+
+    def guarded(name: bytes | str, timeout: float = 5) -> bytes | None:
+        txt = lookup(name, timeout=timeout)
+        if txt is None:
+            return None
+        tags = parse_tag_value(txt)
+        if tags.get(b"k", b"rsa").strip().lower() != b"rsa":
+            return txt
+        try:
+            key = parse_public_key(base64.b64decode(b"".join(tags.get(b"p", b"").split())))
+        except Exception as exc:
+            raise ValueError(f"unreadable public key: {exc}") from exc
+        bits = int(key["modulus"]).bit_length()
+        if bits > _MAX_RSA_BITS or int(key["publicExponent"]) not in _RSA_EXPONENTS:
+            raise ValueError(f"RSA key refused ({bits} bits, exponent {key['publicExponent']})")
+        return txt
+
+    return guarded
+
+
 def dkim_verdict(raw: bytes, from_addr: str, lookup: DnsLookup, timeout: float) -> Verdict:
     """maild's own DKIM check: a valid signature with ``d=`` aligned to From.
 
-    Blocking (DNS): call it from a worker thread.
+    Only signatures whose ``d=`` is aligned are verified (at most
+    ``_MAX_SIGNATURES``), with keys of a sane size. Never raises. Blocking
+    (DNS): call it from a worker thread.
     """
     from_domain = _domain_of(from_addr)
-    count = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower().count(b"dkim-signature:")
-    if not count:
+    signatures = _signatures(raw)
+    if not signatures:
         return Verdict(False, ("no DKIM signature",))
     findings: list[str] = []
-    for idx in range(min(count, _MAX_SIGNATURES)):
-        checker = dkim.DKIM(raw, timeout=int(max(1, timeout)))
+    checked = 0
+    guarded = _guarded(lookup)
+    for idx, tags in enumerate(signatures):
+        domain = (tags or {}).get(b"d", b"").decode("ascii", "replace").strip().lower()
+        if tags is None or not domain or not aligned(domain, from_domain):
+            findings.append(
+                f"DKIM signature {idx + 1} (d={domain or '?'}): not aligned with the From domain"
+            )
+            continue
+        if checked >= _MAX_SIGNATURES:
+            findings.append(f"DKIM signature {idx + 1}: not checked (too many signatures)")
+            continue
+        checked += 1
         try:
-            ok = checker.verify(idx=idx, dnsfunc=lookup)
+            checker = dkim.DKIM(raw, timeout=int(max(1, timeout)))
+            ok = checker.verify(idx=idx, dnsfunc=guarded)
         except Exception as exc:  # DNS trouble, bad keys, garbage: not authenticated
             findings.append(f"DKIM signature {idx + 1}: {type(exc).__name__}: {exc}")
             continue
-        domain = (checker.domain or b"").decode("ascii", "replace").lower()
-        weak = _weakness(checker, raw) if ok else None
-        if weak is not None:
-            findings.append(f"DKIM signature {idx + 1} (d={domain or '?'}): {weak}")
+        if not ok:
+            findings.append(f"DKIM signature {idx + 1} (d={domain}): does not verify")
             continue
-        if ok and domain and aligned(domain, from_domain):
-            return Verdict(True, (f"DKIM signature valid for d={domain}",))
-        findings.append(
-            f"DKIM signature {idx + 1} (d={domain or '?'}): "
-            + ("valid but not aligned with the From domain" if ok else "does not verify")
-        )
+        weak = _weakness(checker, raw)
+        if weak is not None:
+            findings.append(f"DKIM signature {idx + 1} (d={domain}): {weak}")
+            continue
+        return Verdict(True, (f"DKIM signature valid for d={domain}",))
     return Verdict(False, tuple(findings))
+
+
+def raw_headers(raw: bytes, name: str) -> list[str]:
+    """The values of header ``name`` as they stand in ``raw``: unfolded, never decoded.
+
+    RFC 2047 decoding must not touch a header whose syntax we check (an
+    encoded word in a comment could decode into ``; dmarc=pass``).
+    """
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    key = name.lower().encode() + b":"
+    values: list[str] = []
+    current: list[bytes] | None = None
+    for line in head.splitlines():
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        if current is not None:
+            values.append(b" ".join(x.strip() for x in current).decode("utf-8", "surrogateescape"))
+            current = None
+        if line.lower().startswith(key):
+            current = [line[len(key) :]]
+    if current is not None:
+        values.append(b" ".join(x.strip() for x in current).decode("utf-8", "surrogateescape"))
+    return values
 
 
 def _header_count(raw: bytes, name: bytes) -> int:
@@ -224,7 +317,7 @@ def check(
     A mail with more than one From or Subject is never authenticated: a
     verifier checks the last signed one, a reader shows the first.
     """
-    for name in (b"from", b"subject"):
+    for name in _SINGLE:
         count = _header_count(raw, name)
         if count > 1:
             return Verdict(False, (f"the mail has {count} {name.decode().title()} headers",))

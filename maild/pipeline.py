@@ -220,23 +220,27 @@ class Pipeline:
         """
         commands = self.config.commands
         sender = mail.from_addr or ""
-        results = mail.header_all("authentication-results")
-        if self.config.steward_by_address(sender) is None or not commands.require_authenticated:
-            # no DNS where nothing depends on it (a lab trusts steward mail as sent)
-            if not commands.authserv_id or not results:
-                return None
-            return authn.results_verdict(results, commands.authserv_id, sender)
-        lookup = self.dns_lookup or authn.dns_txt
-        timeout = commands.dns_timeout.total_seconds()
+        # as written by the MX: never RFC 2047-decoded (SPEC 11, RFC 8601 syntax)
+        results = authn.raw_headers(raw, "authentication-results")
         try:
+            if self.config.steward_by_address(sender) is None or not commands.require_authenticated:
+                # no DNS where nothing depends on it (a lab trusts steward mail as sent)
+                if not commands.authserv_id or not results:
+                    return None
+                return authn.results_verdict(results, commands.authserv_id, sender)
+            lookup = self.dns_lookup or authn.dns_txt
+            timeout = commands.dns_timeout.total_seconds()
             return await asyncio.wait_for(
                 asyncio.to_thread(
                     authn.check, raw, sender, results, commands.authserv_id, lookup, timeout
                 ),
-                timeout * 2 + 1,
+                timeout * 4 + 1,
             )
         except TimeoutError:
             return authn.Verdict(False, ("DKIM check timed out (DNS)",))
+        except Exception as exc:  # a hostile mail is not authenticated, never a retry loop
+            log.warning("authentication check failed for <%s>: %s", mail.message_id, exc)
+            return authn.Verdict(False, (f"authentication check failed: {type(exc).__name__}",))
 
     # -- entry point ---------------------------------------------------------
 
@@ -454,7 +458,7 @@ class Pipeline:
             status_before = ticket.status
             if action == "appended":
                 side = await self._requester_activity(
-                    session, ticket, mail, message, cls, outcome, now
+                    session, ticket, mail, message, cls, outcome, now, verdict
                 )
             await self._notify(
                 session,
@@ -736,11 +740,13 @@ class Pipeline:
         cls: Classification,
         outcome: Outcome,
         now: datetime,
+        verdict: authn.Verdict | None = None,
     ) -> policy.Standing:
         """A mail from the requester's side: new cc people, and the status it implies.
 
         Returns how the sender stands to the ticket; a stranger's mail (threaded
-        here by its headers alone) changes nothing and adds nobody.
+        here by its headers alone) changes nothing and adds nobody. Nor does a
+        mail our MX saw fail DMARC: its From is likely forged.
         """
         actor = mail.from_addr or ""
         community = self.config.community_by_name(ticket.community) if ticket.community else None
@@ -750,13 +756,17 @@ class Pipeline:
             cc=ticket.cc,
             is_steward=False,
             representatives=community.representatives if community else (),
+            forged=verdict is not None and verdict.dmarc_fail,
         )
         if side == "stranger":
             line = (
                 f"{actor or 'the sender'} is not on this ticket: the mail is kept and shown "
                 "to the stewards, but changes nothing and puts nobody on the ticket"
             )
+            if verdict is not None and verdict.dmarc_fail:
+                line += " (the MX reports dmarc=fail: the From is likely forged)"
             outcome.policy.append(line)
+            session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor="maild", text=line))
             outcome.reason += f"; {actor or 'the sender'} is not on this ticket"
             return side
         if cls.automated:
@@ -858,23 +868,31 @@ class Pipeline:
     async def _automatic_counts(
         self, session: AsyncSession, addresses: Sequence[str], now: datetime
     ) -> tuple[dict[str, int], dict[str, int], int]:
-        """Automatic mails each address got in the last hour and 24 hours; all in the hour."""
+        """Automatic mails each address got in the last hour and 24 hours; all in the hour.
+
+        Counted per mailbox (:func:`policy.limit_key`), so ``victim+1@`` and
+        ``victim+2@`` share one allowance.
+        """
         hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
-        last_hour: dict[str, int] = {}
-        last_day: dict[str, int] = {}
-        if addresses:
+        keys = {a: policy.limit_key(a) for a in addresses}
+        by_hour: dict[str, int] = {}
+        by_day: dict[str, int] = {}
+        if keys:
             rows = await session.execute(
                 select(AutomaticSend.address, AutomaticSend.at).where(
-                    AutomaticSend.address.in_(list(addresses)), AutomaticSend.at > day_ago
+                    AutomaticSend.address.in_(sorted(set(keys.values()))),
+                    AutomaticSend.at > day_ago,
                 )
             )
-            for address, at in rows.all():
-                last_day[address] = last_day.get(address, 0) + 1
+            for key, at in rows.all():
+                by_day[key] = by_day.get(key, 0) + 1
                 if at > hour_ago:
-                    last_hour[address] = last_hour.get(address, 0) + 1
+                    by_hour[key] = by_hour.get(key, 0) + 1
         total = await session.scalar(
             select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
         )
+        last_hour = {a: by_hour.get(k, 0) for a, k in keys.items()}
+        last_day = {a: by_day.get(k, 0) for a, k in keys.items()}
         return last_hour, last_day, total or 0
 
     async def _ceiling_alert(self, session: AsyncSession, why: str, now: datetime) -> None:
@@ -1122,7 +1140,12 @@ class Pipeline:
             for addr in recipients:
                 if addr not in internal:
                     session.add(
-                        AutomaticSend(address=addr, at=now, ticket_id=ticket.id, template=template)
+                        AutomaticSend(
+                            address=policy.limit_key(addr),
+                            at=now,
+                            ticket_id=ticket.id,
+                            template=template,
+                        )
                     )
         planned = PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
         if outcome is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "cap_external",
     "cc_from_mail",
     "clip",
+    "limit_key",
     "not_a_person",
     "standing",
     "steward_action",
@@ -53,8 +54,15 @@ def standing(
     cc: Collection[str],
     is_steward: bool,
     representatives: Collection[str] = (),
+    forged: bool = False,
 ) -> Standing:
-    """How the sender of a mail stands to a ticket it was threaded onto."""
+    """How the sender of a mail stands to a ticket it was threaded onto.
+
+    ``forged``: the trusted Authentication-Results says ``dmarc=fail``; such a
+    From proves nothing, so the sender stands as a stranger.
+    """
+    if forged:
+        return "stranger"
     if is_steward:
         return "steward"
     if sender and sender == requester:
@@ -64,6 +72,23 @@ def standing(
     if sender and sender in representatives:
         return "representative"
     return "stranger"
+
+
+def limit_key(address: str) -> str:
+    """The mailbox an address reaches, for counting limits (``a+x@B.example`` -> ``a@b.example``).
+
+    Sub-addresses (``+tag``) and the spelling of the domain do not make a new
+    mailbox, so they must not make a new allowance of automatic mail.
+    """
+    local, _, domain = address.strip().lower().rpartition("@")
+    if not local:
+        return address.strip().lower()
+    local = local.split("+", 1)[0] or local
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}"
 
 
 def not_a_person(address: str) -> str | None:

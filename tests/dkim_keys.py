@@ -28,11 +28,19 @@ class DkimKey:
     lookups: list[str] = field(default_factory=list)
 
     @classmethod
-    def generate(cls, tmp: Path, domain: str, selector: str = "mail") -> DkimKey:
+    def generate(
+        cls, tmp: Path, domain: str, selector: str = "mail", exponent: int = 65537
+    ) -> DkimKey:
         key = tmp / f"{domain}-{selector}.pem"
         subprocess.run(
-            ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
-        )
+            [
+                "openssl", "genpkey", "-algorithm", "RSA", "-out", str(key),
+                "-pkeyopt", "rsa_keygen_bits:2048",
+                "-pkeyopt", f"rsa_keygen_pubexp:{exponent}",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
         der = subprocess.run(
             ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
             check=True,

@@ -538,3 +538,54 @@ def test_stewards_copy_is_cut_at_100_kb(instance: Instance) -> None:
     text = parsed(copy["raw"]).get_content()
     assert len(text) < 110_000
     assert "cut here" in text
+
+
+def test_a_forged_requester_cannot_add_a_spy(instance: Instance) -> None:
+    strict(instance, '\nauthserv_id = "mx.example.org"')
+    open_request(instance)
+    instance.ingest(
+        make_mail(
+            subject="Re: [support #1] Hub is down",
+            cc="spy@evil.example",
+            message_id="<forged-rep@evil.example>",
+            headers={
+                "Authentication-Results": "mx.example.org; dmarc=fail header.from=pangeo.example"
+            },
+            body="Thanks, that works now!\n",
+        )
+    )
+    ticket = instance.queue("--all")[0]
+    assert ticket["cc"] == [] and ticket["status"] == "new"  # no spy, no close
+    assert any("dmarc=fail" in n for n in notes(instance, 1))
+
+
+def test_sub_addresses_share_one_allowance(instance: Instance) -> None:
+    for i in range(8):
+        instance.ingest(
+            make_mail(frm=f"victim+{i}@crowd.example", message_id=f"<plus-{i}@crowd.example>"),
+            "--now",
+            T0.isoformat(),
+        )
+    assert len(rows(instance, "ack")) == 5  # one mailbox, one hourly allowance
+
+
+def test_a_forged_pass_below_an_unreadable_mx_header_does_not_authenticate(
+    instance: Instance,
+) -> None:
+    strict(instance, '\nauthserv_id = "mx.example.org"')
+    open_request(instance)
+    mail = make_mail(
+        frm="alice@example.org",
+        subject="Re: [support #1] Hub is down [cc=+spy@evil.example]",
+        in_reply_to=steward_new_id(instance),
+        message_id="<forged-4@evil.example>",
+        headers={"Authentication-Results": "mx.example.org; dmarc=pass header.from=example.org"},
+    )
+    # the MX adds its own header on top, which authres cannot read
+    raw = (
+        b"Authentication-Results: mx.example.org; spf=fail smtp.helo=[6.6.6.6]; "
+        b"dmarc=fail header.from=example.org\r\n" + mail.as_bytes()
+    )
+    instance.ingest(raw)
+    assert instance.queue()[0]["cc"] == []
+    assert len(rows(instance, "confirm_command")) == 1

@@ -172,3 +172,50 @@ def test_a_second_subject_defeats_the_trusted_header_too(key: DkimKey) -> None:
     )
     assert not verdict.authenticated
     assert verdict.findings == ("the mail has 2 Subject headers",)
+
+
+def test_an_unreadable_header_of_ours_stops_the_search() -> None:
+    # the MX's own header (topmost) is one authres cannot read; the forged one below says pass
+    headers = [
+        "mx.example.org; spf=fail smtp.helo=[6.6.6.6]; dmarc=fail header.from=example.org",
+        "mx.example.org; dmarc=pass header.from=example.org",
+    ]
+    verdict = authn.results_verdict(headers, "mx.example.org", "alice@example.org")
+    assert not verdict.authenticated
+
+
+def test_an_encoded_word_in_a_comment_is_not_decoded_into_a_result() -> None:
+    raw = (
+        b"Authentication-Results: mx.example.org; spf=fail (domain of "
+        b"=?us-ascii?q?x=29=3B_dmarc=3Dpass_header.from=3Dexample.org_=28?=@evil.example) "
+        b"smtp.mailfrom=evil.example; dmarc=fail header.from=example.org\r\n" + MAIL
+    )
+    headers = authn.raw_headers(raw, "authentication-results")
+    assert "=?us-ascii?q?" in headers[0]  # as the MX wrote it
+    verdict = authn.results_verdict(headers, "mx.example.org", "alice@example.org")
+    assert not verdict.authenticated and verdict.dmarc_fail
+
+
+def test_a_costly_rsa_key_is_refused_before_it_is_used(tmp_path: Path) -> None:
+    # RSA verification holds the GIL: a key with a huge modulus or exponent from
+    # an attacker's DNS would freeze the daemon. An odd exponent stands for both.
+    odd = DkimKey.generate(tmp_path, "example.org", selector="odd", exponent=65539)
+    verdict = authn.dkim_verdict(odd.sign(MAIL), "alice@example.org", odd.lookup, 5)
+    assert not verdict.authenticated
+    assert any("RSA key refused" in f and "65539" in f for f in verdict.findings)
+
+
+def test_unaligned_signatures_are_not_even_verified(key: DkimKey, tmp_path: Path) -> None:
+    other = DkimKey.generate(tmp_path, "evil.example")
+    signed = other.sign(MAIL)
+    other.lookups.clear()
+    verdict = authn.dkim_verdict(signed, "alice@example.org", other.lookup, 5)
+    assert not verdict.authenticated and other.lookups == []
+
+
+def test_a_broken_mail_with_a_signature_is_not_authenticated_and_does_not_raise(
+    key: DkimKey,
+) -> None:
+    broken = key.sign(MAIL).replace(b"To: support", b"bad header line\r\nTo: support")
+    verdict = authn.check(broken, "alice@example.org", [], None, key.lookup)
+    assert not verdict.authenticated

@@ -220,3 +220,24 @@ def test_clip(text: str, limit: int) -> None:
     assert len(clipped) <= limit
     assert cut == (len(text) > limit)
     assert text.startswith(clipped)
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("victim@crowd.example", "victim@crowd.example"),
+        ("Victim+1@Crowd.Example", "victim@crowd.example"),
+        ("victim+news+x@crowd.example", "victim@crowd.example"),
+        ("victim@bü.example", "victim@xn--b-eha.example"),
+        ("+only@crowd.example", "+only@crowd.example"),
+    ],
+)
+def test_limits_count_per_mailbox(address: str, key: str) -> None:
+    assert policy.limit_key(address) == key
+
+
+def test_a_forged_from_stands_as_a_stranger() -> None:
+    got = policy.standing(
+        "rep@pangeo.example", requester="rep@pangeo.example", cc=(), is_steward=False, forged=True
+    )
+    assert got == "stranger"
