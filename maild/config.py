@@ -34,9 +34,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DATABASE_URL",
@@ -1089,6 +1086,11 @@ def _database(r: _Reader) -> DatabaseConfig:
         r.expected("leader_lease", "at least 2s", format_duration(lease))
         lease = timedelta(seconds=2)
     password = r.secret()
+    # imported here: SQLAlchemy costs ~150 ms, and `maild --help` or a config
+    # check need none of it otherwise
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(text)
     except (ArgumentError, ValueError):
