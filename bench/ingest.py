@@ -45,6 +45,7 @@ from maild.config import load_config
 from maild.inbound import parse_mail
 from maild.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
+from maild.store.inline import StoreThread
 
 AIM = 0.30  # ingest against the reference parse (issue 12)
 PARSE_AIM = 0.6  # parse_mail against the reference parse
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="FILE",
         help="run the ingest under cProfile, write the stats to FILE and print the top",
+    )
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="also ingest without the store thread (each driver call a hop to aiosqlite's "
+        "thread, as before issue 12) into another fresh store, for before/after in one run",
     )
     args = parser.parse_args(argv)
 
@@ -110,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile() if args.profile else None
         seconds, cpu, outcomes, stats, steps = asyncio.run(_ingest(config_path, mails, profiler))
         rows_in_db = _count_rows(db)
+    before: tuple[float, float] | None = None
+    if args.before:
+        with tempfile.TemporaryDirectory(prefix="maild-bench-") as tmp:
+            config_path = write_config(Path(tmp), Path(tmp) / "maild.db")
+            old_seconds, old_cpu, old_outcomes, *_ = asyncio.run(
+                _ingest(config_path, mails, None, store_thread=False)
+            )
+            before = (old_seconds, old_cpu)
+            if [(o.action, o.ticket) for o in old_outcomes] != [
+                (o.action, o.ticket) for o in outcomes
+            ]:
+                print("FAILED: the two ingests disagree", file=sys.stderr)
+                return 1
     bare_after = time_each(email.message_from_bytes, raws)
     ref_after = time_each(reference_parse, raws)
     bare = (bare_before + bare_after) / 2
@@ -123,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         _row("Pipeline.ingest (whole)", n, seconds, bare, ref),
         _row("  same, CPU time of the process", n, cpu, bare, ref),
     ]
+    if before is not None:
+        table += [
+            _row("before: ingest, a hop per driver call", n, before[0], bare, ref),
+            _row("  same, CPU time of the process", n, before[1], bare, ref),
+        ]
     tenth = max(1, n // 10)
     first, last = sum(steps[:tenth]), sum(steps[-tenth:])
     print()
@@ -179,27 +204,34 @@ async def _ingest(
     config_path: Path,
     mails: list[GeneratedMail],
     profiler: cProfile.Profile | None,
+    store_thread: bool = True,
 ) -> tuple[float, float, list[Outcome], Counter[str], list[float]]:
     """Ingest every mail into a fresh store as ``maild ingest`` does.
+
+    ``store_thread``: each mail's transaction in a :class:`StoreThread` (as
+    ``maild ingest`` and the daemon do), or in the loop through aiosqlite's
+    own thread (as before issue 12).
 
     Returns (wall seconds, CPU seconds, outcomes, statement counts, seconds per mail).
     """
     config = load_config(config_path)
     engine = make_engine(config.database.url)
+    store = StoreThread.for_url(config.database.url) if store_thread else None
+    counted = store.engine if store is not None else engine
     stats: Counter[str] = Counter()
 
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    @event.listens_for(counted.sync_engine, "before_cursor_execute")
     def _count(*_args: object) -> None:
         stats["statements"] += 1
 
-    @event.listens_for(engine.sync_engine, "commit")
+    @event.listens_for(counted.sync_engine, "commit")
     def _commits(*_args: object) -> None:
         stats["commits"] += 1
 
     try:
         await prepare(engine)
         stats.clear()
-        pipeline = Pipeline(config, make_sessionmaker(engine))
+        pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
         outcomes = []
         steps = []
         if profiler is not None:
@@ -214,6 +246,8 @@ async def _ingest(
         if profiler is not None:
             profiler.disable()
     finally:
+        if store is not None:
+            await store.aclose()
         await engine.dispose()
     return timer.seconds, cpu, outcomes, stats, steps
 

@@ -345,21 +345,30 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
-    from maild.pipeline import Outcome, Pipeline
+    from maild.pipeline import Pipeline
 
     on_terminal = sys.stderr.isatty()
     progress = _Progress(_count_inputs(args.files) if on_terminal else 0)
 
-    async def go(sessions: Any) -> list[Outcome]:
-        pipeline = Pipeline(config, sessions)
+    async def go(sessions: Any) -> list[dict[str, Any]]:
+        from maild.store.inline import StoreThread
+
+        store = StoreThread.for_url(config.database.url)
+        pipeline = Pipeline(config, sessions, store=store)
+        # only the JSON rows are kept: a whole Outcome per mail of a large mbox adds up
         results = []
-        for label, raw in _iter_inputs(args.files):
-            outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
-            results.append(outcome)
-            if not args.json:
-                progress.clear()
-                _print_outcome(outcome, args.dry_run)
-            progress.step()
+        try:
+            for label, raw in _iter_inputs(args.files):
+                outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
+                if args.json:
+                    results.append(outcome.as_json())
+                else:
+                    progress.clear()
+                    _print_outcome(outcome, args.dry_run)
+                progress.step()
+        finally:
+            if store is not None:
+                await store.aclose()
         return results
 
     try:
@@ -367,7 +376,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     if args.json:
-        _print_json([r.as_json() for r in results])
+        _print_json(results)
     return 0
 
 

@@ -39,9 +39,13 @@ class SchemaError(RuntimeError):
     """The database schema is missing or older than this version of maild."""
 
 
-def make_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
-    kwargs: dict[str, Any] = {}
+def make_engine(url: str, **options: Any) -> AsyncEngine:
+    """An async engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout.
+
+    ``options`` go to SQLAlchemy's ``create_async_engine`` (``maild.store.inline``
+    passes its own driver module).
+    """
+    kwargs: dict[str, Any] = dict(options)
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         kwargs["connect_args"] = {"timeout": 30}
