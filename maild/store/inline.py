@@ -102,8 +102,14 @@ class StoreThread:
 
     @classmethod
     def for_url(cls, url: str) -> StoreThread | None:
-        """A store thread for an SQLite URL; None for any other store."""
-        return cls(url) if url.startswith("sqlite+aiosqlite:") else None
+        """A store thread for an SQLite file's URL; None for any other store.
+
+        An in-memory database is private to its connection: the thread's own
+        would be another database, so it gets None too.
+        """
+        if not url.startswith("sqlite+aiosqlite:") or ":memory:" in url or "mode=memory" in url:
+            return None
+        return cls(url)
 
     async def run(
         self, fn: Callable[[async_sessionmaker[AsyncSession]], Coroutine[Any, Any, T]]

@@ -146,3 +146,10 @@ async def test_the_pipeline_decides_alike_with_and_without_the_store_thread(
         results.append(([(o.action, o.ticket) for o in outcomes], stored))
     assert results[0] == results[1]
     assert [a for a, _ in results[1][0]] == ["created", "appended", "duplicate", "quarantined"]
+
+
+def test_only_an_sqlite_file_gets_a_store_thread() -> None:
+    # an in-memory database is private to its connection: the thread's would be another one
+    assert StoreThread.for_url("sqlite+aiosqlite:///:memory:") is None
+    assert StoreThread.for_url("sqlite+aiosqlite:///file:x?mode=memory&uri=true") is None
+    assert StoreThread.for_url("postgresql+asyncpg://maild@localhost/maild") is None
