@@ -9,27 +9,28 @@ Only this module prints.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import re
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from time import monotonic
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
-from maild.config import Config, ConfigError, config_path_from, load_config
+if TYPE_CHECKING:
+    from maild.config import Config
 
 __all__ = ["main"]
 
 log = logging.getLogger("maild")
 
 EX_CONFIG = 78
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -39,7 +40,16 @@ class UserError(Exception):
 # -- helpers -----------------------------------------------------------------
 
 
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, imported on first use: ``maild --help`` needs no event loop."""
+    import asyncio
+
+    return asyncio.run(main)
+
+
 def _load(args: argparse.Namespace) -> Config:
+    from maild.config import config_path_from, load_config
+
     path = config_path_from(args.config)
     if not path.exists():
         raise UserError(
@@ -273,6 +283,8 @@ def _iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, bytes]]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from maild.config import ConfigError, config_path_from, load_config
+
     path = config_path_from(args.config)
     try:
         config = load_config(path)
@@ -322,7 +334,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    before, after = asyncio.run(go())
+    before, after = _run(go())
     if before == after:
         print(f"database already at revision {after}")
     else:
@@ -333,29 +345,38 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
-    from maild.pipeline import Outcome, Pipeline
+    from maild.pipeline import Pipeline
 
     on_terminal = sys.stderr.isatty()
     progress = _Progress(_count_inputs(args.files) if on_terminal else 0)
 
-    async def go(sessions: Any) -> list[Outcome]:
-        pipeline = Pipeline(config, sessions)
+    async def go(sessions: Any) -> list[dict[str, Any]]:
+        from maild.store.inline import StoreThread
+
+        store = StoreThread.for_url(config.database.url)
+        pipeline = Pipeline(config, sessions, store=store)
+        # only the JSON rows are kept: a whole Outcome per mail of a large mbox adds up
         results = []
-        for label, raw in _iter_inputs(args.files):
-            outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
-            results.append(outcome)
-            if not args.json:
-                progress.clear()
-                _print_outcome(outcome, args.dry_run)
-            progress.step()
+        try:
+            for label, raw in _iter_inputs(args.files):
+                outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
+                if args.json:
+                    results.append(outcome.as_json())
+                else:
+                    progress.clear()
+                    _print_outcome(outcome, args.dry_run)
+                progress.step()
+        finally:
+            if store is not None:
+                await store.aclose()
         return results
 
     try:
-        results = asyncio.run(_with_store(config, go))
+        results = _run(_with_store(config, go))
     finally:
         progress.finish()
     if args.json:
-        _print_json([r.as_json() for r in results])
+        _print_json(results)
     return 0
 
 
@@ -462,7 +483,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             for label, raw in _iter_inputs([args.file])
         ]
 
-    results = asyncio.run(_with_store(config, go))
+    results = _run(_with_store(config, go))
     if args.json:
         _print_json([_explain_json(o) for o in results])
         return 0
@@ -543,7 +564,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
             )
             return rows
 
-    rows = asyncio.run(_with_store(config, go))
+    rows = _run(_with_store(config, go))
     if args.json:
         _print_json(rows)
         return 0
@@ -591,7 +612,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             detail: dict[str, Any] | None = await ticket_detail(session, args.id, now)
             return detail
 
-    detail = asyncio.run(_with_store(config, go))
+    detail = _run(_with_store(config, go))
     if detail is None:
         raise UserError(f"no ticket #{args.id}")
     if args.json:
@@ -703,7 +724,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             rows: list[dict[str, Any]] = await outbox_rows(session, failed_only=args.failed)
             return rows
 
-    rows = asyncio.run(_with_store(config, go))
+    rows = _run(_with_store(config, go))
     if args.retry is not None:
         print(f"outbox row {args.retry} queued again")
         return 0
@@ -738,7 +759,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             rows: list[dict[str, Any]] = await quarantine_rows(session)
             return rows
 
-    rows = asyncio.run(_with_store(config, go))
+    rows = _run(_with_store(config, go))
     if args.json:
         _print_json(rows)
         return 0
@@ -765,6 +786,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from maild.config import config_path_from
+
     path = config_path_from(args.config)
     try:
         config = _load(args)
@@ -827,7 +850,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             data: dict[str, Any] = await health(session, now)
             return data
 
-    data = asyncio.run(_with_store(config, go))
+    data = _run(_with_store(config, go))
     problems = _health_problems(config, data, now)
     data["healthy"] = not problems
     data["problems"] = problems
@@ -873,7 +896,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
         return result, await _mail_queued_after(sessions, top)
 
     # --dry-run rehearses: the same pass, in a transaction that is rolled back
-    result, mails = asyncio.run((_with_rehearsal if args.dry_run else _with_store)(config, go))
+    result, mails = _run((_with_rehearsal if args.dry_run else _with_store)(config, go))
     if args.json:
         data: dict[str, Any] = {"at": now.isoformat(), "sent": result.sent}
         data["actions"] = result.actions
@@ -948,7 +971,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             )
             return data
 
-    data = asyncio.run(_with_store(config, go))
+    data = _run(_with_store(config, go))
     if args.json:
         _print_json(data)
         return 0
@@ -994,7 +1017,7 @@ def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> in
             raise UserError(str(exc)) from exc
         return done, await _mail_queued_after(sessions, top)
 
-    (planned, errors), mails = asyncio.run(_with_store(config, go))
+    (planned, errors), mails = _run(_with_store(config, go))
     if errors:
         for line in errors:
             print(f"Error: {line}", file=sys.stderr)
@@ -1077,7 +1100,7 @@ def cmd_postmortem(args: argparse.Namespace) -> int:
             data: dict[str, Any] | None = await postmortem(session, config, args.id, now)
             return data
 
-    data = asyncio.run(_with_store(config, go))
+    data = _run(_with_store(config, go))
     if data is None:
         raise UserError(f"no ticket #{args.id}")
     if data["ticket"]["type"] != "incident":
@@ -1107,7 +1130,7 @@ def cmd_attachment(args: argparse.Namespace) -> int:
             items: list[dict[str, Any]] | None = await ticket_attachments(session, args.id)
             return items
 
-    items = asyncio.run(_with_store(config, go))
+    items = _run(_with_store(config, go))
     if items is None:
         raise UserError(f"no ticket #{args.id}")
     out = Path(args.out)
@@ -1177,7 +1200,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="log lines on stderr as text (default) or one JSON object per line",
     )
-    parser.add_argument("--version", action="version", version=f"maild {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = _command(
@@ -1458,6 +1481,24 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: asks importlib.metadata (~35 ms) only when given, not on every run."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show program's version number and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        print(f"maild {_version()}")
+        parser.exit()
+
+
 def _usage(parser: argparse.ArgumentParser) -> NoReturn:
     parser.print_usage(sys.stderr)
     raise SystemExit(2)
@@ -1481,6 +1522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     _setup_logging(args)
+    # after parse_args: `--help` and usage errors never pay for the config module
+    from maild.config import ConfigError, config_path_from
+
     try:
         status: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit

@@ -33,9 +33,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from maild.durations import DURATION_EXPECTED, format_duration, parse_duration
 
 __all__ = [
@@ -1017,6 +1014,11 @@ def _database(r: _Reader) -> DatabaseConfig:
         r.expected("leader_lease", "at least 2s", format_duration(lease))
         lease = timedelta(seconds=2)
     password = r.secret()
+    # imported here: SQLAlchemy costs ~150 ms, and `maild --help` or a config
+    # check need none of it otherwise
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(text)
     except (ArgumentError, ValueError):

@@ -35,6 +35,7 @@ from maild.outbox import OutboxSender
 from maild.pipeline import Outcome, Pipeline
 from maild.render import Renderer, TemplateError, sample_context
 from maild.store.db import make_engine, make_sessionmaker, prepare
+from maild.store.inline import StoreThread
 from maild.store.models import State
 from maild.workhours import Calendar
 
@@ -357,6 +358,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, _on_hup)
         try:
             await prepare(self.engine)
+            # each mail's transaction in a thread of its own (SQLite): see maild.store.inline
+            self.pipeline.store = StoreThread.for_url(self.config.database.url)
             if self.config.stewards and not self.config.commands.require_authenticated:
                 # check-config says it as a warning; here once, as a fact
                 log.info(
@@ -379,6 +382,8 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self.pipeline.store is not None:
+                await self.pipeline.store.aclose()
             await self.engine.dispose()
 
     async def _watch(self) -> None:

@@ -33,15 +33,17 @@ def clocked(ticket: Ticket) -> Clocked:
 async def refresh_dues(
     session: AsyncSession, ticket: Ticket, config: Config, calendar: Calendar
 ) -> Dues:
-    """Recompute and store ``ticket``'s due times; returns them."""
-    sent = frozenset(
-        (kind, stage)
-        for kind, stage in (
-            await session.execute(
-                select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket.id)
-            )
-        ).all()
-    )
+    """Recompute and store ``ticket``'s due times; returns them.
+
+    Reminder rows added in this session must have been flushed: the look-up
+    does not autoflush, so the mail's other pending rows go in one flush at
+    commit instead of one more here.
+    """
+    with session.no_autoflush:
+        rows = await session.execute(
+            select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket.id)
+        )
+    sent = frozenset((kind, stage) for kind, stage in rows.all())
     dues = compute_dues(clocked(ticket), config, calendar, sent)
     ticket.triage_due_at = dues.triage_due_at
     ticket.response_due_at = dues.response_due_at

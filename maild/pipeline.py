@@ -52,6 +52,7 @@ from maild.render import (
 from maild.replychain import Chain, Seen, reply_chain, ticket_root
 from maild.roster import on_duty
 from maild.routing import reply_recipients
+from maild.store.inline import StoreThread
 from maild.store.models import (
     Attachment,
     AutomaticSend,
@@ -110,6 +111,7 @@ class Outcome:
     command_errors: list[str] = field(default_factory=list)
     # the SPEC section 11 rules that applied, in words (maild explain shows them)
     policy: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -203,9 +205,12 @@ class Pipeline:
         sessions: async_sessionmaker[AsyncSession],
         renderer: Renderer | None = None,
         dns_lookup: authn.DnsLookup | None = None,
+        store: StoreThread | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
+        # None: each mail's transaction runs in the caller's loop through ``sessions``
+        self.store = store
         self.renderer = renderer or Renderer(config)
         self.calendar = Calendar(config.hours)
         # None: maild.authn.dns_txt, looked up at each use (tests swap in their own)
@@ -258,8 +263,9 @@ class Pipeline:
         except ParseError as exc:
             return await self._quarantine(raw, source, None, f"unparseable: {exc}", now, dry_run)
         verdict = await self._verdict(mail, raw) if not too_large else None
-        try:
-            async with self.sessions() as session:
+
+        async def transaction(sessions: async_sessionmaker[AsyncSession]) -> Outcome:
+            async with sessions() as session:
                 try:
                     async with session.begin():
                         outcome = await self._process(
@@ -268,7 +274,18 @@ class Pipeline:
                         if dry_run:
                             raise _DryRun(outcome)
                 except _DryRun as dry:
+                    dry.outcome.dry_run = True
                     return dry.outcome
+            return outcome
+
+        try:
+            if self.store is not None:
+                # the whole transaction in the store's thread: one hop, not ~100
+                outcome = await self.store.run(transaction)
+            else:
+                outcome = await transaction(self.sessions)
+            if outcome.dry_run:
+                return outcome
         except IntegrityError as exc:
             # Another process stored the same Message-ID between our check and
             # our insert: a duplicate, and nothing of ours was committed. Any
@@ -399,9 +416,16 @@ class Pipeline:
             action = "appended"
         outcome.ticket, outcome.action = ticket.id, action
 
-        message = await self._store_message(session, ticket, mail, raw, cls, now, too_large)
-        message.is_note = steward is not None and steward.is_note
-        await session.flush()
+        message = await self._store_message(
+            session,
+            ticket,
+            mail,
+            raw,
+            cls,
+            now,
+            too_large,
+            is_note=steward is not None and steward.is_note,
+        )
         received = Event(
             ticket_id=ticket.id,
             at=now,
@@ -693,7 +717,10 @@ class Pipeline:
         cls: Classification,
         now: datetime,
         stub: bool,
+        *,
+        is_note: bool = False,
     ) -> Message:
+        """Add the inbound message and its attachments; flushed, so ``message.id`` is set."""
         message = Message(
             ticket_id=ticket.id,
             direction="in",
@@ -712,7 +739,7 @@ class Pipeline:
             new_text=mail.new_text,
             classification=cls.kind,
             defects=list(mail.defects),
-            is_note=False,
+            is_note=is_note,
             stub=stub,
             raw=_header_only(raw) if stub else raw,
         )

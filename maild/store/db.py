@@ -69,12 +69,14 @@ def session_settings(hold: timedelta) -> dict[str, str]:
     }
 
 
-def make_engine(url: str, *, lease: timedelta | None = None) -> AsyncEngine:
+def make_engine(url: str, *, lease: timedelta | None = None, **options: Any) -> AsyncEngine:
     """An async engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout.
 
     With ``lease`` (the daemon), PostgreSQL sessions get :func:`session_settings`.
+    Other ``options`` go to SQLAlchemy's ``create_async_engine``
+    (``maild.store.inline`` passes its own driver module).
     """
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(options)
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         kwargs["connect_args"] = {"timeout": 30}
