@@ -8,8 +8,8 @@ Should the listening connection drop, it is opened again and the sender woken
 once, for anything queued meanwhile.
 
 SQLite has no NOTIFY: the daemon looks at the outbox once a second with one
-indexed query (the number of queued rows and the highest row id) and wakes
-the sender when either grew. That is how mail queued by the CLI (``maild
+indexed query (the ids of the queued rows) and wakes the sender when one
+appeared. That is how mail queued by the CLI (``maild
 resolve``...) goes out within a second or two.
 
 Either way the sender still looks by itself every minute, so a missed wake-up
@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +38,8 @@ CHANNEL = "maild_outbox"
 #: SQLite: how often the outbox is looked at.
 POLL_SECONDS = 1.0
 _RETRY_CAP = 30.0
+#: SQLite: queued rows compared between looks (a backlog beyond waits for the minute's pass)
+_POLL_ROWS = 2000
 
 
 async def watch_outbox(
@@ -100,14 +102,22 @@ async def _listen(
 async def _poll(
     engine: AsyncEngine, wake: Callable[[], None], stop: asyncio.Event, poll: float
 ) -> None:
-    """Look at the outbox every ``poll`` seconds; wake when there is more queued mail."""
-    query = select(func.count(), func.max(Outbox.id)).where(Outbox.status == "queued")
-    last: tuple[int, int] | None = None
+    """Look at the outbox every ``poll`` seconds; wake when a row is newly queued.
+
+    The queued rows' ids, not their number: a row sent and another queued
+    again between two looks leave the count as it was.
+    """
+    query = (
+        select(Outbox.id)
+        .where(Outbox.status == "queued")
+        .order_by(Outbox.id.desc())
+        .limit(_POLL_ROWS)
+    )
+    last: set[int] | None = None
     while not stop.is_set():
         async with engine.connect() as conn:
-            count, top = (await conn.execute(query)).one()
-        seen = (int(count or 0), int(top or 0))
-        if last is not None and (seen[0] > last[0] or seen[1] > last[1]):
+            seen = set((await conn.scalars(query)).all())
+        if last is not None and seen - last:
             wake()
         last = seen
         with contextlib.suppress(TimeoutError):
