@@ -37,7 +37,6 @@ from maild.render import Renderer, TemplateError, sample_context
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
 from maild.store.models import State
-from maild.workhours import Calendar
 
 __all__ = ["Daemon", "Notifier", "run_daemon"]
 
@@ -319,9 +318,7 @@ class Daemon:
         await self._stop_all(SHUTDOWN_TIMEOUT)
         self.config = new
         for pipeline in (self.pipeline, self.leader_pipeline):
-            pipeline.config = new
-            pipeline.renderer = renderer
-            pipeline.calendar = Calendar(new.hours)
+            pipeline.reconfigure(new, renderer)
         self._start_all()
         self.notifier.send("READY=1", "STATUS=running (config reloaded)")
         log.info("config and templates reloaded from %s", self.config_path)

@@ -216,6 +216,12 @@ class Pipeline:
         # None: maild.authn.dns_txt, looked up at each use (tests swap in their own)
         self.dns_lookup = dns_lookup
 
+    def reconfigure(self, config: Config, renderer: Renderer) -> None:
+        """Take a reloaded config and its checked templates (the daemon's SIGHUP)."""
+        self.config = config
+        self.renderer = renderer
+        self.calendar = Calendar(config.hours)
+
     async def _verdict(self, mail: InboundMail, raw: bytes) -> authn.Verdict | None:
         """SPEC 11: is the mail authenticated for its From domain? None: not asked.
 
@@ -803,7 +809,7 @@ class Pipeline:
         if ticket.status == "resolved" and (
             self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
         ):
-            self._set(session, ticket, [Change("status", "resolved", "closed")], actor, now)
+            self.set_fields(session, ticket, [Change("status", "resolved", "closed")], actor, now)
             outcome.reason += "; the requester confirmed the fix, so the ticket is closed"
             closing = self._context(ticket, mail, {"reason": "you confirmed the fix"})
             await self._greet(session, ticket, closing)
@@ -820,10 +826,10 @@ class Pipeline:
                 outcome=outcome,
             )
         elif ticket.status in ("waiting", "resolved"):
-            self._set(session, ticket, [Change("status", ticket.status, "open")], actor, now)
+            self.set_fields(session, ticket, [Change("status", ticket.status, "open")], actor, now)
         return side
 
-    def _set(
+    def set_fields(
         self,
         session: AsyncSession,
         ticket: Ticket,
@@ -933,7 +939,7 @@ class Pipeline:
             )
             .limit(1)
         )
-        to = self._steward_addresses(on_duty(self.config, now))
+        to = self.steward_addresses(on_duty(self.config, now))
         if already is not None or not to:
             return
         ctx = {
@@ -981,7 +987,7 @@ class Pipeline:
                 for a in mail.attachments
             ],
         }
-        ctx = self._context_bare(ticket, {"message": message, **(extra or {})})
+        ctx = self.ticket_context(ticket, {"message": message, **(extra or {})})
         if mail.from_addr and mail.from_addr == ticket.requester:
             ctx["ticket"]["requester_name"] = message["from_name"]
         return ctx
@@ -1291,7 +1297,7 @@ class Pipeline:
             out.append(OutAttachment(att.filename, att.content_type, att.content, att.charset))
         return out
 
-    def _steward_addresses(self, names: Sequence[str]) -> list[str]:
+    def steward_addresses(self, names: Sequence[str]) -> list[str]:
         out = []
         for name in names:
             steward = self.config.steward_by_name(name)
@@ -1358,7 +1364,7 @@ class Pipeline:
         ctx = self._context(ticket, mail, {**extra, **self._size_context(oversize)})
         sender = mail.from_addr or ""
         support = self.config.support.address
-        stewards = self._steward_addresses(on_duty(self.config, now))
+        stewards = self.steward_addresses(on_duty(self.config, now))
         # the stewards' index shows who wrote, as mailing lists do ("Rita Rep via Support")
         writer = policy.clip(mail.from_name or "", 64)[0].strip() or sender or "unknown sender"
         via = f"{writer} via {self.config.support.name}"
@@ -1430,7 +1436,7 @@ class Pipeline:
         chosen = reply_recipients(
             ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
         )
-        return self._steward_addresses(chosen)
+        return self.steward_addresses(chosen)
 
     async def latest_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The ticket's latest message either way, to thread a notice under."""
@@ -1466,7 +1472,7 @@ class Pipeline:
 
     def _other_stewards(self, steward: Steward | None, now: datetime) -> list[str]:
         names = [n for n in on_duty(self.config, now) if steward is None or n != steward.name]
-        return self._steward_addresses(names)
+        return self.steward_addresses(names)
 
     async def _steward_mail(
         self,
@@ -1718,7 +1724,7 @@ class Pipeline:
         """Apply a plan and send what it calls for: the relay, the resolution, the closing."""
         before = ticket.status
         cc_before = set(ticket.cc)
-        self._set(session, ticket, planned.changes, actor, now)
+        self.set_fields(session, ticket, planned.changes, actor, now)
         removed = cc_before - set(ticket.cc)
         if removed:
             await session.execute(
@@ -1735,7 +1741,7 @@ class Pipeline:
         if relay and reply is not None:
             mail, message = reply
             if planned.status is None and ticket.status == "new":
-                self._set(session, ticket, [Change("status", "new", "open")], actor, now)
+                self.set_fields(session, ticket, [Change("status", "new", "open")], actor, now)
             if ticket.first_response_at is None:
                 ticket.first_response_at = now
             ticket.last_update_at = now
@@ -1799,13 +1805,13 @@ class Pipeline:
         if ticket.status == before:
             return
         if ticket.status == "closed":
-            ctx = self._context_bare(ticket, {"reason": None})
+            ctx = self.ticket_context(ticket, {"reason": None})
             await self.notify_requester(
                 session, ticket, "closed", ctx, "closed notice", now, outcome
             )
         elif ticket.status == "resolved":
             tag = f"[{self.config.support.tag} #{ticket.id}]"
-            ctx = self._context_bare(
+            ctx = self.ticket_context(
                 ticket,
                 {
                     "subject": f"{tag} {ticket.subject}",
@@ -1834,7 +1840,7 @@ class Pipeline:
         to = (
             [ic.addresses[0]]
             if ic is not None
-            else self._steward_addresses(on_duty(self.config, now))
+            else self.steward_addresses(on_duty(self.config, now))
         )
         if not to:
             return
@@ -1914,7 +1920,7 @@ class Pipeline:
     ) -> dict[str, Any]:
         """What a canned reply may use: the ticket, the steward, the next update, the budget."""
         community = self.config.community_by_name(ticket.community) if ticket.community else None
-        return self._context_bare(
+        return self.ticket_context(
             ticket,
             {
                 "steward": {
@@ -1926,7 +1932,7 @@ class Pipeline:
             },
         )
 
-    def _context_bare(self, ticket: Ticket, extra: dict[str, Any]) -> dict[str, Any]:
+    def ticket_context(self, ticket: Ticket, extra: dict[str, Any]) -> dict[str, Any]:
         """Template context for mail not caused by an inbound message."""
         support = self.config.support
         ctx: dict[str, Any] = {

@@ -163,9 +163,11 @@ class Scheduler:
         self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
     ) -> None:
         hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
-        self.pipeline._set(session, ticket, [Change("status", "resolved", "closed")], "maild", now)
+        self.pipeline.set_fields(
+            session, ticket, [Change("status", "resolved", "closed")], "maild", now
+        )
         ticket.updated_at = now
-        ctx = self.pipeline._context_bare(
+        ctx = self.pipeline.ticket_context(
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
         )
         sent = await self.pipeline.notify_requester(
@@ -192,7 +194,7 @@ class Scheduler:
         )
         ticket.last_update_at = now
         dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
-        ctx = self.pipeline._context_bare(
+        ctx = self.pipeline.ticket_context(
             ticket,
             {
                 "latest_reply": latest.text if latest is not None else None,
@@ -230,7 +232,7 @@ class Scheduler:
             if steward is not None and steward.addresses[0] not in to and kind != "nudge":
                 to.append(steward.addresses[0])
         if not to:
-            to = self.pipeline._steward_addresses(duty)
+            to = self.pipeline.steward_addresses(duty)
         if not to:
             return
         due = {
@@ -238,7 +240,7 @@ class Scheduler:
             "first_response": ticket.response_due_at,
             "nudge": ticket.next_update_at,
         }.get(kind)
-        ctx: dict[str, Any] = self.pipeline._context_bare(
+        ctx: dict[str, Any] = self.pipeline.ticket_context(
             ticket,
             {
                 "kind": kind,
@@ -287,7 +289,7 @@ class Scheduler:
             ).all()
             incoming = [n for n in duty.on_duty if n not in previous]
             outgoing = [n for n in previous if n not in duty.on_duty]
-            to = self.pipeline._steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
+            to = self.pipeline.steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
             if not to:
                 return
             ctx = {
@@ -347,7 +349,7 @@ class Scheduler:
                         continue
                     for p in new:
                         session.add(State(key=keys[p], value=str(row["used_hours"]), at=now))
-                    to = self.pipeline._steward_addresses(duty_at(self.config, now).on_duty)
+                    to = self.pipeline.steward_addresses(duty_at(self.config, now).on_duty)
                     if not to:
                         continue
                     # caught up past both at once: one mail, the higher one says it all
