@@ -220,30 +220,18 @@ async def _with_rehearsal(config: Config, fn: Callable[[Any], Awaitable[Any]]) -
 
 async def _outbox_top(sessions: Any) -> int:
     """The highest outbox id so far: mail queued later has a higher one."""
-    from sqlalchemy import func, select
-
-    from maild.store.models import Outbox
+    from maild.store.queries import outbox_top
 
     async with sessions() as session:
-        top: int | None = await session.scalar(select(func.max(Outbox.id)))
-        return top or 0
+        return await outbox_top(session)
 
 
 async def _mail_queued_after(sessions: Any, after: int) -> list[dict[str, Any]]:
     """What went into the outbox after :func:`_outbox_top` said ``after``: template, to."""
-    from sqlalchemy import select
-
-    from maild.store.models import Outbox
+    from maild.store.queries import outbox_after
 
     async with sessions() as session:
-        rows = (
-            await session.execute(
-                select(Outbox.id, Outbox.ticket_id, Outbox.template, Outbox.rcpt_tos)
-                .where(Outbox.id > after)
-                .order_by(Outbox.id)
-            )
-        ).all()
-    return [{"id": i, "ticket": t, "template": tpl, "to": list(to)} for i, t, tpl, to in rows]
+        return await outbox_after(session, after)
 
 
 def _mail_lines(mails: Sequence[dict[str, Any]], verb: str) -> list[str]:
@@ -706,19 +694,12 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from maild.store.queries import outbox_rows
 
     async def go(sessions: Any) -> list[dict[str, Any]]:
-        from sqlalchemy import update
-
-        from maild.store.models import Outbox
+        from maild.store.queries import requeue_outbox
 
         async with sessions() as session:
             if args.retry is not None:
                 async with session.begin():
-                    result = await session.execute(
-                        update(Outbox)
-                        .where(Outbox.id == args.retry, Outbox.status.in_(("failed", "bounced")))
-                        .values(status="queued", next_attempt_at=datetime.now(UTC), last_error=None)
-                    )
-                    if result.rowcount == 0:
+                    if not await requeue_outbox(session, args.retry, datetime.now(UTC)):
                         raise UserError(f"no failed outbox row {args.retry}")
                 return []
             rows: list[dict[str, Any]] = await outbox_rows(session, failed_only=args.failed)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, case, or_, select, type_coerce
+from sqlalchemy import String, case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -318,6 +318,33 @@ async def outbox_rows(
     ]
 
 
+async def outbox_top(session: AsyncSession) -> int:
+    """The highest outbox id so far (0 for none): mail queued later has a higher one."""
+    return int(await session.scalar(select(func.max(Outbox.id))) or 0)
+
+
+async def outbox_after(session: AsyncSession, after: int) -> list[dict[str, Any]]:
+    """The outbox rows queued after id ``after``: ``{id, ticket, template, to}``."""
+    rows = (
+        await session.execute(
+            select(Outbox.id, Outbox.ticket_id, Outbox.template, Outbox.rcpt_tos)
+            .where(Outbox.id > after)
+            .order_by(Outbox.id)
+        )
+    ).all()
+    return [{"id": i, "ticket": t, "template": tpl, "to": list(to)} for i, t, tpl, to in rows]
+
+
+async def requeue_outbox(session: AsyncSession, row_id: int, now: datetime) -> bool:
+    """Queue a failed or bounced outbox row again, due ``now``; False if there is none."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status.in_(("failed", "bounced")))
+        .values(status="queued", next_attempt_at=now, last_error=None)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def quarantine_rows(session: AsyncSession, limit: int = 200) -> list[dict[str, Any]]:
     stmt = select(Quarantine).order_by(Quarantine.id.desc()).limit(limit)
     return [
@@ -336,8 +363,6 @@ async def quarantine_rows(session: AsyncSession, limit: int = 200) -> list[dict[
 async def health(session: AsyncSession, now: datetime) -> dict[str, Any]:
     """What ``maild status`` reports, read from the store alone."""
     import json
-
-    from sqlalchemy import func
 
     from maild.store.models import ImapState, Lease, State
 
