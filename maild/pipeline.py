@@ -164,12 +164,8 @@ class _StewardMail:
         steward = classification.steward
         if steward is None or classification.automated:
             return None
-        parsed = parse_subject(
-            mail.subject,
-            stewards=[s.name for s in config.stewards],
-            communities=[c.name for c in config.communities],
-            ticket_subject=ticket.subject if ticket is not None else "",
-            replies=replies,
+        parsed = _steward_tags(
+            config, mail.subject, ticket.subject if ticket is not None else "", replies
         )
         authenticated = verdict is not None and verdict.authenticated
         action = policy.steward_action(
@@ -668,8 +664,8 @@ class Pipeline:
         cls: Classification,
         decision: Decision,
         now: datetime,
-        steward: _StewardMail | None = None,
-        outcome: Outcome | None = None,
+        steward: _StewardMail | None,
+        outcome: Outcome,
     ) -> Ticket:
         tag = self.config.support.tag
         raw_subject = mail.subject
@@ -708,10 +704,7 @@ class Pipeline:
             session.add(Participant(ticket_id=ticket.id, address=requester, role="requester"))
         if steward is None or not steward.is_note:
             # the opening mail is the requester's own (or a steward's on their behalf)
-            self._cc_from(
-                session, ticket, mail, "requester", requester, outcome or _scratch(), now,
-                opening=True,
-            )  # fmt: skip
+            self._cc_from(session, ticket, mail, "requester", requester, outcome, now, opening=True)
         return ticket
 
     async def _store_message(
@@ -1024,7 +1017,6 @@ class Pipeline:
         automatic: Literal["auto-replied", "auto-generated"] | None,
         now: datetime,
         from_name: str | None = None,
-        reply_to: str | None = None,
         attachments: Sequence[OutAttachment] = (),
         outcome: Outcome | None = None,
     ) -> PlannedMail | None:
@@ -1091,10 +1083,9 @@ class Pipeline:
         )
         references = list(chain.references)
         in_reply_to = chain.in_reply_to
-        if for_stewards:
-            # a steward's Reply-All goes to the support address only, never
-            # straight to the co-stewards (who would get it twice)
-            reply_to = reply_to or support
+        # a steward's Reply-All goes to the support address only, never
+        # straight to the co-stewards (who would get it twice)
+        reply_to = support if for_stewards else None
         root = ticket.thread_root or new_thread_root(now)
         msg = build_message(
             config=self.config,
@@ -1363,7 +1354,6 @@ class Pipeline:
         }
         ctx = self._context(ticket, mail, {**extra, **self._size_context(oversize)})
         sender = mail.from_addr or ""
-        support = self.config.support.address
         stewards = self.steward_addresses(on_duty(self.config, now))
         # the stewards' index shows who wrote, as mailing lists do ("Rita Rep via Support")
         writer = policy.clip(mail.from_name or "", 64)[0].strip() or sender or "unknown sender"
@@ -1389,7 +1379,6 @@ class Pipeline:
                     automatic="auto-generated",
                     now=now,
                     from_name=via,
-                    reply_to=support,
                     attachments=self.forwarded(mail),
                     outcome=outcome,
                 )
@@ -1408,7 +1397,6 @@ class Pipeline:
                     automatic="auto-generated",
                     now=now,
                     from_name=via,
-                    reply_to=support,
                     attachments=self.forwarded(mail),
                     outcome=outcome,
                 )
@@ -1611,7 +1599,6 @@ class Pipeline:
             reply_to_mail=message,
             automatic="auto-replied",
             now=now,
-            reply_to=self.config.support.address,
             outcome=outcome,
         )
 
@@ -1659,8 +1646,8 @@ class Pipeline:
         if original is None:
             raise LookupError(f"held message {held.message_pk} vanished")
         held_mail = parse_mail(original.raw)
-        parsed = _parsed_subject(
-            self.config, held_mail, target, full=True, replies=self.renderer.reply_names()
+        parsed = _steward_tags(
+            self.config, held_mail.subject, target.subject, self.renderer.reply_names()
         )
         line = f"{sm.steward.name} confirmed the held mail <{original.message_id}>; applied now"
         outcome.reason += f"; confirmed the held mail on #{target.id}"
@@ -1857,7 +1844,6 @@ class Pipeline:
             reply_to_mail=await self.latest_message(session, ticket),
             automatic="auto-generated",
             now=now,
-            reply_to=self.config.support.address,
             outcome=outcome,
         )
 
@@ -2019,27 +2005,17 @@ class _PlanError:
     message: str
 
 
-def _scratch() -> Outcome:
-    return Outcome("", None, None, "created", "")
-
-
-def _parsed_subject(
-    config: Config,
-    mail: InboundMail,
-    ticket: Ticket,
-    *,
-    full: bool = False,
-    replies: Sequence[str] | None = None,
-) -> Any:
-    """The steward's subject with command tags removed (``full``: the whole parse)."""
-    parsed = parse_subject(
-        mail.subject,
+def _steward_tags(
+    config: Config, subject: str, ticket_subject: str, replies: Sequence[str] | None
+) -> ParsedSubject:
+    """A steward's subject read with the configured names (SPEC 3)."""
+    return parse_subject(
+        subject,
         stewards=[s.name for s in config.stewards],
         communities=[c.name for c in config.communities],
-        ticket_subject=ticket.subject,
+        ticket_subject=ticket_subject,
         replies=replies,
     )
-    return parsed if full else parsed.subject
 
 
 def _hours(delta: timedelta) -> int:

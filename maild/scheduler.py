@@ -260,7 +260,6 @@ class Scheduler:
             reply_to_mail=await self.pipeline.latest_message(session, ticket),
             automatic="auto-generated",
             now=now,
-            reply_to=self.config.support.address,
             outcome=outcome,
         )
 
