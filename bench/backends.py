@@ -45,7 +45,7 @@ from common import REPO, GeneratedMail, Timer, generate_mails, print_table, rate
 from sqlalchemy import event, text
 
 from maild.config import load_config
-from maild.pipeline import Outcome, Pipeline
+from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from tests.integration.postgres import Postgres
 

@@ -34,8 +34,8 @@ from typing import Any
 from common import Timer, print_table, write_config
 
 from maild.config import load_config
-from maild.pipeline import Pipeline
-from maild.scheduler import Scheduler
+from maild.service.pipeline import Pipeline
+from maild.service.scheduler import Scheduler
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.models import Ticket
 

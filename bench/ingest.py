@@ -7,7 +7,7 @@ one process and one run times
 2. the reference parse (issue 12): ``policy.default``, ``get_body()`` and the
    headers any threading ingester reads (Message-ID, In-Reply-To, References,
    Subject, From's address, Date as a datetime, Auto-Submitted);
-3. ``maild.inbound.parse_mail(raw)``: our parse alone;
+3. ``maild.core.inbound.parse_mail(raw)``: our parse alone;
 4. ``Pipeline.ingest(raw, label, now)`` into a fresh SQLite store, one call
    per mail in one asyncio loop: exactly what ``maild ingest`` does.
 
@@ -42,8 +42,8 @@ from common import GeneratedMail, Timer, generate_mails, print_table, rate, time
 from sqlalchemy import event
 
 from maild.config import load_config
-from maild.inbound import parse_mail
-from maild.pipeline import Outcome, Pipeline
+from maild.core.inbound import parse_mail
+from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [
         _row("bare email.message_from_bytes", n, bare, bare, ref),
         _row("reference (policy.default, get_body)", n, ref, bare, ref),
-        _row("maild.inbound.parse_mail", n, ours, bare, ref),
+        _row("maild.core.inbound.parse_mail", n, ours, bare, ref),
         _row("Pipeline.ingest (whole)", n, seconds, bare, ref),
         _row("  same, CPU time of the process", n, cpu, bare, ref),
     ]

@@ -58,10 +58,10 @@ from common import (
 from sqlalchemy import create_engine, event, insert
 
 from maild.config import load_config
-from maild.pipeline import Outcome, Pipeline
+from maild.core.subjects import normalize_for_match
+from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.models import Message, Outbox, Participant, Ticket
-from maild.subjects import normalize_for_match
 
 WATCHED = ("tickets", "messages", "participants", "outbox")
 NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
@@ -368,13 +368,15 @@ def _bounce(original: str, rcpt: str, at: datetime) -> bytes:
 
 
 def _caller() -> str:
-    """The innermost maild.pipeline function on the stack (across SQLAlchemy's greenlets)."""
+    """The innermost pipeline function on the stack (across SQLAlchemy's greenlets)."""
     current = greenlet.getcurrent()
     glet: Any = current
     while glet is not None:
         frame = sys._getframe() if glet is current else glet.gr_frame
         while frame is not None:
-            if frame.f_code.co_filename.endswith(("maild/pipeline.py", "maild\\pipeline.py")):
+            if frame.f_code.co_filename.endswith(
+                ("maild/service/pipeline.py", "maild\\pipeline.py")
+            ):
                 return frame.f_code.co_name
             frame = frame.f_back
         glet = glet.parent

@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 from common import generate_mails, print_table
 
-from maild.inbound import parse_mail
-from maild.quotes import split_reply
+from maild.core.inbound import parse_mail
+from maild.core.quotes import split_reply
 
 
 def _best(fn: Callable[[], object], repeat: int) -> float:

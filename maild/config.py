@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from maild.durations import DURATION_EXPECTED, format_duration, parse_duration
+from maild.core.durations import DURATION_EXPECTED, format_duration, parse_duration
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -367,7 +367,7 @@ class Steward:
 
 @dataclass(frozen=True, slots=True)
 class RosterConfig:
-    """``[roster]``: who is on duty when (see :mod:`maild.roster`).
+    """``[roster]``: who is on duty when (see :mod:`maild.core.roster`).
 
     ``order`` holds steward names; ``tenure`` and ``stagger`` are whole days,
     ``tenure`` a multiple of ``stagger``, and ``tenure / stagger`` (the number

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from maild.cli import main
+from maild.cli.main import main
 
 # the real servers, shared by every test module of the session
 pytest_plugins = [

@@ -1,7 +1,7 @@
 """A DKIM key the tests generate, a signer, and a resolver that serves its TXT record.
 
 DNS is the only part of DKIM that is not local; maild takes the look-up
-function as a parameter (``maild.authn.dns_txt`` by default), so tests serve
+function as a parameter (``maild.mail.authn.dns_txt`` by default), so tests serve
 the public key of a key pair made here with ``openssl`` instead of asking
 the internet.
 """

@@ -16,10 +16,10 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.config import Config
-from maild.render import support_context
+from maild.core.workhours import Calendar
+from maild.mail.render import support_context
 from maild.store.models import Event, Reminder, Ticket
 from maild.store.queries import ACTIVE_STATUSES
-from maild.workhours import Calendar
 
 __all__ = [
     "budget_threshold",

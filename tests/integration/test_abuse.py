@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from maild import authn
+from maild.mail import authn
 from tests.conftest import Instance, make_mail
 from tests.dkim_keys import DkimKey
 

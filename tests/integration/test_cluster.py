@@ -306,7 +306,7 @@ def test_a_leader_frozen_mid_wave_is_replaced_and_commits_nothing_when_resumed(
             late = [
                 int(line.split("ticket=#")[1].split()[0])
                 for line in after.splitlines()
-                if " maild.pipeline: " in line and "ticket=#" in line
+                if " maild.service.pipeline: " in line and "ticket=#" in line
             ]
             # a line written after SIGCONT may report a commit made before the freeze;
             # anything committed later would carry a ticket number above those

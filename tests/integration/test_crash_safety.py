@@ -1,8 +1,8 @@
 """``maild run`` killed, refused and cut off: no mail is lost, none is handled twice.
 
 The daemon runs as a real process against the session's Dovecot and a
-threaded aiosmtpd sink. The guarantees under test (``maild/imap_source.py``,
-``maild/outbox.py``, ``maild/pipeline.py``):
+threaded aiosmtpd sink. The guarantees under test (``maild/mail/imap.py``,
+``maild/mail/outbox.py``, ``maild/service/pipeline.py``):
 
 - a mail is moved to Processed only after its transaction committed, and a
   Message-ID is stored once, so a crash anywhere re-reads at most some mail

@@ -316,7 +316,7 @@ def test_attachment_of_the_fixture_mail_and_of_nothing(instance: Instance, tmp_p
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a\\..\\b", "..", "\x00\x1b", "C:x"])
 def test_safe_filename_stays_a_bare_name(name: str) -> None:
-    from maild.export import safe_filename
+    from maild.cli.export import safe_filename
 
     safe = safe_filename(name)
     assert safe and "/" not in safe and "\\" not in safe and not safe.startswith(".")

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.config import MailboxConfig
-from maild.imap_source import (
+from maild.mail.imap import (
     ImapError,
     ImapLoginError,
     ImapSource,
@@ -36,7 +36,7 @@ from maild.store.db import make_engine, make_sessionmaker, upgrade
 from maild.store.models import ImapState
 from tests.integration.dovecot import Dovecot, free_ports
 
-LOGGER = "maild.imap_source"
+LOGGER = "maild.mail.imap"
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from maild.lease import Deposed, Lease
+from maild.service.lease import Deposed, Lease
 from maild.store.db import make_engine, make_sessionmaker, upgrade
 from maild.store.models import State
 from tests.integration.postgres import Postgres

@@ -1,6 +1,6 @@
 """Push delivery: an MTA hands mail to ``maild run`` over LMTP (or SMTP).
 
-The contract (``maild/lmtp.py``): ``250`` only once the mail's transaction has
+The contract (``maild/mail/lmtp.py``): ``250`` only once the mail's transaction has
 committed, ``451`` when it cannot be stored (the MTA keeps it and tries
 again), and a second delivery of the same Message-ID changes nothing. The
 daemon runs as a real process with ``[lmtp]`` and no ``[mailbox]``; its

@@ -22,7 +22,7 @@ from email.utils import getaddresses
 
 import pytest
 
-from maild.outbox import OutboxSender
+from maild.mail.outbox import OutboxSender
 from maild.store.db import make_engine, make_sessionmaker
 from tests.conftest import Instance, make_mail
 from tests.integration import smtp_sink as sink_mod

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from maild.outbox import OutboxSender
+from maild.mail.outbox import OutboxSender
 from maild.store.db import make_engine, make_sessionmaker, upgrade
 from maild.store.models import Outbox
 from tests.integration import smtp_sink as sink_mod
@@ -110,13 +110,13 @@ def sender(
 async def test_queued_mail_arrives_once_with_exact_bytes_then_is_sent(
     smtp_sink: SmtpSink, sessions: Sessions, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="maild.outbox")
+    caplog.set_level(logging.INFO, logger="maild.mail.outbox")
     row_id = await queue(sessions)
     outbox = sender(smtp_sink, sessions, clock)
 
     assert await outbox.send_due() == 1
 
-    assert [r.getMessage() for r in caplog.records if r.name == "maild.outbox"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "maild.mail.outbox"] == [
         f"outbox {row_id} (ticket None, <out-1@example.org>) sent to rep@pangeo.example"
     ]
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.config import load_config
-from maild.pipeline import Pipeline
+from maild.service.pipeline import Pipeline
 from maild.store.db import make_engine, make_sessionmaker
 from maild.store.inline import StoreThread
 from maild.store.models import State

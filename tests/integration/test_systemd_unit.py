@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from maild.cli import EX_CONFIG
+from maild.cli.main import EX_CONFIG
 from maild.config import DEFAULT_DATABASE_URL
-from maild.daemon import SHUTDOWN_TIMEOUT
+from maild.service.daemon import SHUTDOWN_TIMEOUT
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "maild.service"
 MAX_EXPOSURE = 2.5

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from maild.config import Config, parse_config
-from maild.inbound import InboundMail, parse_mail
+from maild.core.inbound import InboundMail, parse_mail
 from maild.store.models import Ticket
 
 # Wed 25 Nov 2026, 15:00 UTC (09:00 in Chicago): a working day, mid-morning
@@ -61,7 +61,7 @@ def make_mail(
     extra: Mapping[str, str] | None = None,
     body: str = "Hello,\nthe hub returns 502.\n",
 ) -> InboundMail:
-    """A plain-text mail parsed by :func:`maild.inbound.parse_mail`."""
+    """A plain-text mail parsed by :func:`maild.core.inbound.parse_mail`."""
     lines = [
         f"From: Someone <{sender}>",
         f"To: {SUPPORT}",

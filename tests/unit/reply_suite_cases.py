@@ -8,7 +8,7 @@ in its ``source`` field: the suite and the test (or fixture) it restates.
 - ``talon``: mailgun/talon, ``tests/text_quotations_test.py`` (reply =
   everything ``extract_from_plain`` keeps, signatures included),
   ``tests/html_quotations_test.py`` with its HTML fixtures (same, for HTML
-  run through :func:`maild.htmltext.html_to_text`, compared without regard
+  run through :func:`maild.core.htmltext.html_to_text`, compared without regard
   to whitespace and ``>`` marks, as talon compares with whitespace removed)
   and ``tests/signature/bruteforce_test.py`` (text and signature apart).
 - ``email_reply_parser``: github/email_reply_parser,

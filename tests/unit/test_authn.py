@@ -1,4 +1,4 @@
-"""maild.authn: DKIM (dkimpy, a key made here), Authentication-Results (RFC 8601), alignment."""
+"""maild.mail.authn: DKIM (dkimpy, a key made here), Authentication-Results, alignment."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from maild import authn
+from maild.mail import authn
 from tests.dkim_keys import DkimKey
 
 MAIL = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from maild.classify import classify
 from maild.config import Config, parse_config
-from maild.inbound import parse_mail
+from maild.core.classify import classify
+from maild.core.inbound import parse_mail
 
 CONFIG: Config = parse_config(
     {

@@ -1,8 +1,8 @@
 """Steward commands (SPEC section 3): what each tag does to a ticket.
 
 Each row is a ticket, a steward's subject and who sent it; the test parses
-the subject with the real tag grammar, plans with :func:`maild.commands.plan`,
-applies with :func:`maild.commands.apply`, and checks the ticket as a
+the subject with the real tag grammar, plans with :func:`maild.core.commands.plan`,
+applies with :func:`maild.core.commands.apply`, and checks the ticket as a
 steward would see it in ``maild show`` afterwards.
 """
 
@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.commands import Plan, apply, plan
 from maild.config import Config
+from maild.core.commands import Plan, apply, plan
+from maild.core.tags import ParsedSubject, parse_subject
 from maild.store.models import Ticket
-from maild.tags import ParsedSubject, parse_subject
 from tests.unit.core_fixtures import ALICE, COLLEAGUE, EARLIER, NOW, REQUESTER, make_config, ticket
 
 CONFIG = make_config(tickets={"max_cc": 3})

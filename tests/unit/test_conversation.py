@@ -17,11 +17,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.classify import classify
-from maild.conversation import Candidates, Rule, TicketView, decide, referenced_ids, thread_root
-from maild.inbound import InboundMail
-from maild.render import new_thread_root, thread_index_for
-from maild.subjects import normalize_for_match
+from maild.core.classify import classify
+from maild.core.conversation import (
+    Candidates,
+    Rule,
+    TicketView,
+    decide,
+    referenced_ids,
+    thread_root,
+)
+from maild.core.inbound import InboundMail
+from maild.core.subjects import normalize_for_match
+from maild.mail.render import new_thread_root, thread_index_for
 from tests.unit.core_fixtures import (
     ALICE,
     COLLEAGUE,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from maild.htmltext import html_to_text
-from maild.inbound import InboundMail, ParseError, parse_mail
-from maild.quotes import ReplyParts, split_reply
+from maild.core.htmltext import html_to_text
+from maild.core.inbound import InboundMail, ParseError, parse_mail
+from maild.core.quotes import ReplyParts, split_reply
 from tests.conftest import require_corpus
 
 

@@ -8,7 +8,7 @@ import shlex
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.demo import SUPPORT, python_send
+from maild.cli.demo import SUPPORT, python_send
 
 
 def _sent(command: str) -> tuple[object, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maild.cli import COMMANDS, build_parser
+from maild.cli.main import COMMANDS, build_parser
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

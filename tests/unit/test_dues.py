@@ -1,7 +1,7 @@
 """Due times (SPEC section 4): when triage, the first response, an incident's next
 update and the auto-close fall due, and when the stewards are warned.
 
-``maild.dues.refresh_dues`` reads the reminders already sent from the store
+``maild.store.dues.refresh_dues`` reads the reminders already sent from the store
 and writes the result onto the ticket; everything it decides comes from
 ``dues.clocked`` (the ticket's clock fields) and ``lifecycle.compute_dues``,
 tested here with transient tickets and the reminders-sent set as plain values.
@@ -22,9 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.config import Config
-from maild.dues import clocked
-from maild.lifecycle import Dues, compute_dues
-from maild.workhours import Calendar
+from maild.core.lifecycle import Dues, compute_dues
+from maild.core.workhours import Calendar
+from maild.store.dues import clocked
 from tests.unit.core_fixtures import make_config, ticket
 
 CHICAGO = ZoneInfo("America/Chicago")

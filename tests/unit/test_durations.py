@@ -1,4 +1,4 @@
-"""maild.durations: the one duration syntax of config keys, tags and messages."""
+"""maild.core.durations: the one duration syntax of config keys, tags and messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.durations import format_duration, parse_duration
+from maild.core.durations import format_duration, parse_duration
 
 # --- durations ----------------------------------------------------------------
 

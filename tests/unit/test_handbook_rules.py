@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
+from maild.cli.export import safe_filename
 from maild.config import parse_weekly
-from maild.export import safe_filename
-from maild.routing import reply_recipients
+from maild.core.routing import reply_recipients
 from maild.store.reports import budget_threshold, weekly_slot
 
 CHICAGO = "America/Chicago"

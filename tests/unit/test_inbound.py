@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maild.inbound import Attachment, InboundMail, ParseError, parse_mail, sanitize_filename
-from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject
+from maild.core.inbound import Attachment, InboundMail, ParseError, parse_mail, sanitize_filename
+from maild.core.subjects import clean_subject, find_ticket_refs, is_reply_subject
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mails"
 FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.eml"))

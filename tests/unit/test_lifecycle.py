@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maild.lifecycle import is_confirmation
+from maild.core.lifecycle import is_confirmation
 
 CONFIRMATIONS = [
     "Thanks, that works now!",

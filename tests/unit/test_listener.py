@@ -10,7 +10,7 @@ import ipaddress
 
 import pytest
 
-from maild.lmtp import Network, allowed
+from maild.mail.lmtp import Network, allowed
 
 
 def nets(*texts: str) -> tuple[Network, ...]:

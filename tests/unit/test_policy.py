@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild import policy
-from maild.policy import Limits
+from maild.core import policy
+from maild.core.policy import Limits
 
 TEAM = frozenset({"support@example.org", "alice@example.org", "bob@example.org"})
 

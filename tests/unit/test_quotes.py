@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.htmltext import QUOTE_MARKER, html_to_text
-from maild.inbound import parse_mail
-from maild.quotes import ReplyParts, split_reply, unflow
+from maild.core.htmltext import QUOTE_MARKER, html_to_text
+from maild.core.inbound import parse_mail
+from maild.core.quotes import ReplyParts, split_reply, unflow
 from tests.conftest import require_corpus
 
 

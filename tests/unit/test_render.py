@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.config import Config
-from maild.render import (
+from maild.core.subjects import clean_subject
+from maild.mail.render import (
     TEMPLATE_NAMES,
     Rendered,
     Renderer,
@@ -27,7 +28,6 @@ from maild.render import (
     sample_context,
     shipped_template_dir,
 )
-from maild.subjects import clean_subject
 from tests.unit.core_fixtures import NOW, REQUESTER, SUPPORT, make_config, make_mail
 
 CONFIG = make_config()

@@ -1,4 +1,4 @@
-"""Outgoing mail as a client reads it: attachments, followup and references (maild.render)."""
+"""Outgoing mail as a client reads it: attachments, followup and references (maild.mail.render)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.config import parse_config
-from maild.render import OutAttachment, Rendered, build_message
+from maild.mail.render import OutAttachment, Rendered, build_message
 
 CONFIG = parse_config({"support": {"address": "support@example.org", "name": "Support"}})
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from maild.htmltext import html_to_text
-from maild.inbound import parse_mail
-from maild.quotes import split_reply
+from maild.core.htmltext import html_to_text
+from maild.core.inbound import parse_mail
+from maild.core.quotes import split_reply
 from tests.conftest import require_corpus
 from tests.unit.reply_suite_cases import CASES, Case
 

@@ -1,11 +1,11 @@
-"""In-Reply-To/References of outgoing mail, seen from each reader's mailbox (maild.replychain)."""
+"""In-Reply-To/References of outgoing mail, seen from each reader's mailbox (core.replychain)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.replychain import MAX_REFERENCES, Seen, reply_chain, ticket_root
+from maild.core.replychain import MAX_REFERENCES, Seen, reply_chain, ticket_root
 
 ROOT = ticket_root(7, "example.org")
 REP = "rosa@pangeo.example"

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.config import Config, parse_config
-from maild.roster import duty_at, on_duty
+from maild.core.roster import duty_at, on_duty
 
 
 def _config(order: list[str], start: str = "2026-11-02") -> Config:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.routing import reply_recipients
+from maild.core.routing import reply_recipients
 
 ROWS = [
     ("the assignee alone", "bob", None, [], ["dave"], ["bob"]),

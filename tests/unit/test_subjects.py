@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.subjects import (
+from maild.core.subjects import (
     FORWARD_PREFIXES,
     REPLY_PREFIXES,
     clean_subject,

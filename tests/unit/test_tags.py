@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.tags import ACCEPTED, parse_subject
+from maild.core.tags import ACCEPTED, parse_subject
 
 STEWARDS = ("alice", "bob")
 COMMUNITIES = ("pangeo", "Jupyter")

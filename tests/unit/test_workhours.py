@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.config import HoursConfig, parse_config
-from maild.workhours import Calendar, due
+from maild.core.workhours import Calendar, due
 
 CHICAGO = ZoneInfo("America/Chicago")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -29,7 +29,7 @@ the request, so from a forward banner ("---------- Forwarded message
 
 Banners a mail gateway puts on top ("[EXTERNAL]", "CAUTION: This email
 originated from outside of the organization…") are left out of the new text
-and go with the quoted part, as does the marker line :mod:`maild.htmltext`
+and go with the quoted part, as does the marker line :mod:`maild.core.htmltext`
 puts where an HTML client's quoted history starts.
 
 Signatures: a line "-- " (or "--", "---") followed by a short block,
@@ -50,7 +50,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from maild.htmltext import QUOTE_MARKER
+from maild.core.htmltext import QUOTE_MARKER
 
 __all__ = ["ReplyParts", "split_reply", "unflow"]
 

@@ -282,7 +282,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from exc
-    from maild.render import Renderer, TemplateError, sample_context
+    from maild.mail.render import Renderer, TemplateError, sample_context
 
     try:
         problems = Renderer(config).check(sample_context(config))
@@ -333,7 +333,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
-    from maild.pipeline import Pipeline
+    from maild.service.pipeline import Pipeline
 
     on_terminal = sys.stderr.isatty()
     progress = _Progress(_count_inputs(args.files) if on_terminal else 0)
@@ -462,7 +462,7 @@ def _print_outcome(outcome: Any, dry_run: bool) -> None:
 def cmd_explain(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
-    from maild.pipeline import Outcome, Pipeline
+    from maild.service.pipeline import Outcome, Pipeline
 
     async def go(sessions: Any) -> list[Outcome]:
         pipeline = Pipeline(config, sessions)
@@ -761,7 +761,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from maild.demo import run_demo
+    from maild.cli.demo import run_demo
 
     return run_demo(Path(args.dir).resolve(), args.scenario)
 
@@ -775,7 +775,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UserError as exc:  # missing or unreadable: EX_CONFIG, which systemd does not restart
         print(f"Error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    from maild.daemon import run_daemon
+    from maild.service.daemon import run_daemon
     from maild.store.db import SchemaError
 
     try:
@@ -867,8 +867,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_tick(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
-    from maild.pipeline import Pipeline
-    from maild.scheduler import PassResult, Scheduler
+    from maild.service.pipeline import Pipeline
+    from maild.service.scheduler import PassResult, Scheduler
 
     async def go(sessions: Any) -> tuple[PassResult, list[dict[str, Any]]]:
         pipeline = Pipeline(config, sessions)
@@ -910,7 +910,7 @@ def cmd_roster(args: argparse.Namespace) -> int:
     config = _load(args)
     value = getattr(args, "at", None)
     at = parse_instant(value, config.hours.timezone) if value else datetime.now(UTC)
-    from maild.roster import duty_at
+    from maild.core.roster import duty_at
 
     duty = duty_at(config, at)
     data = {
@@ -988,7 +988,7 @@ def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> in
     now = _now(args, config)
     _stored_id(args.id, f"no ticket #{args.id}")
     actor = _operator()
-    from maild.pipeline import Pipeline
+    from maild.service.pipeline import Pipeline
 
     async def go(sessions: Any) -> Any:
         top = await _outbox_top(sessions)
@@ -1045,7 +1045,7 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_replies(args: argparse.Namespace) -> int:
     config = _load(args)
-    from maild.render import Renderer
+    from maild.mail.render import Renderer
 
     replies = Renderer(config).replies()
     if args.json:
@@ -1090,7 +1090,7 @@ def cmd_postmortem(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return 0
-    from maild.render import Renderer, TemplateError
+    from maild.mail.render import Renderer, TemplateError
     from maild.store.reports import postmortem_context
 
     try:
@@ -1103,7 +1103,7 @@ def cmd_postmortem(args: argparse.Namespace) -> int:
 
 def cmd_attachment(args: argparse.Namespace) -> int:
     config = _load(args)
-    from maild.export import write_attachments
+    from maild.cli.export import write_attachments
     from maild.store.queries import ticket_attachments
 
     async def go(sessions: Any) -> list[dict[str, Any]] | None:

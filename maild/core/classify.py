@@ -1,6 +1,6 @@
 """Who sent a mail and whether it may be answered automatically.
 
-Pure: takes an :class:`~maild.inbound.InboundMail` and the config, returns a
+Pure: takes an :class:`~maild.core.inbound.InboundMail` and the config, returns a
 :class:`Classification`. The rules follow RFC 3834 (``Auto-Submitted``), the
 de-facto autoresponder headers (``X-Autoreply``, ``X-Autorespond``,
 ``Precedence``), RFC 2919 list mail (``List-Id``) and RFC 3464 delivery reports.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from maild.config import Community, Config, Steward
-from maild.inbound import InboundMail
-from maild.policy import MACHINE_LOCALPARTS
+from maild.core.inbound import InboundMail
+from maild.core.policy import MACHINE_LOCALPARTS
 
 __all__ = ["Classification", "Kind", "Role", "classify"]
 

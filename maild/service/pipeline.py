@@ -24,11 +24,11 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
 
-from maild import authn, policy
-from maild.classify import Classification, classify
-from maild.commands import Change, Plan, apply, plan
 from maild.config import Config, Steward
-from maild.conversation import (
+from maild.core import policy
+from maild.core.classify import Classification, classify
+from maild.core.commands import Change, Plan, apply, plan
+from maild.core.conversation import (
     Candidates,
     Decision,
     TicketView,
@@ -36,10 +36,21 @@ from maild.conversation import (
     referenced_ids,
     thread_root,
 )
-from maild.dues import refresh_dues
-from maild.inbound import InboundMail, ParseError, parse_mail
-from maild.lifecycle import is_confirmation
-from maild.render import (
+from maild.core.inbound import InboundMail, ParseError, parse_mail
+from maild.core.lifecycle import is_confirmation
+from maild.core.replychain import Chain, Seen, reply_chain, ticket_root
+from maild.core.roster import on_duty
+from maild.core.routing import reply_recipients
+from maild.core.subjects import (
+    clean_subject,
+    find_ticket_refs,
+    is_reply_subject,
+    normalize_for_match,
+)
+from maild.core.tags import ACCEPTED, ParsedSubject, parse_subject
+from maild.core.workhours import Calendar
+from maild.mail import authn
+from maild.mail.render import (
     OutAttachment,
     Renderer,
     TemplateError,
@@ -49,9 +60,7 @@ from maild.render import (
     support_context,
     thread_index_for,
 )
-from maild.replychain import Chain, Seen, reply_chain, ticket_root
-from maild.roster import on_duty
-from maild.routing import reply_recipients
+from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
     Attachment,
@@ -65,9 +74,6 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.reports import postmortem, postmortem_context
-from maild.subjects import clean_subject, find_ticket_refs, is_reply_subject, normalize_for_match
-from maild.tags import ACCEPTED, ParsedSubject, parse_subject
-from maild.workhours import Calendar
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -209,7 +215,7 @@ class Pipeline:
         self.store = store
         self.renderer = renderer or Renderer(config)
         self.calendar = Calendar(config.hours)
-        # None: maild.authn.dns_txt, looked up at each use (tests swap in their own)
+        # None: maild.mail.authn.dns_txt, looked up at each use (tests swap in their own)
         self.dns_lookup = dns_lookup
 
     def reconfigure(self, config: Config, renderer: Renderer) -> None:
@@ -1186,7 +1192,7 @@ class Pipeline:
         for_stewards: bool,
     ) -> Chain:
         """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
-        hold of it (see :mod:`maild.replychain`). ``named``: its recipients; for the
+        hold of it (see :mod:`maild.core.replychain`). ``named``: its recipients; for the
         requester's side, everyone on the ticket's side counts as one reader."""
         rows = (
             await session.execute(

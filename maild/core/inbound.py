@@ -38,10 +38,10 @@ from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import TypeVar
 
-from maild import mailpolicy
-from maild.htmltext import html_to_text
-from maild.quotes import split_reply, unflow
-from maild.subjects import strip_header_unsafe
+from maild.core import mailpolicy
+from maild.core.htmltext import html_to_text
+from maild.core.quotes import split_reply, unflow
+from maild.core.subjects import strip_header_unsafe
 
 __all__ = [
     "Attachment",

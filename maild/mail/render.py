@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 import jinja2
 
-from maild import mailpolicy
 from maild.config import Config
-from maild.subjects import strip_header_unsafe
+from maild.core import mailpolicy
+from maild.core.subjects import strip_header_unsafe
 
 __all__ = [
     "TEMPLATE_NAMES",
@@ -97,11 +97,11 @@ class Rendered:
 
 def shipped_template_dir() -> Path:
     """The templates shipped with maild: inside the package when installed, else the repo's."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
+    package = Path(__file__).resolve().parents[1]  # maild/
+    for candidate in (package / "templates", package.parent / "templates"):
         if (candidate / "ack.j2").is_file():
             return candidate
-    raise TemplateError(f"shipped templates not found next to {here}")
+    raise TemplateError(f"shipped templates not found next to {package}")
 
 
 class Renderer:

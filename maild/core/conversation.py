@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from maild.classify import Classification
 from maild.config import Config
-from maild.inbound import InboundMail
-from maild.subjects import find_ticket_refs, is_reply_subject, normalize_for_match
+from maild.core.classify import Classification
+from maild.core.inbound import InboundMail
+from maild.core.subjects import find_ticket_refs, is_reply_subject, normalize_for_match
 
 __all__ = [
     "Candidates",

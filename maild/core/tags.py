@@ -21,7 +21,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
-from maild.durations import parse_duration
+from maild.core.durations import parse_duration
 
 __all__ = [
     "ACCEPTED",

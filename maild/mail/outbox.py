@@ -49,8 +49,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from maild.durations import format_duration
-from maild.lease import instance_id
+from maild.core.durations import format_duration
+from maild.service.lease import instance_id
 from maild.store.models import Outbox
 
 if TYPE_CHECKING:

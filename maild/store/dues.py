@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.config import Config
-from maild.lifecycle import Clocked, Dues, compute_dues
+from maild.core.lifecycle import Clocked, Dues, compute_dues
+from maild.core.workhours import Calendar
 from maild.store.models import Reminder, Ticket
-from maild.workhours import Calendar
 
 __all__ = ["clocked", "refresh_dues"]
 

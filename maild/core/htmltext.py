@@ -8,7 +8,7 @@ lines get a ``"> "`` prefix, and the containers clients wrap around quoted
 history (Gmail's ``gmail_quote``, Outlook's ``divRplyFwdMsg``/``appendonsend``,
 Outlook for Mac's ``OLK_SRC_BODY_SECTION``, Hotmail's ``stopSpelling`` rule,
 Yahoo's ``yahoo_quoted``) start with :data:`QUOTE_MARKER`, a line that
-:func:`maild.quotes.split_reply` treats as the start of quoted text.
+:func:`maild.core.quotes.split_reply` treats as the start of quoted text.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from maild import policy
 from maild.config import Config
+from maild.core import policy
+from maild.core.tags import Command, ParsedSubject
 from maild.store.models import Ticket
-from maild.tags import Command, ParsedSubject
 
 __all__ = ["Change", "Plan", "apply", "plan"]
 

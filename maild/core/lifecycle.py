@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from maild.config import Config
-from maild.workhours import Calendar
+from maild.core.workhours import Calendar
 
 __all__ = ["STATUSES", "Clocked", "Dues", "Reminder", "compute_dues", "is_confirmation"]
 

@@ -303,7 +303,7 @@ def _sent_line(msg: EmailMessage, template: str | None) -> str:
 
 async def _outline(config: Config, sessions: Any, ticket: int) -> str:
     """The post-mortem outline of ``ticket``, as ``maild postmortem`` prints it."""
-    from maild.render import Renderer
+    from maild.mail.render import Renderer
     from maild.store.reports import postmortem, postmortem_context
 
     async with sessions() as session:
@@ -325,9 +325,9 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
     Each step waits for the mails it causes, found by template and ticket number
     (the number this run's request got), so earlier runs in the folder do not matter.
     """
-    from maild.daemon import Daemon
-    from maild.pipeline import Pipeline
-    from maild.scheduler import Scheduler
+    from maild.service.daemon import Daemon
+    from maild.service.pipeline import Pipeline
+    from maild.service.scheduler import Scheduler
     from maild.store.db import prepare
 
     config = load_config(config_path)
@@ -440,7 +440,7 @@ async def _scenario(config_path: Path, out: Callable[[str], None]) -> None:
 
 
 async def _interactive(config_path: Path, out: Callable[[str], None]) -> None:
-    from maild.daemon import Daemon
+    from maild.service.daemon import Daemon
 
     config = load_config(config_path)
     loop = asyncio.get_running_loop()

@@ -23,12 +23,12 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
 
-from maild.commands import Change
 from maild.config import Config
-from maild.dues import refresh_dues
-from maild.pipeline import Outcome, Pipeline
-from maild.render import support_context
-from maild.roster import duty_at
+from maild.core.commands import Change
+from maild.core.roster import duty_at
+from maild.mail.render import support_context
+from maild.service.pipeline import Outcome, Pipeline
+from maild.store.dues import refresh_dues
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
 from maild.store.reports import (

@@ -29,11 +29,11 @@ from sqlalchemy import delete
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from maild.config import Config, ConfigError, load_config
-from maild.imap_source import ImapSource, Verdict
-from maild.lease import Deposed, Lease, instance_id
-from maild.outbox import OutboxSender
-from maild.pipeline import Outcome, Pipeline
-from maild.render import Renderer, TemplateError, sample_context
+from maild.mail.imap import ImapSource, Verdict
+from maild.mail.outbox import OutboxSender
+from maild.mail.render import Renderer, TemplateError, sample_context
+from maild.service.lease import Deposed, Lease, instance_id
+from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
 from maild.store.models import State
@@ -252,7 +252,7 @@ class Daemon:
         self.tasks.clear()
 
     async def _run_scheduler(self, stop: asyncio.Event) -> None:
-        from maild.scheduler import Scheduler
+        from maild.service.scheduler import Scheduler
 
         scheduler = Scheduler(self.config, self.leader_sessions, self.leader_pipeline)
         while not stop.is_set():
@@ -271,14 +271,14 @@ class Daemon:
                 await asyncio.wait_for(stop.wait(), 60)
 
     async def _run_wakeups(self, stop: asyncio.Event) -> None:
-        from maild.wakeup import watch_outbox
+        from maild.service.wakeup import watch_outbox
 
         sender = self.sender
         if sender is not None:
             await watch_outbox(self.engine, sender.wake, stop)
 
     async def _run_lmtp(self, stop: asyncio.Event) -> None:
-        from maild.lmtp import serve
+        from maild.mail.lmtp import serve
 
         lmtp = self.config.lmtp
         if lmtp is None:

@@ -1,0 +1,8 @@
+"""The mail edges: how mail comes in and goes out.
+
+- ``imap``    the IMAP source (fetch, mark processed, IDLE)
+- ``lmtp``    the inbound LMTP listener
+- ``authn``   DKIM, Authentication-Results and DMARC alignment (SPEC 11)
+- ``render``  templates into outgoing ``EmailMessage`` objects
+- ``outbox``  the sender: durable outbox rows out over SMTP
+"""
