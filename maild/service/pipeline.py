@@ -165,11 +165,14 @@ class _StewardMail:
         ticket: Ticket | None,
         verdict: authn.Verdict | None,
         oversize: bool = False,
-        replies: Sequence[str] | None = None,
+        renderer: Renderer | None = None,
     ) -> _StewardMail | None:
+        """None unless a steward wrote it; ``renderer``: whose canned replies it may name."""
         steward = classification.steward
         if steward is None or classification.automated:
             return None
+        # read from the template folders: only for a steward's mail
+        replies = renderer.reply_names() if renderer is not None else None
         parsed = _steward_tags(
             config, mail.subject, ticket.subject if ticket is not None else "", replies
         )
@@ -495,7 +498,7 @@ class Pipeline:
             existing_ticket,
             verdict,
             too_large,
-            self.renderer.reply_names(),
+            self.renderer,
         )
         outcome = Outcome(source, mail.message_id, None, "created", decision.reason, cls, decision)
         if existing_ticket is None:
