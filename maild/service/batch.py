@@ -30,7 +30,6 @@ from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
-from itertools import islice
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -70,52 +69,53 @@ class BatchIngest:
         self.parse_ahead = parse_ahead
 
     async def run(self, items: Iterable[Item]) -> AsyncGenerator[Outcome, None]:
-        """Yield one outcome per mail, in order, each after its transaction committed."""
+        """Yield one outcome per mail, in order, each after its transaction committed.
+
+        An error reading ``items`` (a missing file) is raised after the mails
+        read before it are committed and yielded, as one by one would.
+        """
         chunks = _chunks(items, self.chunk)
-        current = next(chunks, None)
-        if current is None:
-            return
-        upcoming = next(chunks, None)
-        if upcoming is None or not self.parse_ahead:
-            while current is not None:
-                for outcome in await self._commit(current, self._parse(current)):
-                    yield outcome
-                current, upcoming = upcoming, next(chunks, None)
-            return
+        current, failure = _pull(chunks)
         loop = asyncio.get_running_loop()
-        # spawn, not fork: this process has threads (the store's, the loop's helpers)
-        pool: Executor | None = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
-        )
         limit = self.pipeline.config.tickets.max_message_bytes
+        pool: Executor | None = None
+        ahead: asyncio.Future[list[Parsed]] | None = None
         try:
-            ahead = loop.run_in_executor(pool, parse_many, [raw for _, raw, _ in current], limit)
             while current is not None:
-                try:
-                    parsed = await ahead
-                except BrokenProcessPool:
-                    log.warning("the parsing worker died; parsing in this process")
-                    if pool is not None:
-                        pool.shutdown(wait=False, cancel_futures=True)
-                    pool = None
+                upcoming, failure = _pull(chunks) if failure is None else (None, failure)
+                if pool is None and upcoming is not None and self.parse_ahead:
+                    # more than a chunk: worth a worker. Spawned, not forked:
+                    # this process has threads (the store's, the loop's helpers)
+                    pool = ProcessPoolExecutor(
+                        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                    )
+                    ahead = loop.run_in_executor(pool, parse_many, _raws(current), limit)
+                if ahead is None:
                     parsed = self._parse(current)
-                if upcoming is not None:
-                    raws = [raw for _, raw, _ in upcoming]
-                    if pool is not None:
-                        ahead = loop.run_in_executor(pool, parse_many, raws, limit)
-                    else:
-                        ahead = loop.create_future()
-                        ahead.set_result(self._parse(upcoming))
+                else:
+                    try:
+                        parsed = await ahead
+                    except BrokenProcessPool:
+                        log.warning("the parsing worker died; parsing in this process")
+                        parsed = self._parse(current)
+                        self.parse_ahead = False
+                    ahead = None
+                    if pool is not None and (upcoming is None or not self.parse_ahead):
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = None
+                    if pool is not None and upcoming is not None:
+                        ahead = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
                 for outcome in await self._commit(current, parsed):
                     yield outcome
-                current, upcoming = upcoming, next(chunks, None)
+                current = upcoming
+            if failure is not None:
+                raise failure
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def _parse(self, chunk: Sequence[Item]) -> list[Parsed]:
-        limit = self.pipeline.config.tickets.max_message_bytes
-        return parse_many([raw for _, raw, _ in chunk], limit)
+        return parse_many(_raws(chunk), self.pipeline.config.tickets.max_message_bytes)
 
     async def _commit(self, chunk: Sequence[Item], parsed: Sequence[Parsed]) -> list[Outcome]:
         """One transaction for the chunk, a savepoint per mail; the outcomes once committed."""
@@ -170,7 +170,32 @@ class _Discard(Exception):
         self.outcomes = outcomes
 
 
+def _raws(chunk: Sequence[Item]) -> list[bytes]:
+    return [raw for _, raw, _ in chunk]
+
+
+def _pull(chunks: Iterator[list[Item]]) -> tuple[list[Item] | None, Exception | None]:
+    """The next chunk, or None at the end; or the error reading it (raised later)."""
+    try:
+        return next(chunks, None), None
+    except Exception as exc:
+        return None, exc
+
+
 def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Lists of ``size`` items; an error in ``items`` comes after the items before it."""
     it = iter(items)
-    while chunk := list(islice(it, size)):
+    while True:
+        chunk: list[Item] = []
+        try:
+            for item in it:
+                chunk.append(item)
+                if len(chunk) == size:
+                    break
+        except Exception:
+            if chunk:
+                yield chunk
+            raise
+        if not chunk:
+            return
         yield chunk

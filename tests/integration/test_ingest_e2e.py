@@ -426,6 +426,14 @@ def test_garbage_is_quarantined_and_the_next_mail_goes_on(instance: Instance) ->
     assert q["source"].endswith("bad.eml") and q["reason"] == rows[0]["reason"]
 
 
+def test_a_missing_file_stops_ingest_after_the_mails_before_it(instance: Instance) -> None:
+    good = instance.write(make_mail(message_id=REQUEST_ID), "good.eml")
+    result = instance.cli("ingest", str(good), str(instance.mail_dir / "missing.eml"))
+    assert result.status != 0 and "no such file" in result.err
+    assert "good.eml: created #1" in result.out
+    assert [t["id"] for t in instance.queue()] == [1]
+
+
 def _refuse_message_id(instance: Instance, message_id: str) -> None:
     """Make the store itself refuse to store one Message-ID (a constraint failing)."""
     if instance.url.startswith("sqlite"):
