@@ -141,7 +141,7 @@ class Outgoing:
             auto=automatic,
             from_name=from_name,
             reply_to=reply_to,
-            followup_to=reply_to,
+            followup_to=reply_to,  # a group reply goes where Reply-To points
             thread_index=thread_index,
             thread_topic=thread_topic,
             ticket_id=ticket.id if ticket is not None else None,

@@ -6,6 +6,11 @@ together or not at all. Whatever goes wrong with one mail sends it to
 quarantine with the reason and the raw bytes; the caller carries on with the
 next one. The daemon and ``maild ingest`` both call :meth:`Pipeline.ingest`,
 so they decide and queue exactly the same.
+
+The pipeline decides; the parts it composes carry out: a steward's mail goes
+to :class:`~maild.service.steward.Stewards`, every mail maild sends is queued
+by :class:`~maild.service.outgoing.Outgoing`, and every timeline row is
+written by :func:`maild.store.timeline.record`.
 """
 
 from __future__ import annotations
@@ -710,7 +715,7 @@ class Pipeline:
             set_fields(session, ticket, [Change("status", ticket.status, "open")], actor, now)
         return side
 
-    # -- mail we send ----------------------------------------------------------
+    # -- the mails this mail calls for -------------------------------------------
 
     def _may_answer(
         self, to: str, cls: Classification, verdict: authn.Verdict | None = None
@@ -811,8 +816,6 @@ class Pipeline:
                     outcome=outcome,
                 )
 
-    # -- stewards ------------------------------------------------------------------
-
     async def _working_stewards(
         self, session: AsyncSession, ticket: Ticket, now: datetime
     ) -> list[str]:
@@ -835,5 +838,3 @@ class Pipeline:
             ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
         )
         return self.outgoing.steward_addresses(chosen)
-
-    # -- the operator's commands -------------------------------------------------------
