@@ -26,7 +26,7 @@ from sqlalchemy.orm import defer
 
 from maild.config import Config
 from maild.core import policy
-from maild.core.classify import Classification, classify
+from maild.core.classify import Classification, classify, why_not_answer
 from maild.core.commands import Change
 from maild.core.conversation import (
     Candidates,
@@ -717,27 +717,6 @@ class Pipeline:
 
     # -- the mails this mail calls for -------------------------------------------
 
-    def _may_answer(
-        self, to: str, cls: Classification, verdict: authn.Verdict | None = None
-    ) -> str | None:
-        """Why the sender of a mail may get no automatic answer at all, or None.
-
-        The one "may we answer this automatically" rule: not machines (SPEC 6),
-        not ourselves, not a sender our MX saw fail DMARC (SPEC 11). The
-        per-address limits are applied to every automatic mail in
-        :meth:`Outgoing.queue`.
-        """
-        if cls.automated:
-            return f"{cls.kind}: " + "; ".join(cls.reasons)
-        if to == self.config.support.address:
-            return "our own address"
-        if verdict is not None and verdict.dmarc_fail:
-            return (
-                f"{self.config.commands.authserv_id} reports dmarc=fail for the sender's "
-                "domain: the From address is likely forged (no backscatter)"
-            )
-        return policy.not_a_person(to)
-
     async def _notify(
         self,
         session: AsyncSession,
@@ -770,8 +749,8 @@ class Pipeline:
         writer = policy.clip(mail.from_name or "", 64)[0].strip() or sender or "unknown sender"
         via = f"{writer} via {self.config.support.name}"
 
+        why_not = why_not_answer(sender, cls, self.config, dmarc_fail=_dmarc_fail(verdict))
         if action == "created" and cls.role != "steward":
-            why_not = self._may_answer(sender, cls, verdict)
             if why_not is None:
                 template = "too_large" if too_large else "ack"
                 await self.outgoing.answer(
@@ -796,7 +775,7 @@ class Pipeline:
                     outcome=outcome,
                 )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
-            if too_large and side != "stranger" and self._may_answer(sender, cls, verdict) is None:
+            if too_large and side != "stranger" and why_not is None:
                 await self.outgoing.answer(
                     session, ticket, "too_large", ctx, sender, message, now, outcome
                 )
@@ -838,3 +817,7 @@ class Pipeline:
             ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
         )
         return self.outgoing.steward_addresses(chosen)
+
+
+def _dmarc_fail(verdict: authn.Verdict | None) -> bool:
+    return verdict is not None and verdict.dmarc_fail
