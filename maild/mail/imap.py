@@ -50,6 +50,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.config import MailboxConfig
+from maild.core.inbound import logged_message_id
+from maild.logs import describe
 from maild.store.models import ImapState
 
 __all__ = [
@@ -260,25 +262,10 @@ def parse_fetch(lines: Sequence[Any]) -> list[FetchedMail]:
     return [mails[uid] for uid in sorted(mails)]
 
 
-_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
-
-
-def _message_id(raw: bytes) -> str:
-    """The Message-ID for log lines (best effort, headers only)."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    found = _MESSAGE_ID.search(head)
-    return found.group(1).decode("ascii", "replace") if found else "<no Message-ID>"
-
-
-def _describe(exc: BaseException) -> str:
-    """One line naming an exception: ``ConnectionRefusedError: [Errno 111] ...``."""
-    if isinstance(exc, aioimaplib.CommandTimeout):
-        return "timed out"  # its text is the command line, which may carry a password
-    text = str(exc).strip()
-    if isinstance(exc, TimeoutError) and not text:
-        return "timed out"
-    name = type(exc).__name__
-    return f"{name}: {text}" if text and text != name else name
+def _describe_safely(exc: BaseException) -> str:
+    """:func:`maild.logs.describe`, but an aioimaplib timeout's text (the command line,
+    which may carry the password) is left out."""
+    return "timed out" if isinstance(exc, aioimaplib.CommandTimeout) else describe(exc)
 
 
 def _text(response: Any) -> str:
@@ -315,7 +302,7 @@ class _Connection:
 
     def on_lost(self, exc: Exception | None) -> None:
         if exc is not None:
-            self.lost_reason = _describe(exc)
+            self.lost_reason = _describe_safely(exc)
         elif self.bye:
             self.lost_reason = f"closed by the server ({self.bye})"
         else:
@@ -555,7 +542,7 @@ class ImapSource:
                 return task.result()
             except (TimeoutError, aioimaplib.AioImapException, OSError) as exc:
                 conn.broken = True
-                raise phase(f"{prefix}{_describe(exc)}") from exc
+                raise phase(f"{prefix}{_describe_safely(exc)}") from exc
         if lost in done:
             raise phase(f"{prefix}connection lost: {conn.lost_reason}")
         if stopped is not None and stopped in done:
@@ -765,13 +752,13 @@ class ImapSource:
             log.exception(
                 "handler failed for %s %s; leaving it on the server for the next pass",
                 label,
-                _message_id(mail.raw),
+                logged_message_id(mail.raw),
             )
             return "retry"
         if verdict not in ("processed", "quarantined", "retry"):
             log.error("handler returned %r for %s; treating it as retry", verdict, label)
             return "retry"
-        log.debug("%s %s: %s", label, _message_id(mail.raw), verdict)
+        log.debug("%s %s: %s", label, logged_message_id(mail.raw), verdict)
         return verdict
 
     async def _mark(self, conn: _Connection, marks: dict[Verdict, list[int]]) -> None:
@@ -907,7 +894,9 @@ class ImapSource:
                 else:
                     self._last_uid = state.last_uid
         except SQLAlchemyError as exc:
-            log.warning("cannot read the IMAP progress marker of %s: %s", folder, _describe(exc))
+            log.warning(
+                "cannot read the IMAP progress marker of %s: %s", folder, _describe_safely(exc)
+            )
             if self._uidvalidity is not None and self._uidvalidity != uidvalidity:
                 self._last_uid = 0
         self._uidvalidity = uidvalidity
@@ -924,7 +913,9 @@ class ImapSource:
                 state.last_uid = self._last_uid
                 state.last_sync_at = self.last_sync_at
         except SQLAlchemyError as exc:
-            log.warning("cannot save the IMAP progress marker of %s: %s", folder, _describe(exc))
+            log.warning(
+                "cannot save the IMAP progress marker of %s: %s", folder, _describe_safely(exc)
+            )
 
 
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")

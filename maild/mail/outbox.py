@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.durations import format_duration
+from maild.core.inbound import logged_message_id
+from maild.logs import describe
 from maild.service.lease import instance_id
 from maild.store.models import Outbox
 
@@ -219,7 +220,7 @@ class OutboxSender:
                     delay = min(60.0, 2.0**errors)
                     log.warning(
                         "outbox pass failed, store unavailable: %s; trying again in %.0f s",
-                        exc.orig,
+                        describe(exc),
                         delay,
                     )
                 except Exception:
@@ -322,7 +323,7 @@ class OutboxSender:
 
     def _lost(self, row: Outbox, outcome: _Outcome) -> None:
         """Our claim ran out while we were stalled and another instance took the row."""
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {_message_id(row.raw)})"
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
         if outcome.kind == "sent":
             log.warning(
                 "%s was sent by this instance after its claim ran out; another instance "
@@ -335,7 +336,7 @@ class OutboxSender:
     def _record(self, row: Outbox, outcome: _Outcome) -> None:
         now = self._clock()
         row.attempts += 1
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {_message_id(row.raw)})"
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
         to = ", ".join(str(r) for r in row.rcpt_tos)
         if outcome.kind == "sent":
             row.status = "sent"
@@ -426,10 +427,10 @@ class OutboxSender:
             _drop(fresh)
             if _is_tls_problem(exc):
                 raise _Unusable(
-                    f"TLS with {where} failed: {_describe(exc)}; check smtp.security and smtp.port",
+                    f"TLS with {where} failed: {describe(exc)}; check smtp.security and smtp.port",
                     config_problem=True,
                 ) from exc
-            raise _Unusable(f"cannot connect to {where}: {_describe(exc)}") from exc
+            raise _Unusable(f"cannot connect to {where}: {describe(exc)}") from exc
         return fresh
 
     async def _deliver(self, smtp: aiosmtplib.SMTP, row: Outbox) -> _Outcome:
@@ -466,7 +467,7 @@ class OutboxSender:
         except (aiosmtplib.SMTPException, OSError) as exc:
             # Timeouts and disconnects leave the session in an unknown state.
             where = f"{self._config.host}:{self._config.port}"
-            raise _Unusable(f"connection to {where} failed: {_describe(exc)}") from exc
+            raise _Unusable(f"connection to {where} failed: {describe(exc)}") from exc
         except ValueError as exc:
             return _Outcome("failed", f"cannot be sent: {exc}")
         if refused:
@@ -508,11 +509,6 @@ def _is_tls_problem(exc: BaseException) -> bool:
     return type(exc) is aiosmtplib.SMTPException and "STARTTLS" in str(exc)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).rstrip(".") or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-
-
 def _drop(smtp: aiosmtplib.SMTP | None) -> None:
     """Close without a goodbye: the session is broken or not worth a QUIT."""
     if smtp is not None:
@@ -526,17 +522,3 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         await smtp.quit()
     except (aiosmtplib.SMTPException, OSError):
         smtp.close()
-
-
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
-
-
-def _message_id(raw: bytes) -> str:
-    """The Message-ID for log lines; "no Message-ID" if there is none.
-
-    A search, not a parse: we built these headers ourselves, one line each,
-    and this runs for every mail sent.
-    """
-    head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
-    found = _MESSAGE_ID.search(head)
-    return found.group(1).decode("ascii", "replace") if found else "no Message-ID"

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from maild.logs import describe
 from maild.store.models import Outbox
 
 __all__ = ["CHANNEL", "watch_outbox"]
@@ -57,7 +57,7 @@ async def watch_outbox(
             await watch(engine, wake, stop, poll)
             delay = 1.0
         except Exception as exc:  # the driver's own errors too: this is only a shortcut
-            log.warning("outbox wake-ups paused, store unavailable: %s", _describe(exc))
+            log.warning("outbox wake-ups paused, store unavailable: %s", describe(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, _RETRY_CAP)
@@ -122,9 +122,3 @@ async def _poll(
         last = seen
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), poll)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DBAPIError):
-        return str(exc.orig)
-    return str(exc) or type(exc).__name__
