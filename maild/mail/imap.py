@@ -50,6 +50,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.config import MailboxConfig
+from maild.core.backoff import Backoff
 from maild.core.inbound import logged_message_id
 from maild.logs import describe
 from maild.store.models import ImapState
@@ -92,8 +93,8 @@ QUARANTINED_KEYWORD = "$MaildQuarantined"
 IDLE_RENEW_SECONDS = 25 * 60.0
 MAX_UIDS_PER_COMMAND = 200
 FETCH_ITEMS = "(UID FLAGS BODY.PEEK[])"
-BACKOFF_MIN_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 60.0
+#: Reconnect after 0.5 s, 1 s, 2 s ... at most a minute; back to 0.5 s after a successful sync.
+RECONNECT = Backoff(base=0.5, cap=60.0)
 LOGOUT_TIMEOUT_SECONDS = 2.0
 REOPEN_INTERVAL_SECONDS = 60.0
 RETRY_DELAY_SECONDS = 30.0
@@ -419,40 +420,47 @@ class ImapSource:
         sync). After ``stop`` is set it returns within about a second, once
         the mail in flight is handed over and marked.
         """
-        delay = BACKOFF_MIN_SECONDS
+        failures = 0
         while not stop.is_set():
             try:
                 conn = await self._connect(stop)
                 await self._sync(conn, stop)
-                delay = BACKOFF_MIN_SECONDS
+                failures = 0
                 await self._watch(conn, stop)
             except _Stopped:
                 break
-            except ImapLoginError as exc:
-                log.error(
-                    "IMAP login failed for %s at %s: %s; retrying in %ss",
-                    self.config.username,
-                    self._where,
-                    exc,
-                    _seconds(delay),
-                )
-            except ImapUnreachable as exc:
-                log.warning(
-                    "IMAP %s unreachable: %s; retrying in %ss", self._where, exc, _seconds(delay)
-                )
-            except ImapError as exc:
-                log.warning("IMAP %s: %s; reconnecting in %ss", self._where, exc, _seconds(delay))
-            except Exception:
-                log.exception("IMAP source failed unexpectedly; retrying in %ss", _seconds(delay))
             except asyncio.CancelledError:
                 self._abort()
                 raise
+            except Exception as exc:
+                failures += 1
+                self._log_failure(exc, RECONNECT.delay(failures))
             await self._disconnect()
             if stop.is_set():
                 break
-            await _sleep_unless(stop, delay)
-            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+            await _sleep_unless(stop, RECONNECT.delay(failures))
         await self._disconnect()
+
+    def _log_failure(self, exc: Exception, delay: float) -> None:
+        """One line for a failed session: what went wrong and when the next attempt is."""
+        if isinstance(exc, ImapLoginError):
+            log.error(
+                "IMAP login failed for %s at %s: %s; retrying in %ss",
+                self.config.username,
+                self._where,
+                exc,
+                _seconds(delay),
+            )
+        elif isinstance(exc, ImapUnreachable):
+            log.warning(
+                "IMAP %s unreachable: %s; retrying in %ss", self._where, exc, _seconds(delay)
+            )
+        elif isinstance(exc, ImapError):
+            log.warning("IMAP %s: %s; reconnecting in %ss", self._where, exc, _seconds(delay))
+        else:
+            log.error(
+                "IMAP source failed unexpectedly; retrying in %ss", _seconds(delay), exc_info=exc
+            )
 
     async def sync_once(self) -> int:
         """One pass: hand every unprocessed mail to the handler and mark it.

@@ -48,6 +48,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.core.backoff import Backoff
 from maild.core.durations import format_duration
 from maild.core.inbound import logged_message_id
 from maild.logs import describe
@@ -71,6 +72,8 @@ POLL_INTERVAL = 60.0
 CLAIM_FOR = timedelta(seconds=30)
 #: Backoff gets up to this fraction added, so rows failed together spread out.
 JITTER = 0.1
+#: run(): a failed pass (store or relay code trouble) is tried again 2 s, 4 s ... 1 min later.
+PASS_RETRY = Backoff(base=2.0, cap=60.0)
 #: 530 to MAIL FROM: the relay wants a login that is not configured.
 AUTH_REQUIRED = 530
 
@@ -118,8 +121,10 @@ class OutboxSender:
         self._sessions = sessions
         self._clock = clock
         self._timeout = timeout
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # a row's attempts are persisted in the row; this turns them into its next wait
+        self._row_backoff = Backoff(
+            base=backoff_base.total_seconds(), cap=backoff_cap.total_seconds(), jitter=JITTER
+        )
         self._poll_interval = poll_interval
         self._instance = instance or instance_id()
         self._claim_for = claim_for
@@ -205,27 +210,27 @@ class OutboxSender:
         ``stop`` is set mid-pass, the mail in flight is finished first.
         """
         self._stop = stop
-        errors = 0
+        failures = 0
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
                     handled = await self.send_due()
                     delay = await self._idle_delay(handled)
-                    errors = 0
+                    failures = 0
                 except (OperationalError, InterfaceError) as exc:
                     # the store is locked, restarting or ended our session: the
                     # rows stay queued (a claimed one is taken over when its claim ends)
-                    errors += 1
-                    delay = min(60.0, 2.0**errors)
+                    failures += 1
+                    delay = PASS_RETRY.delay(failures)
                     log.warning(
                         "outbox pass failed, store unavailable: %s; trying again in %.0f s",
                         describe(exc),
                         delay,
                     )
                 except Exception:
-                    errors += 1
-                    delay = min(60.0, 2.0**errors)
+                    failures += 1
+                    delay = PASS_RETRY.delay(failures)
                     log.exception("outbox pass failed; trying again in %.0f s", delay)
                 await self._sleep(stop, delay)
         finally:
@@ -368,11 +373,7 @@ class OutboxSender:
         )
 
     def _backoff(self, attempts: int) -> timedelta:
-        base = self._backoff_base.total_seconds()
-        # The exponent is bounded so a long outage cannot overflow the float.
-        delay = base * 2.0 ** min(max(attempts - 1, 0), 40)
-        delay *= 1.0 + _rng.uniform(0.0, JITTER)
-        return timedelta(seconds=min(delay, self._backoff_cap.total_seconds()))
+        return timedelta(seconds=self._row_backoff.delay(attempts, _rng.random()))
 
     async def _idle_delay(self, handled: int) -> float:
         async with self._sessions() as session:
