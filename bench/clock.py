@@ -123,6 +123,33 @@ def process_times(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def import_profile(
+    args: list[str], cwd: Path | None, top: int = 8
+) -> tuple[list[tuple[str, float]], set[str]]:
+    """``python -X importtime``: the slowest top-level imports (cumulative ms) and the
+    total, and the name of every module imported."""
+    done = subprocess.run(
+        [args[0], "-X", "importtime", *args[1:]],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+    tops: list[tuple[str, float]] = []
+    names: set[str] = set()
+    for line in done.stderr.splitlines():
+        # "import time: self [us] | cumulative | imported package", nested by indent
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _self, cumulative, name = line[len("import time:") :].split("|")
+        names.add(name.strip())
+        if cumulative.strip().isdigit() and not name[1:].startswith(" "):
+            tops.append((name.strip(), int(cumulative) / 1000))
+    total = sum(ms for _, ms in tops)
+    return [*sorted(tops, key=lambda t: -t[1])[:top], ("all imports", total)], names
+
+
 def config_for(root: Path, url: str | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = write_config(root, root / "maild.db")
@@ -169,6 +196,9 @@ def main() -> int:
             commands["queue before"] = (queue_args, args.before)
         times = process_times(commands, args.repeat)
         help_time, queue_time = times["help"], times["queue"]
+        profiles = {"queue": import_profile(queue_args, here)}
+        if args.before:
+            profiles["queue before"] = import_profile(queue_args, args.before)
 
     rows = [
         ("pass, empty store (baseline)", f"{empty_pass * 1000:.1f}", "1.00x", 0),
@@ -204,6 +234,11 @@ def main() -> int:
             ),
         ]
     print_table(rows, ("what", "ms", "vs baseline", "actions"))
+    for name, (profile, modules) in profiles.items():
+        print(f"\nimports of `maild {name}` (python -X importtime, cumulative ms, top level):")
+        print_table([(what, f"{ms:.1f}") for what, ms in profile], ("module", "ms"))
+        heavy = [m for m in ("sqlalchemy", "asyncio", "aiosqlite") if m in modules]
+        print(f"of SQLAlchemy, asyncio and aiosqlite it imports: {', '.join(heavy) or 'none'}")
     per_ticket = (busy_pass - idle_pass) / max(1, busy_actions) * 1000
     print(f"scheduler work per due ticket: {per_ticket:.2f} ms")
     print(
