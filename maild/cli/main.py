@@ -131,14 +131,15 @@ def _out(text: str) -> None:
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    rows = [[_safe(cell) for cell in row] for row in rows]  # escaped before measuring
+    # escaped before measuring; a printable cell (a C check) has nothing to escape,
+    # which spares 10,000 tickets' cells 90,000 regular-expression calls
+    rows = [[c if c.isprintable() else _safe(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    if rows:
+        columns = zip(*rows, strict=True)
+        widths = [max(w, *map(len, cells)) for w, cells in zip(widths, columns, strict=True)]
+    lines = ["  ".join(map(str.ljust, headers, widths)).rstrip()]
+    lines.extend("  ".join(map(str.ljust, row, widths)).rstrip() for row in rows)
     return "\n".join(lines)
 
 
