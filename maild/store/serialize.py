@@ -113,7 +113,7 @@ def ticket_dicts(
     )
     out = []
     for row in rows:
-        if isinstance(row, Mapping):
+        if type(row) is not tuple and isinstance(row, Mapping):  # an ABC check costs 0.4 µs
             row = tuple(row[name] for name in TICKET_FIELDS)
         (tid, subject, status, kind, priority, community, requester, cc, assignee, ic, links,
          minutes, created, updated, count, due_kind, due_at, follow_up) = row  # fmt: skip
