@@ -117,12 +117,15 @@ def read_queue(url: str, now: datetime, **filters: Any) -> list[dict[str, Any]] 
     :class:`maild.store.schema.SchemaError` for a database behind this maild.
     """
     path = sqlite_path(url)
-    if path is None or not path.is_file():
-        return None  # not SQLite, or the usual path creates the file
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
+    if path is None:
         return None
+    try:
+        if not path.is_file():
+            return None  # the usual path creates it
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30)
+    except (OSError, sqlite3.Error):
+        return None  # a folder we may not look into: the usual path says so
     try:
         has_tables, current = _revision(conn)
         if not has_tables:
