@@ -1058,6 +1058,13 @@ def _database(r: _Reader) -> DatabaseConfig:
 _PLAIN_SQLITE = re.compile(r"(sqlite\+\w+):///([^?%]*)", re.ASCII)
 
 
+def plain_sqlite(url: str) -> tuple[str, str] | None:
+    """The driver and database of a SQLite URL that means what it says (no query
+    string, nothing %-quoted), as ``make_url`` would read them; None for any other."""
+    match = _PLAIN_SQLITE.fullmatch(url)
+    return (match[1], match[2]) if match is not None else None
+
+
 def _plain_sqlite_url(text: str, base_dir: Path | None) -> str | None:
     """``_database``'s URL for a plain SQLite URL, or None for any other.
 
@@ -1065,10 +1072,10 @@ def _plain_sqlite_url(text: str, base_dir: Path | None) -> str | None:
     so its config must not import SQLAlchemy for ``make_url`` either: for these
     URLs the result is the same (``tests/unit/test_sqlite_read.py`` compares).
     """
-    match = _PLAIN_SQLITE.fullmatch(text)
-    if match is None:
+    plain = plain_sqlite(text)
+    if plain is None:
         return None
-    driver, database = match.groups()
+    driver, database = plain
     relative = database not in ("", ":memory:") and not database.startswith(("/", "file:"))
     if not relative or base_dir is None:
         return text

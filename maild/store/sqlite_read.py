@@ -16,7 +16,6 @@ returns None, and the caller goes the usual way, with its usual errors.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,22 +23,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from maild.config import plain_sqlite
 from maild.store.schema import HEAD, schema_error
 from maild.store.serialize import ACTIVE_STATUSES, PRIORITY_RANK, TICKET_FIELDS, ticket_dicts
 
 __all__ = ["queue_sql", "read_queue", "sqlite_path"]
 
-# a plain SQLite URL: a driver, a path, no query string, nothing %-quoted
-_PLAIN_SQLITE = re.compile(r"sqlite\+\w+:///(?P<path>[^?%]+)", re.ASCII)
-
 
 def sqlite_path(url: str) -> Path | None:
-    """The database file of a plain SQLite URL; None for anything else (or ``:memory:``)."""
-    match = _PLAIN_SQLITE.fullmatch(url)
-    if match is None:
+    """The database file of a plain SQLite URL (``maild.config.plain_sqlite``); None for
+    anything else, ``:memory:`` or a ``file:`` URI."""
+    plain = plain_sqlite(url)
+    if plain is None:
         return None
-    path = match["path"]
-    if path == ":memory:" or path.startswith("file:"):
+    path = plain[1]
+    if path in ("", ":memory:") or path.startswith("file:"):
         return None
     return Path(path)
 
