@@ -21,6 +21,7 @@ __all__ = [
     "TICKET_FIELDS",
     "iso",
     "json_list",
+    "stored_text",
     "ticket_dict",
     "ticket_dicts",
     "ticket_values",
@@ -58,6 +59,15 @@ TICKET_FIELDS = (
 def iso(value: datetime | None) -> str | None:
     """An aware datetime as ISO 8601 (None stays None)."""
     return value.isoformat() if value is not None else None
+
+
+def stored_text(value: datetime) -> str:
+    """An aware datetime as SQLAlchemy stores it in SQLite: naive UTC, microseconds."""
+    at = value.astimezone(UTC)
+    return (
+        f"{at.year:04d}-{at.month:02d}-{at.day:02d} "
+        f"{at.hour:02d}:{at.minute:02d}:{at.second:02d}.{at.microsecond:06d}"
+    )
 
 
 def utc_text(value: Any) -> str | None:
@@ -104,13 +114,9 @@ def ticket_dicts(
     rows: Iterable[Sequence[Any] | Mapping[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
     """:func:`ticket_dict` of each row: the queue's 10,000 tickets in one call."""
-    # "breached" compares the stored text with now's, formatted as SQLAlchemy
-    # stores a time in SQLite (fixed width, so text order is time order)
-    now_utc = now.astimezone(UTC)
-    stamp = (
-        f"{now_utc.year:04d}-{now_utc.month:02d}-{now_utc.day:02d} "
-        f"{now_utc.hour:02d}:{now_utc.minute:02d}:{now_utc.second:02d}.{now_utc.microsecond:06d}"
-    )
+    # "breached" compares the stored text with now's (fixed width: text order
+    # is time order)
+    stamp = stored_text(now)
     out = []
     for row in rows:
         if type(row) is not tuple and isinstance(row, Mapping):  # an ABC check costs 0.4 µs

@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from maild.config import plain_sqlite
 from maild.store.schema import HEAD, schema_error
-from maild.store.serialize import ACTIVE_STATUSES, PRIORITY_RANK, TICKET_FIELDS, ticket_dicts
+from maild.store.serialize import (
+    ACTIVE_STATUSES,
+    PRIORITY_RANK,
+    TICKET_FIELDS,
+    stored_text,
+    ticket_dicts,
+)
 
 __all__ = ["queue_sql", "read_queue", "sqlite_path"]
 
@@ -40,11 +46,6 @@ def sqlite_path(url: str) -> Path | None:
     if path in ("", ":memory:") or path.startswith("file:"):
         return None
     return Path(path)
-
-
-def _stored(value: datetime) -> str:
-    """An aware datetime as SQLAlchemy stores it in SQLite (naive UTC, microseconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def queue_sql(
@@ -81,7 +82,7 @@ def queue_sql(
         params.append(community)
     if overdue:
         where.append("next_due_at IS NOT NULL AND next_due_at <= ?")
-        params.append(_stored(now))
+        params.append(stored_text(now))
     rank = " ".join(f"WHEN '{name}' THEN {n}" for name, n in PRIORITY_RANK.items())
     # only constants and "?" are formatted in; every value is a parameter
     sql = (
