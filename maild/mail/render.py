@@ -435,7 +435,7 @@ _DOT_ATOM_ENDS = (_SPECIALS - {"."}) | {" ", "\t"}
 # what RFC 2047 5(3) lets an encoded word in a phrase carry unencoded
 _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_TEXT = 45  # encoded text per word: "=?utf-8?q?" + 45 + "?=" = 57 characters
-_B_BYTES = 33  # bytes per base64 word: 44 characters of text
+_PHRASE_WORD = 800  # encoded text of one word in a display name: see _phrase
 _LONG_WORD = 70  # a word longer than this cannot fold: it goes encoded
 _LONG_GAP = 60  # a run of spaces longer than this goes inside an encoded word
 _BOUNDARY_MARK = "=" * 15
@@ -494,7 +494,7 @@ def _q_word(ch: str) -> str:
     return "".join(f"={b:02X}" for b in ch.encode("utf-8", "replace"))
 
 
-def _encoded_words(text: str) -> list[str]:
+def _encoded_words(text: str, limit: int = _Q_TEXT) -> list[str]:
     """``text`` as RFC 2047 encoded words (UTF-8, Q or B, whichever is shorter).
 
     A character is never split between two words, and spaces are inside the
@@ -507,7 +507,7 @@ def _encoded_words(text: str) -> list[str]:
         chunk: list[str] = []
         length = 0
         for piece in q:
-            if length + len(piece) > _Q_TEXT and chunk:
+            if length + len(piece) > limit and chunk:
                 words.append("=?utf-8?q?" + "".join(chunk) + "?=")
                 chunk, length = [], 0
             chunk.append(piece)
@@ -517,7 +517,7 @@ def _encoded_words(text: str) -> list[str]:
     words, buf = [], b""
     for ch in text:
         encoded = ch.encode("utf-8", "replace")
-        if len(buf) + len(encoded) > _B_BYTES and buf:
+        if len(buf) + len(encoded) > limit * 3 // 4 and buf:
             words.append("=?utf-8?b?" + base64.b64encode(buf).decode("ascii") + "?=")
             buf = b""
         buf += encoded
@@ -599,15 +599,36 @@ def _text_header(name: str, text: str, utf8: bool) -> bytes:
 
 
 def _phrase(name: str, utf8: bool) -> str:
-    """A display name: as it is, quoted if it holds specials, or encoded words."""
-    if (utf8 or name.isascii()) and all(len(w) <= _LONG_WORD for w in name.split(" ")):
+    """A display name: as it is, quoted if it holds specials, or with encoded words.
+
+    Words that are plain ASCII atoms stay as they are; each run of the others
+    becomes one encoded word, spaces inside. Two encoded words side by side are
+    avoided: RFC 2047 drops the whitespace between them, the stdlib's parser
+    reads it as a space, so one of the two would show the name wrong. A run
+    longer than 75 characters encoded is therefore one longer encoded word.
+    """
+    if utf8 or name.isascii():
         return name if _SPECIALS.isdisjoint(name) else _quote(name)
-    return " ".join(_encoded_words(name))
+    out: list[str] = []
+    run: list[str] = []
+    for word in filter(None, name.split(" ")):
+        if word.isascii() and _SPECIALS.isdisjoint(word) and "=?" not in word:
+            if run:
+                out.extend(_encoded_words(" ".join(run), _PHRASE_WORD))
+                run = []
+            out.append(word)
+        else:
+            run.append(word)
+    if run:
+        out.extend(_encoded_words(" ".join(run), _PHRASE_WORD))
+    return " ".join(out)
 
 
 def _param(name: str, value: str, utf8: bool) -> list[str]:
-    """``; name="value"`` as header segments, RFC 2231 where the value needs it."""
-    if (utf8 or value.isascii()) and len(value) <= _LONG_WORD - len(name):
+    """``; name="value"`` as header segments, RFC 2231 where the value needs it:
+    not ASCII, too long for a line, or holding what looks like an encoded word
+    (which a quoted value would show decoded, in the stdlib and some clients)."""
+    if (utf8 or value.isascii()) and len(value) <= _LONG_WORD - len(name) and "=?" not in value:
         return [f" {name}={_quote(value)};"]
     sections: list[str] = []
     chunk: list[str] = []
