@@ -5,9 +5,11 @@ and optionally ``html``, rendered with ``StrictUndefined`` so a typo in a
 template fails loudly instead of mailing a blank. A configured directory
 overrides the shipped templates one file at a time.
 
-Messages are built with :mod:`email.headerregistry` (``policy.SMTP``): every
-header value goes through it after control characters are removed, so a
-subject carrying CR/LF or encoded garbage cannot add a header.
+Outgoing mail is written as bytes (:func:`build_message`), not built as an
+``EmailMessage``: every header value has its control characters replaced and
+encoded-word lookalikes defused first, so a subject carrying CR/LF or encoded
+garbage cannot add a header; tests/unit/test_render_outgoing.py holds the bytes
+against what the stdlib's ``EmailMessage`` would give.
 """
 
 from __future__ import annotations
@@ -565,9 +567,7 @@ def _text_segments(text: str, utf8: bool) -> list[str]:
     pieces = _split_spaces(text)
     gaps = [len(p) - len(p.lstrip(" ")) for p in pieces]
     words = [p[g:] for p, g in zip(pieces, gaps, strict=True)]
-    encode = [
-        (not utf8 and not w.isascii()) or len(w) > _LONG_WORD or w.startswith("=?") for w in words
-    ]
+    encode = [(not utf8 and not w.isascii()) or len(w) > _LONG_WORD or "=?" in w for w in words]
     for i in range(1, len(words)):
         if gaps[i] > _LONG_GAP:
             encode[i - 1] = encode[i] = True
