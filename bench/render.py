@@ -11,8 +11,11 @@ In one process and one run:
    ``as_bytes`` (kept as the oracle in ``tests/unit/test_render_outgoing.py``),
    ``--rounds`` times taking turns, and checks that every mail parses back
    the same from both (exit 1 otherwise);
-3. ingests the same mails into two more fresh stores, one with the former
-   builder patched in, and prints both rates and the ratio.
+3. ingests the same mails into fresh stores, twice with each builder taking
+   turns, and prints the best rates and the ratio;
+4. with ``--due D``: a scheduler pass over D due incident updates in a store
+   of ``--tickets`` tickets (``clock.py``'s fill), once with each builder: the
+   cost per due ticket.
 
     python bench/render.py                      # N = 2,000
     python bench/render.py --n 500 --profile /tmp/render.prof
@@ -36,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from clock import NOW, config_for, fill, one_pass
 from common import generate_mails, print_table, write_config
 from ingest import _ingest
 
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="generator seed (1)")
     parser.add_argument("--rounds", type=int, default=5, help="replay rounds per builder (5)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the new builder's replay")
+    parser.add_argument("--due", type=int, default=0, help="scheduler pass with D due (0: none)")
+    parser.add_argument("--tickets", type=int, default=2000, help="tickets in that store (2000)")
     args = parser.parse_args(argv)
 
     mails = generate_mails(args.n, args.seed)
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             fn(**c).as_bytes()
         return time.perf_counter() - start
 
+    replay(build_message)  # warm up: first calls, caches
+    replay(stdlib_builder)
     new_times, old_times = [], []
     for _ in range(args.rounds):
         new_times.append(replay(build_message))
@@ -179,7 +187,30 @@ def main(argv: list[str] | None = None) -> int:
     print()
     headers = ["ingest, best of 2", "seconds", "mails/s", "ms/mail", "CPU ms/mail", "vs before"]
     print_table(rows, headers)
+    if args.due:
+        print()
+        print_table(scheduler_passes(args.tickets, args.due), ["scheduler pass", "ms", "per due"])
     return 0
+
+
+def scheduler_passes(tickets: int, due: int) -> list[list[str]]:
+    """A pass over ``due`` incident updates with each builder, each in a fresh store,
+    twice taking turns (the first pass also warms the templates up); the best of two."""
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    actions = 0
+    for label, fn in [("before", stdlib_builder), ("after", build_message)] * 2:
+        with tempfile.TemporaryDirectory(prefix="maild-bench-") as tmp, builder(fn):
+            config = config_for(Path(tmp), None)
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'maild.db'}"
+            asyncio.run(fill(url, tickets, tickets // 10, due))
+            seconds, actions = asyncio.run(one_pass(config, NOW))
+        times[label].append(seconds)
+    before, after = min(times["before"]), min(times["after"])
+    return [
+        [f"before ({actions} actions)", f"{before * 1000:.0f}", f"{before / due * 1000:.2f} ms"],
+        [f"after ({actions} actions)", f"{after * 1000:.0f}", f"{after / due * 1000:.2f} ms"],
+        ["speed-up", "", f"{before / after:.2f}x"],
+    ]
 
 
 if __name__ == "__main__":
