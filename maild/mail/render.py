@@ -427,7 +427,8 @@ def _header_text(value: str) -> str:
 # line without CR or LF, folded only by a CRLF put before a space that is already
 # there, so unfolding gives the value back unchanged; header lines are kept to
 # 78 characters where the value has room to fold (RFC 5322 2.1.1), and text
-# that needs it goes as RFC 2047 encoded words of at most 57 characters.
+# that needs it goes as RFC 2047 encoded words of at most 57 characters (but
+# for a long run of non-ASCII words in a display name: see _phrase).
 
 _CRLF = b"\r\n"
 _MAX_LINE = 78
