@@ -470,8 +470,14 @@ def _quote(text: str) -> str:
 
 
 def _addr_spec(local: str, domain: str) -> str:
-    """``local@domain`` with the local part quoted unless it is a dot-atom."""
-    if not _DOT_ATOM_ENDS.isdisjoint(local):
+    """``local@domain`` with the local part quoted unless it is a dot-atom.
+
+    A dot at either end or two in a row also need quotes (the stdlib's
+    ``Address`` left them bare, which its own parser cannot read back).
+    """
+    if not _DOT_ATOM_ENDS.isdisjoint(local) or (
+        "." in local and (local[0] == "." or local[-1] == "." or ".." in local)
+    ):
         local = _quote(local)
     if domain:
         return f"{local}@{domain}"

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
+import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -238,7 +239,8 @@ def summary(msg: EmailMessage, skip: Iterable[str] = (), filenames: bool = True)
             out.append((key, str(value)))
     out.sort(key=repr)
     for part in msg.walk():
-        params = {k: v for k, v in part["Content-Type"].params.items() if k != "boundary"}
+        ctype = part["Content-Type"]  # a forwarded mail may have none
+        params = {k: v for k, v in ctype.params.items() if k != "boundary"} if ctype else {}
         item: list[object] = [part.get_content_type(), params, part.get_content_disposition()]
         item.append(part.get_filename() if filenames else None)
         if part.is_multipart():
@@ -284,12 +286,14 @@ LINES = [
 body_text = st.lists(st.one_of(st.sampled_from(LINES), st.text(max_size=30)), max_size=25).flatmap(
     lambda lines: st.sampled_from(["\n", "\r\n"]).map(lambda sep: sep.join(lines))
 )
+# a local part with a dot at an end or two in a row: the stdlib left it bare and
+# cannot parse what it wrote (see the test below), so the oracle gets none
 local_part = st.one_of(
     st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,20}", fullmatch=True),
     st.text(
         st.characters(exclude_characters="@", exclude_categories=["Cs"]), min_size=1, max_size=15
     ),
-)
+).filter(lambda lp: not (lp.startswith(".") or lp.endswith(".") or ".." in lp))
 domain = st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,2}", fullmatch=True) | st.just(
     "exämple.net"
 )
@@ -395,3 +399,10 @@ def test_the_bytes_parse_back_as_the_stdlib_message_would(
     names = [k.lower() for k in got]
     assert all(names.count(h) == 1 for h in ("from", "to", "subject", "message-id", "date"))
     assert "bcc" not in names
+
+
+@pytest.mark.parametrize("local", [".rosa", "rosa.", "ro..sa", "ro sa", 'ro"sa', "rosa"])
+def test_a_local_part_that_is_no_dot_atom_is_quoted(local: str) -> None:
+    msg = build(to=[f"{local}@pangeo.example"], cc=["c@pangeo.example"])
+    [to] = msg["To"].addresses
+    assert (to.username, to.domain) == (local, "pangeo.example")
