@@ -373,15 +373,9 @@ def test_the_bytes_parse_back_as_the_stdlib_message_would(
     }
     raw = build_message(**fields).as_bytes()
 
-    got, expected = parse(raw), parse(stdlib_message(**fields))
+    got = parse(raw)
     utf8 = not all(a.isascii() for a in (*to, *cc))
     display = _header_text(from_name or CONFIG.support.name)
-    # with UTF-8 headers the stdlib drops the quotes around a display name with
-    # specials, and the address is lost: ours keeps them
-    skip = ["from"] if utf8 and any(c in display for c in '()<>@,:;."[]\\') else []
-    # the stdlib decodes an encoded word in a quoted file name: ours are never
-    filenames = not any("=?" in a.filename for a in attachments)
-    assert summary(got, skip, filenames) == summary(expected, skip, filenames)
     kept = refs if len(set(refs)) <= 20 else [refs[0], *list(dict.fromkeys(refs))[-19:]]
     assert got["References"] == (" ".join(f"<{r}>" for r in dict.fromkeys(kept)) or None)
     names = [(strip_header_unsafe(a.filename) or "attachment").strip() for a in attachments]
@@ -399,6 +393,19 @@ def test_the_bytes_parse_back_as_the_stdlib_message_would(
     names = [k.lower() for k in got]
     assert all(names.count(h) == 1 for h in ("from", "to", "subject", "message-id", "date"))
     assert "bcc" not in names
+
+    # and as the stdlib's builder wrote it, where that builder wrote well-formed
+    # mail: with SMTPUTF8 and C0/C1 controls in a long display name its folding
+    # can end the header block early (its To: then reads as body), ours cannot
+    expected = parse(stdlib_message(**fields))
+    if "to" not in {k.lower() for k in expected}:
+        return
+    # with UTF-8 headers the stdlib drops the quotes around a display name with
+    # specials, and the address is lost: ours keeps them
+    skip = ["from"] if utf8 and any(c in display for c in '()<>@,:;."[]\\') else []
+    # the stdlib decodes an encoded word in a quoted file name: ours are never
+    filenames = not any("=?" in a.filename for a in attachments)
+    assert summary(got, skip, filenames) == summary(expected, skip, filenames)
 
 
 @pytest.mark.parametrize("local", [".rosa", "rosa.", "ro..sa", "ro sa", 'ro"sa', "rosa"])
