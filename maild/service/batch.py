@@ -83,14 +83,17 @@ class BatchIngest:
         try:
             while current is not None:
                 upcoming, failure = _pull(chunks) if failure is None else (None, failure)
-                if pool is None and upcoming is not None and self.parse_ahead:
-                    # more than a chunk: worth a worker. Spawned, not forked:
-                    # this process has threads (the store's, the loop's helpers)
-                    pool = ProcessPoolExecutor(
-                        max_workers=1, mp_context=multiprocessing.get_context("spawn")
-                    )
-                    ahead = loop.run_in_executor(pool, parse_many, _raws(current), limit)
+                following: asyncio.Future[list[Parsed]] | None = None
+                if upcoming is not None and self.parse_ahead:
+                    if pool is None:
+                        # more than a chunk: worth a worker. Spawned, not forked:
+                        # this process has threads (the store's, the loop's helpers)
+                        pool = ProcessPoolExecutor(
+                            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                        )
+                    following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
                 if ahead is None:
+                    # the first chunk is parsed here while the worker starts up
                     parsed = self._parse(current)
                 else:
                     try:
@@ -99,12 +102,11 @@ class BatchIngest:
                         log.warning("the parsing worker died; parsing in this process")
                         parsed = self._parse(current)
                         self.parse_ahead = False
-                    ahead = None
-                    if pool is not None and (upcoming is None or not self.parse_ahead):
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = None
-                    if pool is not None and upcoming is not None:
-                        ahead = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
+                        following = None
+                ahead = following
+                if ahead is None and pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = None
                 for outcome in await self._commit(current, parsed):
                     yield outcome
                 current = upcoming
