@@ -17,8 +17,8 @@ A store error (locked, gone) loses the chunk's transaction and propagates:
 nothing of that chunk was committed. Any other failure of a chunk's commit
 (which no single mail's savepoint caught) makes its mails go again one by
 one through :meth:`Pipeline.ingest`, so a mail is never lost for another's
-sake. Small inputs (up to one chunk) are parsed here: starting a worker
-costs more than it saves.
+sake. The first chunk is parsed here while the worker starts up; an input
+of one chunk never starts one (it would cost more than it saves).
 """
 
 from __future__ import annotations
