@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import signal
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,7 +90,11 @@ class BatchIngest:
                         # more than a chunk: worth a worker. Spawned, not forked:
                         # this process has threads (the store's, the loop's helpers)
                         pool = ProcessPoolExecutor(
-                            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                            max_workers=1,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            # Ctrl-C is this process's to handle: it ends the worker
+                            initializer=signal.signal,
+                            initargs=(signal.SIGINT, signal.SIG_IGN),
                         )
                     following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
                 if ahead is None:
