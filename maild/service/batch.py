@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import signal
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.intake import Parsed, parse_many
 from maild.service.pipeline import Outcome, Pipeline
+from maild.service.worker import start_worker
 
 __all__ = ["CHUNK", "BatchIngest", "Item"]
 
@@ -92,9 +92,8 @@ class BatchIngest:
                         pool = ProcessPoolExecutor(
                             max_workers=1,
                             mp_context=multiprocessing.get_context("spawn"),
-                            # Ctrl-C is this process's to handle: it ends the worker
-                            initializer=signal.signal,
-                            initargs=(signal.SIGINT, signal.SIG_IGN),
+                            # Ctrl-C is ours to handle; the worker ends with us
+                            initializer=start_worker,
                         )
                     following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
                 if ahead is None:
