@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
 
 from maild.config import Config, Steward
-from maild.core import policy
+from maild.core import lifecycle, policy
 from maild.core.classify import Classification, classify
-from maild.core.commands import Change, Plan, apply, plan
+from maild.core.commands import Change, Plan, plan
 from maild.core.conversation import (
     Candidates,
     Decision,
@@ -74,6 +74,7 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.reports import postmortem, postmortem_context
+from maild.store.ticketstate import apply_changes, apply_event, snapshot
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -805,10 +806,8 @@ class Pipeline:
             return side
         ticket.last_requester_at = now
         self._cc_from(session, ticket, mail, side, actor, outcome, now)
-        if ticket.status == "resolved" and (
-            self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
-        ):
-            self.set_fields(session, ticket, [Change("status", "resolved", "closed")], actor, now)
+        confirmed = self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
+        if self.move(session, ticket, "confirm" if confirmed else "reply", actor, now) == "closed":
             outcome.reason += "; the requester confirmed the fix, so the ticket is closed"
             closing = self._context(ticket, mail, {"reason": "you confirmed the fix"})
             await self._greet(session, ticket, closing)
@@ -824,8 +823,6 @@ class Pipeline:
                 now=now,
                 outcome=outcome,
             )
-        elif ticket.status in ("waiting", "resolved"):
-            self.set_fields(session, ticket, [Change("status", ticket.status, "open")], actor, now)
         return side
 
     def set_fields(
@@ -840,9 +837,24 @@ class Pipeline:
         for change in changes:
             self._change(session, ticket, change.field, change.old, change.new, actor, now)
         before = set(ticket.cc)
-        apply(ticket, changes, now)
+        apply_changes(ticket, changes, now)
         for addr in set(ticket.cc) - before:
             session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
+
+    def move(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        event: lifecycle.Event,
+        actor: str,
+        now: datetime,
+    ) -> str | None:
+        """Apply a lifecycle event (``lifecycle.TRANSITIONS``), record the status change
+        on the timeline; the new status, or None if the ticket's status did not move."""
+        applied = apply_event(ticket, event, now)
+        for change in applied.changes:
+            self._change(session, ticket, change.field, change.old, change.new, actor, now)
+        return applied.state.status if applied.changes else None
 
     def _change(
         self,
@@ -1501,7 +1513,7 @@ class Pipeline:
             ctx.update(errors=sm.parsed.errors, accepted=list(ACCEPTED.values()))
             await self._answer(session, ticket, "command_error", ctx, sender, message, now, outcome)
             return
-        planned = plan(ticket, sm.parsed, sm.steward.name, self.config)
+        planned = plan(snapshot(ticket), sm.parsed, sm.steward.name, self.config)
         if planned.errors:
             message.is_note = True
             outcome.reason += "; a command cannot be carried out: nothing applied, kept as a note"
@@ -1668,7 +1680,7 @@ class Pipeline:
         ):
             # a held "open a ticket for someone" mail: the ticket becomes theirs now
             await self._change_requester(session, target, on_behalf.value, sm.steward.name, now)
-        planned = plan(target, parsed, sm.steward.name, self.config)
+        planned = plan(snapshot(target), parsed, sm.steward.name, self.config)
         if planned.errors:
             ctx = self._context(target, held_mail)
             errors = [_PlanError(*e.split(": ", 1)) for e in planned.errors]
@@ -1733,11 +1745,14 @@ class Pipeline:
         relay = reply is not None and not planned.silent and not requester_is_steward
         if relay and reply is not None:
             mail, message = reply
-            if planned.status is None and ticket.status == "new":
-                self.set_fields(session, ticket, [Change("status", "new", "open")], actor, now)
-            if ticket.first_response_at is None:
-                ticket.first_response_at = now
-            ticket.last_update_at = now
+            # a status set by this mail's own tags wins over the relay's "open"
+            self.move(
+                session,
+                ticket,
+                "relay" if planned.status is None else "relay_after_set",
+                actor,
+                now,
+            )
             parent = await self._last_requester_message(session, ticket) or message
             # SPEC 6: quoted text and signatures stay in storage, not in relays
             body = mail.new_text.strip()
@@ -1991,7 +2006,9 @@ class Pipeline:
             if errors:
                 return None, errors
             steward = self.config.steward_by_name(actor)
-            planned = plan(ticket, parsed, steward.name if steward else actor, self.config)
+            planned = plan(
+                snapshot(ticket), parsed, steward.name if steward else actor, self.config
+            )
             if note:
                 session.add(Event(ticket_id=ticket.id, at=now, kind="note", actor=actor, text=note))
             outcome = Outcome(f"operator:{actor}", None, ticket.id, "appended", "operator command")
