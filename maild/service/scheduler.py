@@ -37,6 +37,7 @@ from maild.store.reports import (
     weekly_report,
     weekly_slot,
 )
+from maild.store.timeline import move
 
 __all__ = ["PassResult", "Scheduler"]
 
@@ -73,6 +74,7 @@ class Scheduler:
         self.config = config
         self.sessions = sessions
         self.pipeline = pipeline
+        self.outgoing = pipeline.outgoing
 
     async def run_pass(self, now: datetime) -> PassResult:
         """Do everything due at ``now`` (aware)."""
@@ -162,12 +164,12 @@ class Scheduler:
         self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
     ) -> None:
         hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
-        self.pipeline.move(session, ticket, "auto_close", "maild", now)
+        move(session, ticket, "auto_close", "maild", now)
         ticket.updated_at = now
-        ctx = self.pipeline.ticket_context(
+        ctx = self.outgoing.ticket_context(
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
         )
-        sent = await self.pipeline.notify_requester(
+        sent = await self.outgoing.notify_requester(
             session, ticket, "closed", ctx, "closing notice", now
         )
         if sent is not None:
@@ -191,7 +193,7 @@ class Scheduler:
         )
         ticket.last_update_at = now
         dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
-        ctx = self.pipeline.ticket_context(
+        ctx = self.outgoing.ticket_context(
             ticket,
             {
                 "latest_reply": latest.text if latest is not None else None,
@@ -199,7 +201,7 @@ class Scheduler:
                 "since": local(self.config, since),
             },
         )
-        sent = await self.pipeline.notify_requester(
+        sent = await self.outgoing.notify_requester(
             session, ticket, "incident_update", ctx, "incident update", now
         )
         if sent is not None:
@@ -229,7 +231,7 @@ class Scheduler:
             if steward is not None and steward.addresses[0] not in to and kind != "nudge":
                 to.append(steward.addresses[0])
         if not to:
-            to = self.pipeline.steward_addresses(duty)
+            to = self.outgoing.steward_addresses(duty)
         if not to:
             return
         due = {
@@ -237,7 +239,7 @@ class Scheduler:
             "first_response": ticket.response_due_at,
             "nudge": ticket.next_update_at,
         }.get(kind)
-        ctx: dict[str, Any] = self.pipeline.ticket_context(
+        ctx: dict[str, Any] = self.outgoing.ticket_context(
             ticket,
             {
                 "kind": kind,
@@ -248,13 +250,13 @@ class Scheduler:
                 "due": local(self.config, due),
             },
         )
-        await self.pipeline.queue_mail(
+        await self.outgoing.queue(
             session,
             ticket,
             "sla_reminder",
             ctx,
             to=to,
-            reply_to_mail=await self.pipeline.latest_message(session, ticket),
+            reply_to_mail=await self.outgoing.latest_message(session, ticket),
             automatic="auto-generated",
             now=now,
             outcome=outcome,
@@ -285,7 +287,7 @@ class Scheduler:
             ).all()
             incoming = [n for n in duty.on_duty if n not in previous]
             outgoing = [n for n in previous if n not in duty.on_duty]
-            to = self.pipeline.steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
+            to = self.outgoing.steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
             if not to:
                 return
             ctx = {
@@ -307,8 +309,8 @@ class Scheduler:
                     for t in tickets
                 ],
             }
-            await self.pipeline.queue_standalone(
-                session, "handoff", ctx, to=to, now=now, automatic="auto-generated"
+            await self.outgoing.queue(
+                session, None, "handoff", ctx, to=to, now=now, automatic="auto-generated"
             )
             result.sent += 1
             result.actions.append(f"handoff: {', '.join(outgoing)} -> {', '.join(incoming)}")
@@ -345,7 +347,7 @@ class Scheduler:
                         continue
                     for p in new:
                         session.add(State(key=keys[p], value=str(row["used_hours"]), at=now))
-                    to = self.pipeline.steward_addresses(duty_at(self.config, now).on_duty)
+                    to = self.outgoing.steward_addresses(duty_at(self.config, now).on_duty)
                     if not to:
                         continue
                     # caught up past both at once: one mail, the higher one says it all
@@ -353,8 +355,14 @@ class Scheduler:
                         "support": self._support(),
                         "budget": {**row, "month": month, "threshold": f"{max(new)}%"},
                     }
-                    await self.pipeline.queue_standalone(
-                        session, "budget_warning", ctx, to=to, now=now, automatic="auto-generated"
+                    await self.outgoing.queue(
+                        session,
+                        None,
+                        "budget_warning",
+                        ctx,
+                        to=to,
+                        now=now,
+                        automatic="auto-generated",
                     )
                     result.sent += 1
                     result.actions.append(f"budget warning: {row['community']} {max(new)}%")
@@ -388,8 +396,8 @@ class Scheduler:
                     "support": self._support(),
                     "report": await weekly_report(session, self.config, now, slot),
                 }
-                await self.pipeline.queue_standalone(
-                    session, "weekly_report", ctx, to=to, now=now, automatic="auto-generated"
+                await self.outgoing.queue(
+                    session, None, "weekly_report", ctx, to=to, now=now, automatic="auto-generated"
                 )
                 result.sent += 1
                 late = " (late)" if now - slot > timedelta(hours=1) else ""
