@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, get_args
 
 from maild.config import Config
 from maild.core.workhours import Calendar
 
 __all__ = [
+    "DONE",
     "ENTERING",
     "EVENTS",
     "EVENT_STAMPS",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 STATUSES = ("new", "open", "waiting", "resolved", "closed")
-DONE = ("resolved", "closed")
+DONE = ("resolved", "closed")  # no clock runs; leaving them reopens the ticket
 
 # -- every status change: (current status, event) -> new status ----------------------
 
@@ -71,18 +72,7 @@ Event = Literal[
     # the scheduler: resolved with no mail from the requester for tickets.auto_close_after
     "auto_close",
 ]
-EVENTS: tuple[Event, ...] = (
-    "set_new",
-    "set_open",
-    "set_waiting",
-    "set_resolved",
-    "set_closed",
-    "relay",
-    "relay_after_set",
-    "reply",
-    "confirm",
-    "auto_close",
-)
+EVENTS: tuple[Event, ...] = get_args(Event)
 _SET: Mapping[str, Event] = MappingProxyType(
     {
         "new": "set_new",
@@ -323,7 +313,7 @@ def compute_dues(
     sent: frozenset[tuple[str, str]] = frozenset(),
 ) -> Dues:
     """All due times of ``t``; ``sent`` holds the (kind, stage) reminders already sent."""
-    active = t.status not in ("resolved", "closed")
+    active = t.status not in DONE
     target = config.sla.target_for(t.type)
     warn_at = config.sla.warn_at
     reminders: list[Reminder] = []
