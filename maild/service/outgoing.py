@@ -24,6 +24,7 @@ from sqlalchemy.orm import defer
 
 from maild.config import Config
 from maild.core import policy
+from maild.core.classify import why_not_mail_requester
 from maild.core.inbound import InboundMail
 from maild.core.replychain import Chain, Seen, reply_chain, ticket_root
 from maild.core.roster import on_duty
@@ -305,7 +306,7 @@ class Outgoing:
         """
         if not ticket.requester:
             return None
-        blocked = self.requester_blocked(ticket)
+        blocked = why_not_mail_requester(ticket.requester, ticket.requester_kind, self.config)
         if blocked is not None:
             self.suppressed_note(session, ticket, what, blocked, now)
             if outcome is not None:
@@ -324,14 +325,6 @@ class Outgoing:
             now=now,
             outcome=outcome,
         )
-
-    def requester_blocked(self, ticket: Ticket) -> str | None:
-        """Why no automatic mail may go to the ticket's requester at all, or None."""
-        if ticket.requester_kind != "normal":
-            return f"the ticket was opened by automatic mail ({ticket.requester_kind})"
-        if self.config.steward_by_address(ticket.requester) is not None:
-            return None
-        return policy.not_a_person(ticket.requester)
 
     async def _automatic_counts(
         self, session: AsyncSession, addresses: Sequence[str], now: datetime

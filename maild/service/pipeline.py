@@ -26,7 +26,7 @@ from sqlalchemy.orm import defer
 
 from maild.config import Config
 from maild.core import policy
-from maild.core.classify import Classification, classify
+from maild.core.classify import Classification, classify, why_not_answer
 from maild.core.conversation import (
     Candidates,
     Decision,
@@ -63,6 +63,7 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.timeline import move, record
+from maild.store.views import ticket_view
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -487,20 +488,7 @@ class Pipeline:
         return Candidates(by_message_id, by_root, by_number, by_subject)
 
     async def _view(self, session: AsyncSession, ticket: Ticket) -> TicketView:
-        members = (
-            await session.scalars(
-                select(Participant.address).where(Participant.ticket_id == ticket.id)
-            )
-        ).all()
-        return TicketView(
-            id=ticket.id,
-            status=ticket.status,
-            requester=ticket.requester,
-            community=ticket.community,
-            subject_key=ticket.subject_key,
-            last_activity_at=ticket.last_activity_at,
-            members=frozenset(members),
-        )
+        return await ticket_view(session, ticket)
 
     def _cc_from(
         self,
@@ -712,27 +700,6 @@ class Pipeline:
 
     # -- the mails this mail calls for -------------------------------------------
 
-    def _may_answer(
-        self, to: str, cls: Classification, verdict: authn.Verdict | None = None
-    ) -> str | None:
-        """Why the sender of a mail may get no automatic answer at all, or None.
-
-        The one "may we answer this automatically" rule: not machines (SPEC 6),
-        not ourselves, not a sender our MX saw fail DMARC (SPEC 11). The
-        per-address limits are applied to every automatic mail in
-        :meth:`Outgoing.queue`.
-        """
-        if cls.automated:
-            return f"{cls.kind}: " + "; ".join(cls.reasons)
-        if to == self.config.support.address:
-            return "our own address"
-        if verdict is not None and verdict.dmarc_fail:
-            return (
-                f"{self.config.commands.authserv_id} reports dmarc=fail for the sender's "
-                "domain: the From address is likely forged (no backscatter)"
-            )
-        return policy.not_a_person(to)
-
     async def _notify(
         self,
         session: AsyncSession,
@@ -765,8 +732,8 @@ class Pipeline:
         writer = policy.clip(mail.from_name or "", 64)[0].strip() or sender or "unknown sender"
         via = f"{writer} via {self.config.support.name}"
 
+        why_not = why_not_answer(sender, cls, self.config, dmarc_fail=_dmarc_fail(verdict))
         if action == "created" and cls.role != "steward":
-            why_not = self._may_answer(sender, cls, verdict)
             if why_not is None:
                 template = "too_large" if too_large else "ack"
                 await self.outgoing.answer(
@@ -791,7 +758,7 @@ class Pipeline:
                     outcome=outcome,
                 )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
-            if too_large and side != "stranger" and self._may_answer(sender, cls, verdict) is None:
+            if too_large and side != "stranger" and why_not is None:
                 await self.outgoing.answer(
                     session, ticket, "too_large", ctx, sender, message, now, outcome
                 )
@@ -833,3 +800,7 @@ class Pipeline:
             ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
         )
         return self.outgoing.steward_addresses(chosen)
+
+
+def _dmarc_fail(verdict: authn.Verdict | None) -> bool:
+    return verdict is not None and verdict.dmarc_fail

@@ -94,20 +94,6 @@ def test_size_context(oversize: int, context: dict[str, float]) -> None:
     assert OUT.size_context(oversize) == context
 
 
-@pytest.mark.parametrize(
-    ("requester", "kind", "blocked"),
-    [
-        (REQUESTER, "normal", None),
-        (REQUESTER, "auto_reply", "the ticket was opened by automatic mail (auto_reply)"),
-        ("mailer-daemon@example.net", "normal", "mailer-daemon@example.net is not a person"),
-        ("", "normal", "no usable address"),
-        (ALICE, "normal", None),  # a steward who opened a ticket hears of it
-    ],
-)
-def test_requester_blocked(requester: str, kind: str, blocked: str | None) -> None:
-    assert OUT.requester_blocked(ticket(requester=requester, requester_kind=kind)) == blocked
-
-
 def test_context_clips_what_a_forged_sender_controls() -> None:
     mail = make_mail("x" * 500)
     ctx = OUT.context(ticket(subject="y" * 500), mail, {"status_before": "new"})
