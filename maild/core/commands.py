@@ -8,7 +8,8 @@ included (by :mod:`maild.core.lifecycle`), and :func:`transition` does the
 same for a status change that is not a command (a requester's reply, a
 relay, the auto-close). The caller writes the :class:`Applied` result onto
 its ticket inside its transaction, so a mail's commands take effect together
-or not at all (``maild.store.ticketstate`` is that adapter for the ORM).
+or not at all (the ORM's side: ``maild.store.views.as_state`` reads a
+ticket, ``maild.store.ticketstate`` writes the result back).
 """
 
 from __future__ import annotations

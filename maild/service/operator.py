@@ -19,8 +19,8 @@ from maild.service.outgoing import Outgoing
 from maild.service.steward import Stewards
 from maild.store.dues import refresh_dues
 from maild.store.models import Ticket
-from maild.store.ticketstate import snapshot
 from maild.store.timeline import record
+from maild.store.views import as_state
 
 __all__ = ["Operator"]
 
@@ -77,7 +77,7 @@ class Operator:
                 return None, errors
             steward = self.config.steward_by_name(actor)
             planned = plan(
-                snapshot(ticket), parsed, steward.name if steward else actor, self.config
+                as_state(ticket), parsed, steward.name if steward else actor, self.config
             )
             if note:
                 record(session, ticket.id, now, "note", actor, text=note)

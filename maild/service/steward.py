@@ -32,8 +32,8 @@ from maild.service.outgoing import Outgoing, forwarded
 from maild.store.dues import refresh_dues
 from maild.store.models import HeldCommand, Message, Participant, Ticket
 from maild.store.reports import postmortem, postmortem_context
-from maild.store.ticketstate import snapshot
 from maild.store.timeline import move, record, set_fields
+from maild.store.views import as_state
 
 __all__ = ["StewardMail", "Stewards"]
 
@@ -148,7 +148,7 @@ class Stewards:
                 session, ticket, "command_error", ctx, sender, message, now, outcome
             )
             return
-        planned = plan(snapshot(ticket), sm.parsed, sm.steward.name, self.config)
+        planned = plan(as_state(ticket), sm.parsed, sm.steward.name, self.config)
         if planned.errors:
             message.is_note = True
             outcome.reason += "; a command cannot be carried out: nothing applied, kept as a note"
@@ -321,7 +321,7 @@ class Stewards:
         ):
             # a held "open a ticket for someone" mail: the ticket becomes theirs now
             await self._change_requester(session, target, on_behalf.value, sm.steward.name, now)
-        planned = plan(snapshot(target), parsed, sm.steward.name, self.config)
+        planned = plan(as_state(target), parsed, sm.steward.name, self.config)
         if planned.errors:
             ctx = self.outgoing.context(target, held_mail)
             errors = [_PlanError(*e.split(": ", 1)) for e in planned.errors]

@@ -1,8 +1,10 @@
-"""The one adapter between a stored ticket and the pure rules that change it.
+"""Write what the pure rules decided back onto a stored ticket.
 
-:func:`snapshot` reads the fields :mod:`maild.core.commands` and
-:mod:`maild.core.lifecycle` need into a plain :class:`TicketState`;
-:func:`write` puts what they decided (an :class:`Applied`) back on the row.
+:func:`maild.store.views.as_state` reads the ticket into a plain
+:class:`~maild.core.commands.TicketState`; :mod:`maild.core.commands` works
+out the result (an :class:`~maild.core.commands.Applied`) and :func:`write`
+puts it on the row. :func:`apply_changes` and :func:`apply_event` are the two
+round trips the timeline writer uses.
 """
 
 from __future__ import annotations
@@ -11,32 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from maild.core import lifecycle
-from maild.core.commands import Applied, Change, TicketState, apply, transition
+from maild.core.commands import Applied, Change, apply, transition
 from maild.store.models import Ticket
+from maild.store.views import as_state
 
-__all__ = ["apply_changes", "apply_event", "snapshot", "write"]
-
-
-def snapshot(ticket: Ticket) -> TicketState:
-    """The plain values of ``ticket`` that commands and the lifecycle read."""
-    return TicketState(
-        status=ticket.status,
-        type=ticket.type,
-        priority=ticket.priority,
-        community=ticket.community,
-        requester=ticket.requester,
-        cc=tuple(ticket.cc),
-        assignee=ticket.assignee,
-        incident_commander=ticket.incident_commander,
-        links=tuple(ticket.links),
-        time_spent_minutes=ticket.time_spent_minutes,
-        update_every_minutes=ticket.update_every_minutes,
-        triaged_at=ticket.triaged_at,
-        first_response_at=ticket.first_response_at,
-        resolved_at=ticket.resolved_at,
-        closed_at=ticket.closed_at,
-        last_update_at=ticket.last_update_at,
-    )
+__all__ = ["apply_changes", "apply_event", "write"]
 
 
 def write(ticket: Ticket, applied: Applied) -> None:
@@ -47,13 +28,13 @@ def write(ticket: Ticket, applied: Applied) -> None:
 
 def apply_changes(ticket: Ticket, changes: Sequence[Change], now: datetime) -> Applied:
     """Write planned changes onto ``ticket`` (:func:`maild.core.commands.apply`)."""
-    applied = apply(snapshot(ticket), changes, now)
+    applied = apply(as_state(ticket), changes, now)
     write(ticket, applied)
     return applied
 
 
 def apply_event(ticket: Ticket, event: lifecycle.Event, now: datetime) -> Applied:
     """Write what a lifecycle event does onto ``ticket`` (:func:`.commands.transition`)."""
-    applied = transition(snapshot(ticket), event, now)
+    applied = transition(as_state(ticket), event, now)
     write(ticket, applied)
     return applied

@@ -20,6 +20,7 @@ from maild.config import Config
 from maild.core.commands import Applied, Change, Plan, TicketState, apply, plan, transition
 from maild.core.tags import ParsedSubject, parse_subject
 from maild.store import ticketstate
+from maild.store.views import as_state
 from tests.unit.core_fixtures import (
     ALICE,
     COLLEAGUE,
@@ -158,13 +159,13 @@ def test_each_tag_changes_the_ticket(case: Case) -> None:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_the_store_adapter_writes_what_apply_decided(case: Case) -> None:
     row = ticket(**case.before)
-    snap = ticketstate.snapshot(row)
+    snap = as_state(row)
     assert snap == state(**case.before)
     planned = plan(snap, parse(case.subject, snap), case.actor, CONFIG)
 
     applied = ticketstate.apply_changes(row, planned.changes, NOW)
 
-    assert ticketstate.snapshot(row) == applied.state
+    assert as_state(row) == applied.state
     assert {name: getattr(row, name) for name in case.expect} == case.expect
 
 
