@@ -20,7 +20,7 @@ from maild.core.commands import Change
 from maild.store.models import Event, Participant, Ticket
 from maild.store.ticketstate import apply_changes, apply_event
 
-__all__ = ["EventKind", "move", "record", "set_fields"]
+__all__ = ["EventKind", "move", "record", "record_changes", "set_fields"]
 
 EventKind = Literal["received", "sent", "note", "change"]
 
@@ -62,17 +62,7 @@ def set_fields(
     now: datetime,
 ) -> None:
     """Apply field changes and record each on the timeline."""
-    for change in changes:
-        record(
-            session,
-            ticket.id,
-            now,
-            "change",
-            actor,
-            field=change.field,
-            old=change.old,
-            new=change.new,
-        )
+    record_changes(session, ticket.id, changes, actor, now)
     before = set(ticket.cc)
     apply_changes(ticket, changes, now)
     for addr in set(ticket.cc) - before:
@@ -85,10 +75,18 @@ def move(
     """Apply a lifecycle event (a row of ``lifecycle.TRANSITIONS``) and record the status
     change on the timeline; the new status, or None if the status did not move."""
     applied = apply_event(ticket, event, now)
-    for change in applied.changes:
+    record_changes(session, ticket.id, applied.changes, actor, now)
+    return applied.state.status if applied.changes else None
+
+
+def record_changes(
+    session: AsyncSession, ticket_id: int, changes: Sequence[Change], actor: str, now: datetime
+) -> None:
+    """One "change" row on the timeline for each changed field."""
+    for change in changes:
         record(
             session,
-            ticket.id,
+            ticket_id,
             now,
             "change",
             actor,
@@ -96,4 +94,3 @@ def move(
             old=change.old,
             new=change.new,
         )
-    return applied.state.status if applied.changes else None
