@@ -8,8 +8,10 @@ one process and one run times
    headers any threading ingester reads (Message-ID, In-Reply-To, References,
    Subject, From's address, Date as a datetime, Auto-Submitted);
 3. ``maild.core.inbound.parse_mail(raw)``: our parse alone;
-4. ``Pipeline.ingest(raw, label, now)`` into a fresh SQLite store, one call
-   per mail in one asyncio loop: exactly what ``maild ingest`` does.
+4. ``BatchIngest`` (``maild.service.batch``) into a fresh SQLite store, in
+   one asyncio loop: exactly what ``maild ingest`` does (chunks of mails in
+   one transaction with a savepoint each, the next chunk parsed in a worker
+   process meanwhile).
 
 and prints the rates and the ratios against the reference (issue 12's aims:
 ingest >= 0.30 and parse_mail >= 0.6 of it). It also checks that every mail
@@ -19,6 +21,7 @@ Exit status 0, or 1 if a mail went astray.
 
     python bench/ingest.py                 # N = 10,000
     python bench/ingest.py --n 2000 --profile /tmp/ingest.prof
+    python bench/ingest.py --n 2000 --baseline /tmp/base   # another checkout, same run
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import email.policy
 import io
 import os
 import pstats
+import re
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +48,7 @@ from sqlalchemy import event
 
 from maild.config import load_config
 from maild.core.inbound import parse_mail
+from maild.service.batch import BatchIngest
 from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
@@ -84,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also ingest without the store thread (each driver call a hop to aiosqlite's "
         "thread, as before issue 12) into another fresh store, for before/after in one run",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run DIR/bench/ingest.py (another checkout of maild, e.g. before a change) "
+        "on the same mails, right after this ingest, and print its ingest row against this "
+        "run's reference parse",
+    )
     args = parser.parse_args(argv)
 
     with Timer() as gen:
@@ -108,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     # The machine may be shared: time the bare parse before and after the
     # long ingest and take the mean, so a busy spell does not skew the ratio.
     bare_before = time_each(email.message_from_bytes, raws)
+    ref_cpu = time.process_time()
     ref_before = time_each(reference_parse, raws)
+    ref_cpu = time.process_time() - ref_cpu
     ours = time_each(parse_mail, raws)
 
     with tempfile.TemporaryDirectory(prefix="maild-bench-") as tmp:
@@ -130,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             ]:
                 print("FAILED: the two ingests disagree", file=sys.stderr)
                 return 1
+    baseline = _baseline(args.baseline, args.n, args.seed) if args.baseline else None
     bare_after = time_each(email.message_from_bytes, raws)
+    cpu_after = time.process_time()
     ref_after = time_each(reference_parse, raws)
+    ref_cpu = (ref_cpu + time.process_time() - cpu_after) / 2
     bare = (bare_before + bare_after) / 2
     ref = (ref_before + ref_after) / 2
 
@@ -140,13 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         _row("bare email.message_from_bytes", n, bare, bare, ref),
         _row("reference (policy.default, get_body)", n, ref, bare, ref),
         _row("maild.core.inbound.parse_mail", n, ours, bare, ref),
-        _row("Pipeline.ingest (whole)", n, seconds, bare, ref),
+        _row("ingest (BatchIngest, as maild ingest)", n, seconds, bare, ref),
         _row("  same, CPU time of the process", n, cpu, bare, ref),
     ]
     if before is not None:
         table += [
             _row("before: ingest, a hop per driver call", n, before[0], bare, ref),
             _row("  same, CPU time of the process", n, before[1], bare, ref),
+        ]
+    if baseline is not None:
+        table += [
+            _row(f"baseline {args.baseline}: ingest", n, baseline[0], bare, ref),
+            _row("  same, CPU time of the process", n, baseline[1], bare, ref),
         ]
     tenth = max(1, n // 10)
     first, last = sum(steps[:tenth]), sum(steps[-tenth:])
@@ -167,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({(seconds - ours) / seconds:.0%} of ingest time); "
         f"{stats['statements'] / n:.1f} SQL statements and "
         f"{stats['commits'] / n:.2f} commits per mail"
+    )
+    print(
+        f"in CPU time (what a busy machine distorts least): reference {ref_cpu / n * 1000:.2f} "
+        f"ms/mail, ingest {cpu / n * 1000:.2f} ms/mail in this process = {ref_cpu / cpu:.3f} "
+        "of the reference (parsing runs in the worker process, on the other core)"
+        + (f"; baseline {ref_cpu / baseline[1]:.3f}" if baseline is not None else "")
     )
     ratio = ref / seconds
     parse_ratio = ref / ours
@@ -238,10 +267,22 @@ async def _ingest(
             profiler.enable()
         cpu = time.process_time()
         with Timer() as timer:
-            for i, mail in enumerate(mails):
-                start = time.perf_counter()
-                outcomes.append(await pipeline.ingest(mail.raw, f"bench#{i}", mail.when))
-                steps.append(time.perf_counter() - start)
+            if store_thread:
+                # maild ingest's driver: chunked transactions, parsing in a worker
+                batch = BatchIngest(pipeline)
+                items = [(f"bench#{i}", mail.raw, mail.when) for i, mail in enumerate(mails)]
+                last = time.perf_counter()
+                async for outcome in batch.run(items):
+                    outcomes.append(outcome)
+                    # a chunk's mails arrive together at its commit: the first takes its time
+                    now = time.perf_counter()
+                    steps.append(now - last)
+                    last = now
+            else:
+                for i, mail in enumerate(mails):
+                    start = time.perf_counter()
+                    outcomes.append(await pipeline.ingest(mail.raw, f"bench#{i}", mail.when))
+                    steps.append(time.perf_counter() - start)
         cpu = time.process_time() - cpu
         if profiler is not None:
             profiler.disable()
@@ -250,6 +291,26 @@ async def _ingest(
             await store.aclose()
         await engine.dispose()
     return timer.seconds, cpu, outcomes, stats, steps
+
+
+def _baseline(directory: str, n: int, seed: int) -> tuple[float, float]:
+    """(wall, CPU seconds) of the ingest row of DIR/bench/ingest.py on the same mails."""
+    root = Path(directory).resolve()
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "ingest.py"), "--n", str(n), "--seed", str(seed)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    rows = re.findall(r"^(.*?ingest.*?|  same, CPU time.*?)\s{2,}([\d.]+)\s", done.stdout, re.M)
+    seconds = [float(value) for name, value in rows if "ingest" in name.lower()]
+    cpu = [float(value) for name, value in rows if "CPU" in name]
+    if done.returncode != 0 or not seconds or not cpu:
+        raise SystemExit(f"baseline run failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return seconds[0], cpu[0]
 
 
 def _check(mails: list[GeneratedMail], outcomes: list[Outcome], rows: dict[str, int]) -> list[str]:

@@ -182,23 +182,14 @@ async def _with_store(
 
 async def _with_rehearsal(config: Config, fn: Callable[[Any], Awaitable[Any]]) -> Any:
     """Like :func:`_with_store`, inside one transaction that is rolled back: changes nothing."""
-    from sqlalchemy import event
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from maild.store.db import SchemaError, make_engine
+    from maild.store.db import SchemaError, begin_explicitly, make_engine
     from maild.store.db import prepare as prepare_db
 
     engine = make_engine(config.database.url)
     if engine.dialect.name == "sqlite":
-        # pysqlite begins transactions late, so the first SAVEPOINT would
-        # start (and its RELEASE commit) the real one: begin explicitly
-        @event.listens_for(engine.sync_engine, "connect")
-        def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+        begin_explicitly(engine)  # or the first SAVEPOINT's RELEASE would commit
 
     try:
         try:
@@ -343,21 +334,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     progress = _Progress(_count_inputs(args.files) if on_terminal else 0)
 
     async def go(sessions: Any) -> list[dict[str, Any]]:
+        from contextlib import aclosing
+
+        from maild.service.batch import BatchIngest
         from maild.store.inline import StoreThread
 
         store = StoreThread.for_url(config.database.url)
         pipeline = Pipeline(config, sessions, store=store)
+        # a transaction per chunk of mails, the next chunk parsed in a worker meanwhile;
+        # each outcome comes once its mail is committed
+        batch = BatchIngest(pipeline, dry_run=args.dry_run)
         # only the JSON rows are kept: a whole Outcome per mail of a large mbox adds up
         results = []
         try:
-            for label, raw in _iter_inputs(args.files):
-                outcome = await pipeline.ingest(raw, label, now, dry_run=args.dry_run)
-                if args.json:
-                    results.append(outcome.as_json())
-                else:
-                    progress.clear()
-                    _print_outcome(outcome, args.dry_run)
-                progress.step()
+            inputs = ((label, raw, now) for label, raw in _iter_inputs(args.files))
+            async with aclosing(batch.run(inputs)) as outcomes:
+                async for outcome in outcomes:
+                    if args.json:
+                        results.append(outcome.as_json())
+                    else:
+                        progress.clear()
+                        _print_outcome(outcome, args.dry_run)
+                    progress.step()
         finally:
             if store is not None:
                 await store.aclose()

@@ -4,6 +4,7 @@ Nothing here imports SQLAlchemy or asyncio, reads a socket or a clock: the
 time is a parameter. Where to look for a rule:
 
 - ``inbound``       parsing a raw mail into plain values (``InboundMail``)
+- ``intake``        that parse as ingest needs it (size limit, errors as values)
 - ``classify``      who sent it, and may we answer it automatically
 - ``conversation``  threading: which ticket a mail belongs to, follow-ups
 - ``subjects``      ticket references and reply prefixes in subjects

@@ -1,6 +1,8 @@
 """The running service: one mail through the rules, and the loops around it.
 
 - ``pipeline``   the orchestration of one mail, in one transaction
+- ``batch``      ``maild ingest``: many mails in chunked transactions, parsed ahead
+- ``worker``     the set-up of the process that parses ahead
 - ``outgoing``   every mail maild sends: rendered, limited (SPEC 11), threaded, queued
 - ``steward``    a steward's mail: tags applied or held until confirmed, the relay
 - ``operator``   the operator's commands (``maild set``, ``close``...)

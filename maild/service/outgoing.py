@@ -504,12 +504,15 @@ class Outgoing:
         else:
             people = {ticket.requester, *ticket.cc, *named}
             audience = frozenset(a for a in people if a and a not in internal)
-        opening = await session.scalar(
-            select(Message.message_id)
-            .where(Message.ticket_id == ticket.id)
-            .order_by(Message.id)
-            .limit(1)
-        )
+        if len(rows) < _CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
+            opening = rows[-1][0] if rows else None
+        else:
+            opening = await session.scalar(
+                select(Message.message_id)
+                .where(Message.ticket_id == ticket.id)
+                .order_by(Message.id)
+                .limit(1)
+            )
         root = ticket_root(ticket.id, self.config.support.message_id_domain)
         return reply_chain(
             mails, audience, trigger, root, opening=opening, prefer_own=not for_stewards

@@ -35,7 +35,8 @@ from maild.core.conversation import (
     referenced_ids,
     thread_root,
 )
-from maild.core.inbound import InboundMail, ParseError, parse_mail
+from maild.core.inbound import InboundMail
+from maild.core.intake import Parsed, header_only, parse_for_ingest
 from maild.core.lifecycle import is_confirmation
 from maild.core.roster import on_duty
 from maild.core.routing import reply_recipients
@@ -70,21 +71,11 @@ __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 log = logging.getLogger(__name__)
 
 _SUBJECT_KEY_MAX = 500
-_HEADER_LIMIT = 64 * 1024
 
 
 class _DryRun(Exception):
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
-
-
-def _header_only(raw: bytes) -> bytes:
-    head = raw[:_HEADER_LIMIT]
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        pos = head.find(sep)
-        if pos != -1:
-            return head[: pos + len(sep)]
-    return head
 
 
 class Pipeline:
@@ -151,26 +142,35 @@ class Pipeline:
     # -- entry point ---------------------------------------------------------
 
     async def ingest(
-        self, raw: bytes, source: str, now: datetime, *, dry_run: bool = False
+        self,
+        raw: bytes,
+        source: str,
+        now: datetime,
+        *,
+        dry_run: bool = False,
+        parsed: Parsed | None = None,
     ) -> Outcome:
         """Process one mail in one transaction. Never raises for bad input.
 
         With ``dry_run`` everything is decided and written, then rolled back,
-        so the outcome shows exactly what a real run would do.
+        so the outcome shows exactly what a real run would do. ``parsed``:
+        :func:`maild.core.intake.parse_for_ingest` of ``raw``, if the caller
+        has it already (parsed in another process).
         """
-        too_large = len(raw) > self.config.tickets.max_message_bytes
-        try:
-            mail = parse_mail(_header_only(raw) if too_large else raw)
-        except ParseError as exc:
-            return await self._quarantine(raw, source, None, f"unparseable: {exc}", now, dry_run)
-        verdict = await self._verdict(mail, raw) if not too_large else None
+        if parsed is None:
+            parsed = parse_for_ingest(raw, self.config.tickets.max_message_bytes)
+        mail = parsed.mail
+        if mail is None:
+            reason = f"unparseable: {parsed.error}"
+            return await self._quarantine(raw, source, None, reason, now, dry_run)
+        verdict = await self.verdict(parsed, raw)
 
         async def transaction(sessions: async_sessionmaker[AsyncSession]) -> Outcome:
             async with sessions() as session:
                 try:
                     async with session.begin():
                         outcome = await self._process(
-                            session, mail, raw, source, now, too_large, verdict
+                            session, mail, raw, source, now, parsed.too_large, verdict
                         )
                         if dry_run:
                             raise _DryRun(outcome)
@@ -187,31 +187,105 @@ class Pipeline:
                 outcome = await transaction(self.sessions)
             if outcome.dry_run:
                 return outcome
-        except IntegrityError as exc:
+        except Exception as exc:
+            async with self.sessions() as session:
+                failed = await self._failed(session, exc, mail, source)
+            if failed.action == "quarantined":
+                return await self._quarantine(
+                    raw, source, mail.message_id, failed.reason, now, dry_run
+                )
+            return failed
+        self._log(outcome)
+        return outcome
+
+    async def verdict(self, parsed: Parsed, raw: bytes) -> authn.Verdict | None:
+        """The authentication verdict on a parsed mail (None: not asked, or too large)."""
+        if parsed.mail is None or parsed.too_large:
+            return None
+        return await self._verdict(parsed.mail, raw)
+
+    async def ingest_within(
+        self,
+        session: AsyncSession,
+        raw: bytes,
+        source: str,
+        now: datetime,
+        parsed: Parsed,
+        verdict: authn.Verdict | None,
+        *,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Process one mail in a SAVEPOINT of the caller's transaction (many mails, one commit).
+
+        A mail that fails is rolled back to its savepoint alone and its
+        quarantine row added to the transaction: the others stay. With
+        ``dry_run`` the savepoint is always rolled back. Store errors
+        (``OperationalError``, ``InterfaceError``) propagate: the whole
+        transaction is lost and the caller keeps every mail of it.
+        Nothing is logged as stored here: the caller logs the outcomes
+        (:meth:`log_outcome`) once the transaction committed.
+        """
+        mail = parsed.mail
+        if mail is None:
+            failed = Outcome(source, None, None, "quarantined", f"unparseable: {parsed.error}")
+        else:
+            try:
+                async with session.begin_nested():
+                    outcome = await self._process(
+                        session, mail, raw, source, now, parsed.too_large, verdict
+                    )
+                    if dry_run:
+                        raise _DryRun(outcome)
+            except _DryRun as dry:
+                dry.outcome.dry_run = True
+                return dry.outcome
+            except Exception as exc:
+                failed = await self._failed(session, exc, mail, source)
+            else:
+                return outcome
+        if failed.action == "quarantined" and not dry_run:
+            session.add(self._quarantine_row(raw, failed, now))
+        return failed
+
+    async def _failed(
+        self, session: AsyncSession, exc: Exception, mail: InboundMail, source: str
+    ) -> Outcome:
+        """What a mail whose transaction raised ``exc`` became: a duplicate or quarantined.
+
+        Store errors are re-raised: not the mail's fault, the transport keeps
+        the mail (IMAP leaves it, LMTP answers 451).
+        """
+        if isinstance(exc, OperationalError | InterfaceError):
+            raise exc
+        if isinstance(exc, IntegrityError):
             # Another process stored the same Message-ID between our check and
             # our insert: a duplicate, and nothing of ours was committed. Any
             # other constraint failing is a bug to look at, not a reason to drop
             # the mail: quarantine it.
-            async with self.sessions() as session:
-                owner = await session.scalar(
-                    select(Message.ticket_id).where(Message.message_id == mail.message_id)
-                )
+            owner = await session.scalar(
+                select(Message.ticket_id).where(Message.message_id == mail.message_id)
+            )
             if owner is not None:
                 return Outcome(
                     source, mail.message_id, owner, "duplicate", f"Message-ID already on #{owner}"
                 )
             reason = f"processing failed: {type(exc).__name__}: {exc.orig}"
-            return await self._quarantine(raw, source, mail.message_id, reason, now, dry_run)
-        except (OperationalError, InterfaceError):
-            # the store is locked, gone or restarting: not the mail's fault. The
-            # transport keeps the mail (IMAP leaves it, LMTP answers 451).
-            raise
-        except Exception as exc:
-            log.exception("processing failed for Message-ID <%s>", mail.message_id)
+        else:
+            log.exception("processing failed for Message-ID <%s>", mail.message_id, exc_info=exc)
             reason = f"processing failed: {type(exc).__name__}: {exc}"
-            return await self._quarantine(raw, source, mail.message_id, reason, now, dry_run)
-        self._log(outcome)
-        return outcome
+        return Outcome(source, mail.message_id, None, "quarantined", reason)
+
+    def log_outcome(self, outcome: Outcome) -> None:
+        """Log what became of a mail: stored, a duplicate, or quarantined."""
+        if outcome.action == "quarantined":
+            log.warning(
+                "quarantined %s message_id=<%s>: %s",
+                outcome.source,
+                outcome.message_id,
+                outcome.reason,
+            )
+        else:
+            self._log(outcome)
 
     def _log(self, outcome: Outcome) -> None:
         log.info(
@@ -220,6 +294,16 @@ class Pipeline:
             outcome.ticket,
             outcome.message_id,
             outcome.reason,
+        )
+
+    @staticmethod
+    def _quarantine_row(raw: bytes, outcome: Outcome, now: datetime) -> Quarantine:
+        return Quarantine(
+            at=now,
+            source=outcome.source,
+            message_id=outcome.message_id,
+            reason=outcome.reason,
+            raw=raw,
         )
 
     async def _quarantine(
@@ -235,10 +319,8 @@ class Pipeline:
         if dry_run:
             return outcome
         async with self.sessions() as session, session.begin():
-            session.add(
-                Quarantine(at=now, source=source, message_id=message_id, reason=reason, raw=raw)
-            )
-        log.warning("quarantined %s message_id=<%s>: %s", source, message_id, reason)
+            session.add(self._quarantine_row(raw, outcome, now))
+        self.log_outcome(outcome)
         return outcome
 
     # -- the decision --------------------------------------------------------
@@ -306,7 +388,7 @@ class Pipeline:
             existing_ticket,
             verdict,
             too_large,
-            self.renderer.reply_names(),
+            self.renderer,
         )
         outcome = Outcome(source, mail.message_id, None, "created", decision.reason, cls, decision)
         if existing_ticket is None:
@@ -620,7 +702,7 @@ class Pipeline:
             defects=list(mail.defects),
             is_note=is_note,
             stub=stub,
-            raw=_header_only(raw) if stub else raw,
+            raw=header_only(raw) if stub else raw,
         )
         session.add(message)
         await session.flush()

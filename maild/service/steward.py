@@ -74,11 +74,14 @@ class StewardMail:
         ticket: Ticket | None,
         verdict: authn.Verdict | None,
         oversize: bool = False,
-        replies: Sequence[str] | None = None,
+        renderer: Renderer | None = None,
     ) -> StewardMail | None:
+        """None unless a steward wrote it; ``renderer``: whose canned replies it may name."""
         steward = classification.steward
         if steward is None or classification.automated:
             return None
+        # read from the template folders: only for a steward's mail
+        replies = renderer.reply_names() if renderer is not None else None
         parsed = _steward_tags(
             config, mail.subject, ticket.subject if ticket is not None else "", replies
         )

@@ -25,6 +25,7 @@ from maild.store.schema import schema_error
 __all__ = [
     "AsyncSession",
     "SchemaError",
+    "begin_explicitly",
     "check_schema",
     "make_engine",
     "make_sessionmaker",
@@ -115,6 +116,25 @@ def make_engine(url: str, *, lease: timedelta | None = None, **options: Any) -> 
             cur.close()
 
     return engine
+
+
+def begin_explicitly(engine: AsyncEngine, statement: str = "BEGIN") -> None:
+    """Make an SQLite engine begin each transaction itself, with ``statement``.
+
+    pysqlite begins a transaction only at the first write, so a first SAVEPOINT
+    would start the real transaction (and its RELEASE commit it). With this,
+    savepoints nest inside the transaction SQLAlchemy began. ``BEGIN
+    IMMEDIATE`` also takes the write lock at once (waiting in the busy
+    handler), so a reader cannot find its snapshot stale when it first writes.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(statement)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -27,7 +27,7 @@ import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from maild.store.db import make_engine, make_sessionmaker
+from maild.store.db import begin_explicitly, make_engine, make_sessionmaker
 
 __all__ = ["StoreThread", "inline_engine"]
 
@@ -79,7 +79,11 @@ def inline_engine(url: str) -> AsyncEngine:
     Use it from one thread only (SQLite's connections check it): a
     :class:`StoreThread`.
     """
-    return make_engine(url, module=AsyncAdapt_aiosqlite_dbapi(_InlineModule(), sqlite3))  # type: ignore[arg-type]
+    engine = make_engine(url, module=AsyncAdapt_aiosqlite_dbapi(_InlineModule(), sqlite3))  # type: ignore[arg-type]
+    # a transaction holds the write lock from its start: several mails can go
+    # in one, each in a SAVEPOINT (maild.service.batch)
+    begin_explicitly(engine, "BEGIN IMMEDIATE")
+    return engine
 
 
 class StoreThread:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -147,6 +149,44 @@ def _mbox(path: Path, count: int) -> None:
             )
             fh.write(b"From user@pangeo.example Wed Nov 25 15:00:00 2026\n")
             fh.write(mail.as_bytes().replace(b"\nFrom ", b"\n>From ") + b"\n")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_ingest_leaves_no_parsing_worker_behind(
+    instance: Instance, tmp_path: Path
+) -> None:
+    box = tmp_path / "big.mbox"
+    _mbox(box, 600)  # more than a chunk: a worker parses ahead
+    command = [sys.executable, "-m", "maild", "--config", str(instance.config), "ingest"]
+    proc = subprocess.Popen([*command, str(box)], stdout=subprocess.DEVNULL, env=ENV)
+    try:
+        while not (workers := _children(proc.pid)):
+            assert proc.poll() is None, "maild ingest ended before its worker was seen"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    # the orphans notice their parent is gone and end
+    for _ in range(600):
+        left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        if not left:
+            break
+        time.sleep(0.1)
+    for pid in left:  # not to leak them when this fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 def test_ingest_shows_progress_on_a_terminal_and_nothing_when_piped(

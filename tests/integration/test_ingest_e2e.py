@@ -426,6 +426,87 @@ def test_garbage_is_quarantined_and_the_next_mail_goes_on(instance: Instance) ->
     assert q["source"].endswith("bad.eml") and q["reason"] == rows[0]["reason"]
 
 
+def test_a_missing_file_stops_ingest_after_the_mails_before_it(instance: Instance) -> None:
+    good = instance.write(make_mail(message_id=REQUEST_ID), "good.eml")
+    result = instance.cli("ingest", str(good), str(instance.mail_dir / "missing.eml"))
+    assert result.status != 0 and "no such file" in result.err
+    assert "good.eml: created #1" in result.out
+    assert [t["id"] for t in instance.queue()] == [1]
+
+
+def _refuse_message_id(instance: Instance, message_id: str) -> None:
+    """Make the store itself refuse to store one Message-ID (a constraint failing)."""
+    if instance.url.startswith("sqlite"):
+        instance.sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+            f"WHEN NEW.message_id = '{message_id}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+        return
+    instance.sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE integrity_constraint_violation USING MESSAGE = 'refused by the store'; "
+        "END $$"
+    )
+    instance.sql(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW "
+        f"WHEN (NEW.message_id = '{message_id}') EXECUTE FUNCTION refuse()"
+    )
+
+
+def test_a_mail_failing_inside_an_mbox_chunk_is_quarantined_alone(instance: Instance) -> None:
+    # the mails of an mbox go in one transaction, each in a savepoint of its own
+    instance.ok("db", "upgrade")
+    _refuse_message_id(instance, "bad@pangeo.example")
+    mails = [
+        make_mail(
+            frm=f"user{n}@pangeo.example",
+            subject=f"Question {n}",
+            message_id=f"<q{n}@pangeo.example>",
+        )
+        for n in range(3)
+    ]
+    mails.insert(
+        1, make_mail(frm="bad@pangeo.example", subject="Bad", message_id="<bad@pangeo.example>")
+    )
+    # a reply, after the failed mail, to a request stored earlier in the same chunk
+    mails.append(
+        make_mail(
+            frm="user0@pangeo.example",
+            subject="Re: Question 0",
+            message_id="<r0@pangeo.example>",
+            in_reply_to="<q0@pangeo.example>",
+        )
+    )
+    mbox = instance.mail_dir / "chunk.mbox"
+    with mbox.open("wb") as fh:
+        for mail in mails:
+            fh.write(b"From someone@pangeo.example Wed Nov 25 15:00:00 2026\n")
+            fh.write(mail.as_bytes().replace(b"\nFrom ", b"\n>From ") + b"\n")
+    result = instance.ok("ingest", "--json", str(mbox))
+    assert "failed to commit" not in result.err  # the group committed, not one by one
+    rows = result.json()
+    assert [r["action"] for r in rows] == [
+        "created",
+        "quarantined",
+        "created",
+        "created",
+        "appended",
+    ]
+    assert "refused by the store" in rows[1]["reason"]
+    assert rows[4]["ticket"] == rows[0]["ticket"]
+    # the others are stored and acknowledged; the bad one is in quarantine with its reason
+    assert sorted(t["subject"] for t in instance.queue()) == [f"Question {n}" for n in range(3)]
+    acks = sorted(r["to"][0] for r in outbox(instance) if r["template"] == "ack")
+    assert acks == [f"user{n}@pangeo.example" for n in range(3)]
+    [q] = instance.ok("quarantine", "--json").json()
+    assert q["source"].endswith("chunk.mbox#2") and q["reason"] == rows[1]["reason"]
+    assert (
+        sql(instance, "select count(*) from messages where message_id = 'bad@pangeo.example'")[0][0]
+        == 0
+    )
+
+
 def test_oversized_mail_is_kept_as_a_stub_and_the_sender_told(
     new_instance: Factory,
 ) -> None:

@@ -1,0 +1,207 @@
+"""Many mails, few transactions: the driver of ``maild ingest``.
+
+:meth:`Pipeline.ingest` gives every mail a transaction of its own and parses
+it in the caller's process. For a file or an mbox of many mails,
+:class:`BatchIngest` instead
+
+- commits the mails in chunks (``chunk`` mails, one transaction each), every
+  mail in a SAVEPOINT of its own (:meth:`Pipeline.ingest_within`): a mail that
+  fails is rolled back and quarantined alone, the others of its chunk commit;
+- parses the next chunk in a worker process (the second core) while this one
+  writes: :func:`maild.core.intake.parse_many`, whose result pickles cheaply;
+- hands out each outcome only after the transaction holding its mail
+  committed, so a caller that acknowledges mails (prints them, deletes them
+  from a source) never acknowledges one that a crash could still lose.
+
+A store error (locked, gone) loses the chunk's transaction and propagates:
+nothing of that chunk was committed. Any other failure of a chunk's commit
+(which no single mail's savepoint caught) makes its mails go again one by
+one through :meth:`Pipeline.ingest`, so a mail is never lost for another's
+sake. The first chunk is parsed here while the worker starts up; an input
+of one chunk never starts one (it would cost more than it saves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from maild.core.intake import Parsed, parse_many
+from maild.service.pipeline import Outcome, Pipeline
+from maild.service.worker import start_worker
+
+__all__ = ["CHUNK", "BatchIngest", "Item"]
+
+log = logging.getLogger(__name__)
+
+# mails per transaction: large enough that a commit's cost spreads thin, small
+# enough that the chunks in flight stay small and a crash loses little work
+CHUNK = 100
+
+# (source label, raw bytes, the time it counts as received)
+Item = tuple[str, bytes, datetime]
+
+
+class BatchIngest:
+    """Ingest an iterable of mails in chunked transactions, parsing ahead in a worker."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        chunk: int = CHUNK,
+        dry_run: bool = False,
+        parse_ahead: bool = True,
+    ) -> None:
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        self.pipeline = pipeline
+        self.chunk = chunk
+        self.dry_run = dry_run
+        # False: parse in this process (tests, profiles)
+        self.parse_ahead = parse_ahead
+
+    async def run(self, items: Iterable[Item]) -> AsyncGenerator[Outcome, None]:
+        """Yield one outcome per mail, in order, each after its transaction committed.
+
+        An error reading ``items`` (a missing file) is raised after the mails
+        read before it are committed and yielded, as one by one would.
+        """
+        chunks = _chunks(items, self.chunk)
+        current, failure = _pull(chunks)
+        loop = asyncio.get_running_loop()
+        limit = self.pipeline.config.tickets.max_message_bytes
+        pool: Executor | None = None
+        ahead: asyncio.Future[list[Parsed]] | None = None
+        try:
+            while current is not None:
+                upcoming, failure = _pull(chunks) if failure is None else (None, failure)
+                following: asyncio.Future[list[Parsed]] | None = None
+                if upcoming is not None and self.parse_ahead:
+                    if pool is None:
+                        # more than a chunk: worth a worker. Spawned, not forked:
+                        # this process has threads (the store's, the loop's helpers)
+                        pool = ProcessPoolExecutor(
+                            max_workers=1,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            # Ctrl-C is ours to handle; the worker ends with us
+                            initializer=start_worker,
+                        )
+                    following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
+                if ahead is None:
+                    # the first chunk is parsed here while the worker starts up
+                    parsed = self._parse(current)
+                else:
+                    try:
+                        parsed = await ahead
+                    except BrokenProcessPool:
+                        log.warning("the parsing worker died; parsing in this process")
+                        parsed = self._parse(current)
+                        self.parse_ahead = False
+                        following = None
+                ahead = following
+                if ahead is None and pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = None
+                for outcome in await self._commit(current, parsed):
+                    yield outcome
+                current = upcoming
+            if failure is not None:
+                raise failure
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _parse(self, chunk: Sequence[Item]) -> list[Parsed]:
+        return parse_many(_raws(chunk), self.pipeline.config.tickets.max_message_bytes)
+
+    async def _commit(self, chunk: Sequence[Item], parsed: Sequence[Parsed]) -> list[Outcome]:
+        """One transaction for the chunk, a savepoint per mail; the outcomes once committed."""
+        pipeline = self.pipeline
+        # decided before the transaction: a steward's DKIM check may wait for DNS
+        verdicts = [
+            await pipeline.verdict(p, raw) for (_, raw, _), p in zip(chunk, parsed, strict=True)
+        ]
+        dry_run = self.dry_run
+
+        async def transaction(sessions: async_sessionmaker[AsyncSession]) -> list[Outcome]:
+            async with sessions() as session:
+                try:
+                    async with session.begin():
+                        outcomes = [
+                            await pipeline.ingest_within(
+                                session, raw, source, now, p, verdict, dry_run=dry_run
+                            )
+                            for (source, raw, now), p, verdict in zip(
+                                chunk, parsed, verdicts, strict=True
+                            )
+                        ]
+                        if dry_run:
+                            raise _Discard(outcomes)
+                except _Discard as discard:
+                    return discard.outcomes
+            return outcomes
+
+        try:
+            if pipeline.store is not None:
+                outcomes = await pipeline.store.run(transaction)
+            else:
+                outcomes = await transaction(pipeline.sessions)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            log.exception("a chunk of %d mails failed to commit; one by one instead", len(chunk))
+            return [
+                await pipeline.ingest(raw, source, now, dry_run=dry_run, parsed=p)
+                for (source, raw, now), p in zip(chunk, parsed, strict=True)
+            ]
+        if not dry_run:
+            for outcome in outcomes:
+                pipeline.log_outcome(outcome)
+        return outcomes
+
+
+class _Discard(Exception):
+    """Rolls a dry run's transaction back, carrying what it would have done."""
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+
+
+def _raws(chunk: Sequence[Item]) -> list[bytes]:
+    return [raw for _, raw, _ in chunk]
+
+
+def _pull(chunks: Iterator[list[Item]]) -> tuple[list[Item] | None, Exception | None]:
+    """The next chunk, or None at the end; or the error reading it (raised later)."""
+    try:
+        return next(chunks, None), None
+    except Exception as exc:
+        return None, exc
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Lists of ``size`` items; an error in ``items`` comes after the items before it."""
+    it = iter(items)
+    while True:
+        chunk: list[Item] = []
+        try:
+            for item in it:
+                chunk.append(item)
+                if len(chunk) == size:
+                    break
+        except Exception:
+            if chunk:
+                yield chunk
+            raise
+        if not chunk:
+            return
+        yield chunk

@@ -1,0 +1,89 @@
+"""maild ingest's driver: chunked transactions and parsing in a worker decide as one by one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from maild.config import load_config
+from maild.service.batch import BatchIngest
+from maild.service.pipeline import Outcome, Pipeline
+from maild.store.db import make_engine, make_sessionmaker
+from maild.store.inline import StoreThread
+from tests.conftest import Factory, make_mail
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def _mails() -> list[bytes]:
+    first = make_mail(subject="Printer on fire", message_id="<p1@pangeo.example>")
+    reply = make_mail(
+        subject="Re: Printer on fire",
+        message_id="<p2@pangeo.example>",
+        in_reply_to="<p1@pangeo.example>",
+        references="<p1@pangeo.example>",
+    )
+    other = make_mail(
+        frm="Olga <olga@pangeo.example>", subject="Disk full", message_id="<d1@pangeo.example>"
+    )
+    return [first.as_bytes(), reply.as_bytes(), first.as_bytes(), b"not a mail at all"] + [
+        other.as_bytes()
+    ]
+
+
+async def _ingest(
+    new_instance: Factory, batched: bool, dry_run: bool = False
+) -> tuple[list[tuple[str, int | None]], int, int, int]:
+    """(action, ticket) per mail, and the messages, outbox rows and quarantined mails stored."""
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    config = load_config(inst.config)
+    engine = make_engine(inst.url)
+    store = StoreThread.for_url(inst.url)
+    items = [(f"m{i}", raw, NOW) for i, raw in enumerate(_mails())]
+    try:
+        pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
+        outcomes: list[Outcome] = []
+        if batched:
+            # chunks of two: the next chunk is parsed in the worker process meanwhile
+            async for outcome in BatchIngest(pipeline, chunk=2, dry_run=dry_run).run(items):
+                outcomes.append(outcome)
+        else:
+            for source, raw, now in items:
+                outcomes.append(await pipeline.ingest(raw, source, now, dry_run=dry_run))
+        async with make_sessionmaker(engine)() as session:
+            counts = (
+                await session.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox), "
+                        "(SELECT count(*) FROM quarantine)"
+                    )
+                )
+            ).one()
+    finally:
+        if store is not None:
+            await store.aclose()
+        await engine.dispose()
+    return ([(o.action, o.ticket) for o in outcomes], *[c or 0 for c in counts])  # type: ignore[return-value]
+
+
+async def test_chunks_and_a_parsing_worker_decide_and_store_as_one_by_one(
+    new_instance: Factory,
+) -> None:
+    one_by_one = await _ingest(new_instance, batched=False)
+    batched = await _ingest(new_instance, batched=True)
+    assert batched == one_by_one
+    actions = [a for a, _ in batched[0]]
+    assert actions == ["created", "appended", "duplicate", "quarantined", "created"]
+    assert batched[3] == 1  # the garbage, with its reason
+
+
+async def test_a_dry_run_in_chunks_stores_nothing_and_says_what_it_would_do(
+    new_instance: Factory,
+) -> None:
+    one_by_one = await _ingest(new_instance, batched=False, dry_run=True)
+    batched = await _ingest(new_instance, batched=True, dry_run=True)
+    assert batched[1:] == (0, 0, 0)
+    # each mail of a dry run is rolled back: the reply finds no ticket to join
+    assert batched == one_by_one
