@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
@@ -60,6 +60,7 @@ from maild.mail.render import (
     support_context,
     thread_index_for,
 )
+from maild.store.batch import CHAIN_LOOKBACK, ChainRow, TicketLookups, load_sends
 from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
@@ -85,8 +86,6 @@ _SUBJECT_KEY_MAX = 500
 # attachments passed on between requester and stewards, at most this much per mail
 FORWARD_LIMIT = 10 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
-# how many of a ticket's latest mails an outgoing mail's References are chosen from
-_CHAIN_LOOKBACK = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -898,34 +897,21 @@ class Pipeline:
         return policy.not_a_person(ticket.requester)
 
     async def _automatic_counts(
-        self, session: AsyncSession, addresses: Sequence[str], now: datetime
+        self,
+        session: AsyncSession,
+        addresses: Sequence[str],
+        now: datetime,
+        known: TicketLookups | None = None,
     ) -> tuple[dict[str, int], dict[str, int], int]:
         """Automatic mails each address got in the last hour and 24 hours; all in the hour.
 
         Counted per mailbox (:func:`policy.limit_key`), so ``victim+1@`` and
-        ``victim+2@`` share one allowance.
+        ``victim+2@`` share one allowance. From ``known`` when it holds them.
         """
-        hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
         keys = {a: policy.limit_key(a) for a in addresses}
-        by_hour: dict[str, int] = {}
-        by_day: dict[str, int] = {}
-        if keys:
-            rows = await session.execute(
-                select(AutomaticSend.address, AutomaticSend.at).where(
-                    AutomaticSend.address.in_(sorted(set(keys.values()))),
-                    AutomaticSend.at > day_ago,
-                )
-            )
-            for key, at in rows.all():
-                by_day[key] = by_day.get(key, 0) + 1
-                if at > hour_ago:
-                    by_hour[key] = by_hour.get(key, 0) + 1
-        total = await session.scalar(
-            select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
-        )
-        last_hour = {a: by_hour.get(k, 0) for a, k in keys.items()}
-        last_day = {a: by_day.get(k, 0) for a, k in keys.items()}
-        return last_hour, last_day, total or 0
+        if known is not None and known.sends.covers(keys.values()):
+            return known.sends.counts(keys, now)
+        return (await load_sends(session, keys.values(), now)).counts(keys, now)
 
     async def _ceiling_alert(self, session: AsyncSession, why: str, now: datetime) -> None:
         """Past the all-addresses ceiling: log an error and tell the stewards, once an hour."""
@@ -991,10 +977,21 @@ class Pipeline:
             ctx["ticket"]["requester_name"] = message["from_name"]
         return ctx
 
-    async def _greet(self, session: AsyncSession, ticket: Ticket, ctx: dict[str, Any]) -> None:
+    async def _greet(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        ctx: dict[str, Any],
+        known: TicketLookups | None = None,
+    ) -> None:
         """Put the requester's display name (from their latest mail) into ``ctx``, so every
         mail to them greets them as the acknowledgment did."""
         if ctx["ticket"].get("requester_name") or not ticket.requester:
+            return
+        if known is not None:
+            ctx["ticket"]["requester_name"] = (
+                policy.clip(known.requester_name.get(ticket.id, ""), 64)[0] or None
+            )
             return
         name = await session.scalar(
             select(Message.from_name)
@@ -1025,6 +1022,7 @@ class Pipeline:
         from_name: str | None = None,
         attachments: Sequence[OutAttachment] = (),
         outcome: Outcome | None = None,
+        known: TicketLookups | None = None,
     ) -> PlannedMail | None:
         """Render ``template`` and store it as an outbound message plus an outbox row.
 
@@ -1032,7 +1030,8 @@ class Pipeline:
         ``max_cc + 1`` external recipients, and an automatic mail goes only to
         the recipients under the per-address limits and the global ceiling.
         Whoever is left out is named on the timeline (and in ``outcome``);
-        None when nobody is left to send to.
+        None when nobody is left to send to. ``known``: the ticket's look-ups
+        done in advance for a batch (the scheduler), kept up to date here.
         """
         internal = self.config.internal_addresses
         to, cc, dropped = policy.cap_external(
@@ -1045,7 +1044,7 @@ class Pipeline:
         }
         external = [a for a in dict.fromkeys([*to, *cc, *bcc]) if a not in internal]
         if automatic is not None and external:
-            last_hour, last_day, total = await self._automatic_counts(session, external, now)
+            last_hour, last_day, total = await self._automatic_counts(session, external, now, known)
             allowance = policy.automatic_allowance(
                 [*to, *cc, *bcc],
                 last_hour=last_hour,
@@ -1086,6 +1085,7 @@ class Pipeline:
             [*to, *cc, *bcc] if for_stewards else [*to, *cc],
             reply_to_mail.message_id if reply_to_mail is not None else None,
             for_stewards=for_stewards,
+            known=known,
         )
         references = list(chain.references)
         in_reply_to = chain.in_reply_to
@@ -1136,13 +1136,14 @@ class Pipeline:
             raw=raw,
         )
         session.add(out)
-        await session.flush()
         # Bcc exists only in the envelope: the message headers never name them.
         recipients = list(dict.fromkeys([*to, *cc, *bcc]))
+        # the rows point at ``out`` itself: its id comes with the flush at commit,
+        # which then writes the whole transaction's rows together
         session.add(
             Outbox(
                 ticket_id=ticket.id,
-                message_pk=out.id,
+                message=out,
                 template=template,
                 automatic=automatic is not None,
                 mail_from=self.config.support.address,
@@ -1161,22 +1162,20 @@ class Pipeline:
                 at=now,
                 kind="sent",
                 actor="maild",
-                message_pk=out.id,
+                message=out,
                 text=template,
             )
         )
         ticket.message_count = (ticket.message_count or 0) + 1
-        if automatic is not None:
-            for addr in recipients:
-                if addr not in internal:
-                    session.add(
-                        AutomaticSend(
-                            address=policy.limit_key(addr),
-                            at=now,
-                            ticket_id=ticket.id,
-                            template=template,
-                        )
-                    )
+        counted = (
+            [policy.limit_key(a) for a in recipients if a not in internal]
+            if automatic is not None
+            else []
+        )
+        for key in counted:
+            session.add(AutomaticSend(address=key, at=now, ticket_id=ticket.id, template=template))
+        if known is not None:
+            known.queued(ticket.id, out, recipients, counted, now)
         planned = PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
         if outcome is not None:
             outcome.sends.append(planned)
@@ -1190,26 +1189,31 @@ class Pipeline:
         trigger: str | None,
         *,
         for_stewards: bool,
+        known: TicketLookups | None = None,
     ) -> Chain:
         """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
         hold of it (see :mod:`maild.core.replychain`). ``named``: its recipients; for the
         requester's side, everyone on the ticket's side counts as one reader."""
-        rows = (
-            await session.execute(
-                select(
-                    Message.message_id,
-                    Message.direction,
-                    Message.from_addr,
-                    Message.to_addrs,
-                    Message.cc_addrs,
-                    Outbox.rcpt_tos,
+        rows: Sequence[ChainRow | Row[Any]] = (
+            known.chain.get(ticket.id, [])
+            if known is not None
+            else (
+                await session.execute(
+                    select(
+                        Message.message_id,
+                        Message.direction,
+                        Message.from_addr,
+                        Message.to_addrs,
+                        Message.cc_addrs,
+                        Outbox.rcpt_tos,
+                    )
+                    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+                    .where(Message.ticket_id == ticket.id)
+                    .order_by(Message.id.desc())
+                    .limit(CHAIN_LOOKBACK)
                 )
-                .outerjoin(Outbox, Outbox.message_pk == Message.id)
-                .where(Message.ticket_id == ticket.id)
-                .order_by(Message.id.desc())
-                .limit(_CHAIN_LOOKBACK)
-            )
-        ).all()
+            ).all()
+        )
         mails = [
             Seen(
                 message_id=mid,
@@ -1227,11 +1231,15 @@ class Pipeline:
         else:
             people = {ticket.requester, *ticket.cc, *named}
             audience = frozenset(a for a in people if a and a not in internal)
-        opening = await session.scalar(
-            select(Message.message_id)
-            .where(Message.ticket_id == ticket.id)
-            .order_by(Message.id)
-            .limit(1)
+        opening = (
+            known.opening.get(ticket.id)
+            if known is not None
+            else await session.scalar(
+                select(Message.message_id)
+                .where(Message.ticket_id == ticket.id)
+                .order_by(Message.id)
+                .limit(1)
+            )
         )
         root = ticket_root(ticket.id, self.config.support.message_id_domain)
         return reply_chain(
@@ -1862,11 +1870,13 @@ class Pipeline:
         what: str,
         now: datetime,
         outcome: Outcome | None = None,
+        known: TicketLookups | None = None,
     ) -> PlannedMail | None:
         """Automatic mail to the requester and cc, threaded under their last mail.
 
         None, with a note on the timeline, when the requester must get no
         automatic mail (a machine), or when every recipient is over a limit.
+        ``known``: look-ups done in advance for a batch of tickets.
         """
         if not ticket.requester:
             return None
@@ -1876,7 +1886,7 @@ class Pipeline:
             if outcome is not None:
                 outcome.suppressed.append(f"{what}: {blocked}")
             return None
-        await self._greet(session, ticket, ctx)
+        await self._greet(session, ticket, ctx, known)
         return await self.queue_mail(
             session,
             ticket,
@@ -1884,10 +1894,15 @@ class Pipeline:
             ctx,
             to=[ticket.requester],
             cc=list(ticket.cc),
-            reply_to_mail=await self._last_requester_message(session, ticket),
+            reply_to_mail=(
+                known.requester_last.get(ticket.id)
+                if known is not None
+                else await self._last_requester_message(session, ticket)
+            ),
             automatic="auto-generated",
             now=now,
             outcome=outcome,
+            known=known,
         )
 
     def _local(self, when: datetime) -> str:
