@@ -37,7 +37,7 @@ from maild.core.commands import Change
 from maild.core.roster import duty_at
 from maild.mail.render import support_context
 from maild.service.pipeline import Outcome, Pipeline
-from maild.store.batch import TicketLookups
+from maild.store.batch import TicketLookups, flush_in_bulk
 from maild.store.dues import refresh_dues, reminders_sent
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
@@ -167,6 +167,7 @@ class Scheduler:
                     raise  # the store is away (or the lease lost): the pass retries later
                 except Exception as exc:
                     raise _TicketFailed(ticket.id) from exc
+            await flush_in_bulk(session)
         # committed: only now is it done
         result.add(done)
 

@@ -17,13 +17,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
+from sqlalchemy.sql.schema import ColumnDefault
 
-from maild.store.models import AutomaticSend, Message, Outbox, Reminder, Ticket
+from maild.store.models import AutomaticSend, Base, Event, Message, Outbox, Reminder, Ticket
 
-__all__ = ["CHAIN_LOOKBACK", "ChainRow", "SendLedger", "TicketLookups", "load_sends"]
+__all__ = [
+    "CHAIN_LOOKBACK",
+    "ChainRow",
+    "SendLedger",
+    "TicketLookups",
+    "flush_in_bulk",
+    "load_sends",
+]
 
 # how many of a ticket's latest mails an outgoing mail's References are chosen from
 CHAIN_LOOKBACK = 200
@@ -235,3 +243,46 @@ class TicketLookups:
         self.opening.setdefault(ticket_id, message.message_id)
         for key in automatic_keys:
             self.sends.add(key, now)
+
+
+# rows a batch adds many of and nobody reads the ids of
+_WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend)
+
+
+async def flush_in_bulk(session: AsyncSession) -> None:
+    """Flush ``session``, its new outbox, event and automatic-send rows as one INSERT
+    per table.
+
+    The unit of work inserts rows whose ids it must read back one at a time on
+    SQLite (it cannot match many returned ids to their rows without a column
+    like ``Message.message_id``): for a batch of mails, a statement per row.
+    Nothing reads these rows' ids, so they are taken out of the session and
+    written with one executemany each, in the order they were added, after
+    the flush that gives their messages an id. They are not in the session
+    afterwards.
+    """
+    rows = sorted(
+        (o for o in session.new if isinstance(o, _WRITE_ONLY)),
+        key=lambda o: inspect(o).insert_order or 0,
+    )
+    for row in rows:
+        session.expunge(row)
+    await session.flush()
+    by_model: dict[type[Base], list[dict[str, Any]]] = {}
+    for row in rows:
+        mapper = inspect(type(row))
+        values: dict[str, Any] = {}
+        for column in mapper.columns:
+            if column.primary_key:
+                continue
+            value = row.__dict__.get(column.key)
+            default = column.default
+            if value is None and isinstance(default, ColumnDefault) and default.is_scalar:
+                value = default.arg
+            values[column.key] = value
+        message = row.__dict__.get("message")
+        if message is not None:
+            values["message_pk"] = message.id
+        by_model.setdefault(type(row), []).append(values)
+    for model, values_list in by_model.items():
+        await session.execute(insert(model), values_list)

@@ -160,7 +160,9 @@ class Message(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
     direction: Mapped[str] = mapped_column(String(3))  # in | out
-    message_id: Mapped[str] = mapped_column(String(998))
+    # unique and set by us: SQLAlchemy matches the ids SQLite returns for many rows
+    # inserted at once by it (the sentinel), instead of inserting row by row
+    message_id: Mapped[str] = mapped_column(String(998), insert_sentinel=True)
     from_addr: Mapped[str | None] = mapped_column(String(320))
     from_name: Mapped[str] = mapped_column(Text, default="")
     to_addrs: Mapped[list[Any]] = mapped_column(JSON, default=list)
