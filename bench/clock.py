@@ -159,6 +159,13 @@ def main() -> int:
     parser.add_argument("--url", help="store URL instead of a temporary SQLite file")
     parser.add_argument("--empty-url", help="an empty store of the same kind, for the baseline")
     parser.add_argument("--before", type=Path, help="a checkout of older maild to time alike")
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkout whose scheduler passes to time alike (repeatable)",
+    )
     parser.add_argument("--repeat", type=int, default=7, help="process timings, median of (7)")
     args = parser.parse_args()
     active = args.n // 10
@@ -173,11 +180,16 @@ def main() -> int:
         print(f"filled {args.n} tickets ({active} active, {args.due} due) in {took:.1f}s")
         here = Path(__file__).resolve().parent.parent
         versions = {"after": (here, full, empty)}
-        if args.before and not args.url:
+        others = [("before", args.before)] if args.before else []
+        others += [(path.name, path) for path in args.also]
+        if others and not args.url:
             # copies of the same stores, made before any pass changed them
-            old_full = copy_store(full, root / "before-full", None)
-            old_empty = copy_store(empty, root / "before-empty", None)
-            versions["before"] = (args.before.resolve(), old_full, old_empty)
+            for name, path in others:
+                versions[name] = (
+                    path.resolve(),
+                    copy_store(full, root / f"{name}-full", None),
+                    copy_store(empty, root / f"{name}-empty", None),
+                )
         passes: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in versions}
         # the versions take turns at each kind of pass
         for kind, config_of, at in (
