@@ -32,9 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from maild.cli.labconfig import Lab, LabCommunity, lab_config  # noqa: E402  (needs REPO)
+
 __all__ = [
+    "BENCH_LAB",
     "COMMUNITY_DOMAINS",
-    "CONFIG_TEMPLATE",
     "REPO",
     "STEWARDS",
     "SUPPORT",
@@ -56,65 +58,11 @@ __all__ = [
 SUPPORT = "support@example.org"
 TAG = "support"
 
-# The shape of tests/conftest.py's CONFIG_TEMPLATE, with one more community.
-CONFIG_TEMPLATE = """
-[support]
-address = "support@example.org"
-name = "Example Support"
-tag = "support"
-
-[database]
-url = "sqlite+aiosqlite:///{db}"
-
-[hours]
-timezone = "America/Chicago"
-days = ["mon", "tue", "wed", "thu", "fri"]
-ranges = ["08:00-12:00", "13:00-17:00"]
-
-[tickets]
-ack_rate_per_hour = {ack_rate}
-auto_per_day = {ack_rate}
-
-[commands]
-# a test lab: steward mail is trusted as sent (tests of SPEC 11 turn this on)
-require_authenticated = false
-
-[hygiene]
-max_automatic_per_hour = {ack_rate}
-
-[[stewards]]
-name = "alice"
-display_name = "Alice Liddell"
-addresses = ["alice@example.org"]
-
-[[stewards]]
-name = "bob"
-display_name = "Bob Builder"
-addresses = ["bob@example.org", "bob@home.example"]
-
-[[stewards]]
-name = "carol"
-addresses = ["carol@example.org"]
-
-[roster]
-order = ["alice", "bob", "carol"]
-start = "2026-11-02"
-
-[[communities]]
-name = "pangeo"
-representatives = ["rep@pangeo.example", "rep2@pangeo.example"]
-domains = ["pangeo.example"]
-budget_hours_per_month = 10
-
-[[communities]]
-name = "jupyter"
-representatives = ["lead@jupyter.example"]
-domains = ["jupyter.example"]
-
-[[communities]]
-name = "xarray"
-domains = ["xarray.example"]
-"""
+# The tests' lab with one more community, and no limit on automatic mail a run reaches.
+BENCH_LAB = Lab(
+    communities=(*Lab().communities, LabCommunity("xarray", ("xarray.example",))),
+    automatic_limits=True,
+)
 
 # (domain, weight): three configured communities and a few that are not.
 COMMUNITY_DOMAINS: tuple[tuple[str, int], ...] = (
@@ -141,7 +89,7 @@ def write_config(root: Path, db: Path, ack_rate: int = 1_000_000) -> Path:
     acknowledged and the benchmark measures the full amount of work per mail.
     """
     path = root / "maild.toml"
-    path.write_text(CONFIG_TEMPLATE.format(db=db, ack_rate=ack_rate))
+    path.write_text(lab_config(db, ack_rate=ack_rate, lab=BENCH_LAB))
     return path
 
 

@@ -11,9 +11,29 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "setup"]
+__all__ = ["JsonFormatter", "describe", "setup"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming an exception: ``ConnectionRefusedError: [Errno 111] Connect call failed``.
+
+    The class name is left out when the text already carries it, a trailing
+    full stop is dropped, and a timeout without text reads "timed out". An
+    error that wraps a database driver's (SQLAlchemy's ``DBAPIError``, which
+    keeps it as ``orig``) is described by the driver's, without the SQL.
+    """
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        return describe(orig)
+    text = str(exc).strip().rstrip(".")
+    if isinstance(exc, TimeoutError) and not text:
+        return "timed out"
+    name = type(exc).__name__
+    if not text:
+        return name
+    return text if name in text else f"{name}: {text}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from maild.cli.labconfig import lab_template
 from maild.cli.main import main
 
 # the real servers, shared by every test module of the session
@@ -56,56 +57,8 @@ def require_corpus() -> Path:
     pytest.skip(message)
 
 
-CONFIG_TEMPLATE = """
-[support]
-address = "support@example.org"
-name = "Example Support"
-tag = "support"
-
-[database]
-url = "sqlite+aiosqlite:///{db}"
-
-[hours]
-timezone = "America/Chicago"
-days = ["mon", "tue", "wed", "thu", "fri"]
-ranges = ["08:00-12:00", "13:00-17:00"]
-
-[tickets]
-ack_rate_per_hour = {ack_rate}
-
-[commands]
-# a test lab: steward mail is trusted as sent (tests of SPEC 11 turn this on)
-require_authenticated = false
-
-[[stewards]]
-name = "alice"
-display_name = "Alice Liddell"
-addresses = ["alice@example.org"]
-
-[[stewards]]
-name = "bob"
-display_name = "Bob Builder"
-addresses = ["bob@example.org", "bob@home.example"]
-
-[[stewards]]
-name = "carol"
-addresses = ["carol@example.org"]
-
-[roster]
-order = ["alice", "bob", "carol"]
-start = "2026-11-02"
-
-[[communities]]
-name = "pangeo"
-representatives = ["rep@pangeo.example", "rep2@pangeo.example"]
-domains = ["pangeo.example"]
-budget_hours_per_month = 10
-
-[[communities]]
-name = "jupyter"
-representatives = ["lead@jupyter.example"]
-domains = ["jupyter.example"]
-"""
+# the test lab (maild.cli.labconfig, shared with bench/ and the demo) with {db} and {ack_rate}
+CONFIG_TEMPLATE = lab_template()
 
 
 @dataclass

@@ -23,6 +23,7 @@ import socket
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -34,6 +35,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select, update
 
+from maild.cli.labconfig import Lab, LabCommunity, LabSteward, lab_config
 from maild.config import Config, load_config
 from maild.store.models import Message, Outbox, Ticket
 
@@ -42,13 +44,27 @@ __all__ = ["run_demo"]
 SUPPORT = "support@demo.localhost"
 REP = "rep@community.example"
 
-CONFIG = """\
-# Written by `maild demo`. Every key is explained in config.example.toml.
-[support]
-address = "{support}"
-name = "Demo Support"
-tag = "support"
+# A lab of its own (the config's one source is maild.cli.labconfig); every key is
+# explained in config.example.toml.
+LAB = Lab(
+    support=SUPPORT,
+    support_name="Demo Support",
+    timezone="UTC",
+    ranges=("09:00-17:00",),
+    stewards=(
+        LabSteward("alice", ("alice@demo.localhost",), "Alice"),
+        LabSteward("bob", ("bob@demo.localhost",), "Bob"),
+    ),
+    roster_start="2026-01-05",
+    communities=(
+        LabCommunity("example", ("community.example",), (REP,), budget_hours_per_month=10),
+    ),
+    header="# Written by `maild demo`. Every key is explained in config.example.toml.",
+)
+# the scenario may be replayed many times an hour: no rate limit on its acks
+ACK_RATE = 1000
 
+TABLES = """\
 [lmtp]                       # the support address: plain SMTP on localhost
 listen = "127.0.0.1:{inbound}"
 protocol = "smtp"
@@ -58,45 +74,9 @@ host = "127.0.0.1"
 port = {outbound}
 security = "none"
 
-[database]
-url = "sqlite+aiosqlite:///{db}"
-
-[commands]
-# a demo lab: the demo's steward mail carries no DKIM signature
-require_authenticated = false
-
 [incidents]
 # the scenario shows the outline maild mails the incident commander on resolution
 postmortem_mail = true
-
-[hours]
-timezone = "UTC"
-days = ["mon", "tue", "wed", "thu", "fri"]
-ranges = ["09:00-17:00"]
-
-[tickets]
-# the scenario may be replayed many times an hour: no rate limit on its acks
-ack_rate_per_hour = 1000
-
-[[stewards]]
-name = "alice"
-display_name = "Alice"
-addresses = ["alice@demo.localhost"]
-
-[[stewards]]
-name = "bob"
-display_name = "Bob"
-addresses = ["bob@demo.localhost"]
-
-[roster]
-order = ["alice", "bob"]
-start = "2026-01-05"
-
-[[communities]]
-name = "example"
-representatives = ["{rep}"]
-domains = ["community.example"]
-budget_hours_per_month = 10
 """
 
 
@@ -135,11 +115,8 @@ def prepare_dir(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     inbound, outbound = _free_ports(2)
     path = root / "maild.toml"
-    path.write_text(
-        CONFIG.format(
-            support=SUPPORT, inbound=inbound, outbound=outbound, db=root / "maild.db", rep=REP
-        )
-    )
+    lab = replace(LAB, tables=TABLES.format(inbound=inbound, outbound=outbound))
+    path.write_text(lab_config(root / "maild.db", ack_rate=ACK_RATE, lab=lab))
     return path
 
 

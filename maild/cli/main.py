@@ -988,12 +988,12 @@ def _operate(args: argparse.Namespace, tags: str, note: str | None = None) -> in
     now = _now(args, config)
     _stored_id(args.id, f"no ticket #{args.id}")
     actor = _operator()
-    from maild.service.pipeline import Pipeline
+    from maild.service.operator import Operator
 
     async def go(sessions: Any) -> Any:
         top = await _outbox_top(sessions)
         try:
-            done = await Pipeline(config, sessions).operate(args.id, tags, actor, now, note=note)
+            done = await Operator(config, sessions).operate(args.id, tags, actor, now, note=note)
         except LookupError as exc:
             raise UserError(str(exc)) from exc
         return done, await _mail_queued_after(sessions, top)

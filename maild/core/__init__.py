@@ -18,4 +18,5 @@ time is a parameter. Where to look for a rule:
 - ``quotes``, ``htmltext``  what is new in a reply, as stewards see it
 - ``durations``     the one duration syntax (config, tags, messages)
 - ``mailpolicy``    the ``email`` policy shared by parsing and rendering
+- ``backoff``       how long every retrying loop waits after n failures in a row
 """

@@ -14,7 +14,7 @@ from typing import Literal
 
 from maild.config import Community, Config, Steward
 from maild.core.inbound import InboundMail
-from maild.core.policy import MACHINE_LOCALPARTS
+from maild.core.policy import MACHINE_LOCALPARTS, not_a_person
 
 __all__ = ["Classification", "Kind", "Role", "classify"]
 
@@ -139,3 +139,38 @@ def classify(mail: InboundMail, config: Config) -> Classification:
         community=community,
         bounce_of=bounce_of,
     )
+
+
+def why_not_answer(
+    to: str, cls: Classification, config: Config, *, dmarc_fail: bool = False
+) -> str | None:
+    """Why the sender of a mail may get no automatic answer at all, or None.
+
+    The one "may we answer this automatically" rule: not machines (SPEC 6),
+    not ourselves, not a sender our MX saw fail DMARC (SPEC 11), not an
+    address that is no person's. The per-address limits are applied to every
+    automatic mail when it is queued (``service.outgoing``).
+    """
+    if cls.automated:
+        return f"{cls.kind}: " + "; ".join(cls.reasons)
+    if to == config.support.address:
+        return "our own address"
+    if dmarc_fail:
+        return (
+            f"{config.commands.authserv_id} reports dmarc=fail for the sender's "
+            "domain: the From address is likely forged (no backscatter)"
+        )
+    return not_a_person(to)
+
+
+def why_not_mail_requester(requester: str, requester_kind: str, config: Config) -> str | None:
+    """Why no automatic mail may go to a ticket's requester at all, or None.
+
+    A ticket opened by automatic mail gets none; a steward who opened one
+    does, whatever their address looks like.
+    """
+    if requester_kind != "normal":
+        return f"the ticket was opened by automatic mail ({requester_kind})"
+    if config.steward_by_address(requester) is not None:
+        return None
+    return not_a_person(requester)

@@ -47,6 +47,7 @@ __all__ = [
     "Attachment",
     "InboundMail",
     "ParseError",
+    "logged_message_id",
     "parse_mail",
     "sanitize_filename",
 ]
@@ -68,6 +69,7 @@ _MAX_STRUCTURED = 8192
 _UNSTRUCTURED = "x-maild-unstructured"  # a name the header registry does not know
 
 _LEADING_BLANK_RE = re.compile(rb"\A(?:[ \t]*\r?\n)+")
+_LOGGED_MSGID_RE = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
 _HEADER_LINE_RE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _KEY_HEADER_RE = re.compile(rb"(?im)^(?:from|message-id|subject|date)[ \t]*:")
 _MSGID_BRACKETED_RE = re.compile(r"<([^<>]*)>")
@@ -821,6 +823,21 @@ def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
     if result.tzinfo is None:
         result = result.replace(tzinfo=UTC)
     return result
+
+
+def logged_message_id(raw: bytes) -> str:
+    """The Message-ID of raw mail for a log line; "no Message-ID" when there is none.
+
+    A search of the header block (its first 64 KiB), not a parse: it runs for
+    every mail fetched and sent, also for mail :func:`parse_mail` would reject.
+    """
+    head = raw[:65536]
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(blank)
+        if end >= 0:
+            head = head[:end]
+    found = _LOGGED_MSGID_RE.search(head)
+    return found.group(1).decode("ascii", "replace") if found else "no Message-ID"
 
 
 def parse_mail(raw: bytes) -> InboundMail:

@@ -1,6 +1,7 @@
 """The mail edges: how mail comes in and goes out.
 
-- ``imap``    the IMAP source (fetch, mark processed, IDLE)
+- ``imap``    the IMAP source: ``codec`` (wire format), ``connection`` (the aioimaplib
+              session, IDLE), ``sync`` (fetch, hand over, mark processed)
 - ``lmtp``    the inbound LMTP listener
 - ``authn``   DKIM, Authentication-Results and DMARC alignment (SPEC 11)
 - ``render``  templates into outgoing ``EmailMessage`` objects

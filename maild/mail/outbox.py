@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.core.backoff import Backoff
 from maild.core.durations import format_duration
+from maild.core.inbound import logged_message_id
+from maild.logs import describe
 from maild.service.lease import instance_id
 from maild.store.models import Outbox
 
@@ -70,6 +72,8 @@ POLL_INTERVAL = 60.0
 CLAIM_FOR = timedelta(seconds=30)
 #: Backoff gets up to this fraction added, so rows failed together spread out.
 JITTER = 0.1
+#: run(): a failed pass (store or relay code trouble) is tried again 2 s, 4 s ... 1 min later.
+PASS_RETRY = Backoff(base=2.0, cap=60.0)
 #: 530 to MAIL FROM: the relay wants a login that is not configured.
 AUTH_REQUIRED = 530
 
@@ -117,8 +121,10 @@ class OutboxSender:
         self._sessions = sessions
         self._clock = clock
         self._timeout = timeout
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # a row's attempts are persisted in the row; this turns them into its next wait
+        self._row_backoff = Backoff(
+            base=backoff_base.total_seconds(), cap=backoff_cap.total_seconds(), jitter=JITTER
+        )
         self._poll_interval = poll_interval
         self._instance = instance or instance_id()
         self._claim_for = claim_for
@@ -204,27 +210,27 @@ class OutboxSender:
         ``stop`` is set mid-pass, the mail in flight is finished first.
         """
         self._stop = stop
-        errors = 0
+        failures = 0
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
                     handled = await self.send_due()
                     delay = await self._idle_delay(handled)
-                    errors = 0
+                    failures = 0
                 except (OperationalError, InterfaceError) as exc:
                     # the store is locked, restarting or ended our session: the
                     # rows stay queued (a claimed one is taken over when its claim ends)
-                    errors += 1
-                    delay = min(60.0, 2.0**errors)
+                    failures += 1
+                    delay = PASS_RETRY.delay(failures)
                     log.warning(
                         "outbox pass failed, store unavailable: %s; trying again in %.0f s",
-                        exc.orig,
+                        describe(exc),
                         delay,
                     )
                 except Exception:
-                    errors += 1
-                    delay = min(60.0, 2.0**errors)
+                    failures += 1
+                    delay = PASS_RETRY.delay(failures)
                     log.exception("outbox pass failed; trying again in %.0f s", delay)
                 await self._sleep(stop, delay)
         finally:
@@ -322,7 +328,7 @@ class OutboxSender:
 
     def _lost(self, row: Outbox, outcome: _Outcome) -> None:
         """Our claim ran out while we were stalled and another instance took the row."""
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {_message_id(row.raw)})"
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
         if outcome.kind == "sent":
             log.warning(
                 "%s was sent by this instance after its claim ran out; another instance "
@@ -335,7 +341,7 @@ class OutboxSender:
     def _record(self, row: Outbox, outcome: _Outcome) -> None:
         now = self._clock()
         row.attempts += 1
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {_message_id(row.raw)})"
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
         to = ", ".join(str(r) for r in row.rcpt_tos)
         if outcome.kind == "sent":
             row.status = "sent"
@@ -367,11 +373,7 @@ class OutboxSender:
         )
 
     def _backoff(self, attempts: int) -> timedelta:
-        base = self._backoff_base.total_seconds()
-        # The exponent is bounded so a long outage cannot overflow the float.
-        delay = base * 2.0 ** min(max(attempts - 1, 0), 40)
-        delay *= 1.0 + _rng.uniform(0.0, JITTER)
-        return timedelta(seconds=min(delay, self._backoff_cap.total_seconds()))
+        return timedelta(seconds=self._row_backoff.delay(attempts, _rng.random()))
 
     async def _idle_delay(self, handled: int) -> float:
         async with self._sessions() as session:
@@ -426,10 +428,10 @@ class OutboxSender:
             _drop(fresh)
             if _is_tls_problem(exc):
                 raise _Unusable(
-                    f"TLS with {where} failed: {_describe(exc)}; check smtp.security and smtp.port",
+                    f"TLS with {where} failed: {describe(exc)}; check smtp.security and smtp.port",
                     config_problem=True,
                 ) from exc
-            raise _Unusable(f"cannot connect to {where}: {_describe(exc)}") from exc
+            raise _Unusable(f"cannot connect to {where}: {describe(exc)}") from exc
         return fresh
 
     async def _deliver(self, smtp: aiosmtplib.SMTP, row: Outbox) -> _Outcome:
@@ -466,7 +468,7 @@ class OutboxSender:
         except (aiosmtplib.SMTPException, OSError) as exc:
             # Timeouts and disconnects leave the session in an unknown state.
             where = f"{self._config.host}:{self._config.port}"
-            raise _Unusable(f"connection to {where} failed: {_describe(exc)}") from exc
+            raise _Unusable(f"connection to {where} failed: {describe(exc)}") from exc
         except ValueError as exc:
             return _Outcome("failed", f"cannot be sent: {exc}")
         if refused:
@@ -508,11 +510,6 @@ def _is_tls_problem(exc: BaseException) -> bool:
     return type(exc) is aiosmtplib.SMTPException and "STARTTLS" in str(exc)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).rstrip(".") or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-
-
 def _drop(smtp: aiosmtplib.SMTP | None) -> None:
     """Close without a goodbye: the session is broken or not worth a QUIT."""
     if smtp is not None:
@@ -526,17 +523,3 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         await smtp.quit()
     except (aiosmtplib.SMTPException, OSError):
         smtp.close()
-
-
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
-
-
-def _message_id(raw: bytes) -> str:
-    """The Message-ID for log lines; "no Message-ID" if there is none.
-
-    A search, not a parse: we built these headers ourselves, one line each,
-    and this runs for every mail sent.
-    """
-    head = raw[: raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw[:65536] else 65536]
-    found = _MESSAGE_ID.search(head)
-    return found.group(1).decode("ascii", "replace") if found else "no Message-ID"

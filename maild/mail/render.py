@@ -179,7 +179,7 @@ class Renderer:
                 self.render(name, context)
             except TemplateError as exc:
                 problems.append(str(exc))
-        # canned replies see the steward as a person, not a name (Pipeline._canned_context)
+        # canned replies see the steward as a person, not a name (Stewards._canned_context)
         canned_context = {
             **context,
             "steward": {"name": "alice", "display_name": "Alice Liddell"},

@@ -29,6 +29,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from maild.config import Config, ConfigError, load_config
+from maild.core.backoff import Backoff
 from maild.mail.imap import ImapSource, Verdict
 from maild.mail.outbox import OutboxSender
 from maild.mail.render import Renderer, TemplateError, sample_context
@@ -45,8 +46,10 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 20.0
 HEARTBEAT_SECONDS = 30.0
 FORGET_GONE = timedelta(days=1)
-_BACKOFF_START = 1.0
-_BACKOFF_CAP = 60.0
+#: A failed component is restarted after 1 s, 2 s ... at most a minute later ...
+RESTART = Backoff(base=1.0, cap=60.0)
+#: ... and after 1 s again once it had run this long before failing.
+RESTART_RESET_SECONDS = 5 * RESTART.cap
 
 
 class Notifier:
@@ -203,24 +206,28 @@ class Daemon:
 
     async def _supervise(self, item: _Task) -> None:
         """Run a component until its stop is set; restart it with backoff when it fails."""
-        delay = _BACKOFF_START
+        failures = 0
         while not item.stop.is_set() and not self.stop.is_set():
             started = time.monotonic()
+            failure: Exception | None = None
             try:
                 await item.start(item.stop)
-                if not item.stop.is_set() and not self.stop.is_set():
-                    log.error("%s ended unexpectedly; restarting in %.0fs", item.name, delay)
-                else:
+                if item.stop.is_set() or self.stop.is_set():
                     return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s failed; restarting in %.0fs", item.name, delay)
-            if time.monotonic() - started > 5 * _BACKOFF_CAP:
-                delay = _BACKOFF_START
+            except Exception as exc:
+                failure = exc
+            if time.monotonic() - started > RESTART_RESET_SECONDS:
+                failures = 0
+            failures += 1
+            delay = RESTART.delay(failures)
+            if failure is None:
+                log.error("%s ended unexpectedly; restarting in %.0fs", item.name, delay)
+            else:
+                log.error("%s failed; restarting in %.0fs", item.name, delay, exc_info=failure)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)
-            delay = min(delay * 2, _BACKOFF_CAP)
 
     def _start_all(self) -> None:
         for item in self._components():

@@ -48,6 +48,7 @@ from maild.store.reports import (
     weekly_report,
     weekly_slot,
 )
+from maild.store.timeline import set_fields
 
 __all__ = ["PassResult", "Scheduler"]
 
@@ -97,6 +98,7 @@ class Scheduler:
         self.config = config
         self.sessions = sessions
         self.pipeline = pipeline
+        self.outgoing = pipeline.outgoing
 
     async def run_pass(self, now: datetime) -> PassResult:
         """Do everything due at ``now`` (aware)."""
@@ -259,14 +261,12 @@ class Scheduler:
         known: TicketLookups | None,
     ) -> None:
         hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
-        self.pipeline.set_fields(
-            session, ticket, [Change("status", "resolved", "closed")], "maild", now
-        )
+        set_fields(session, ticket, [Change("status", "resolved", "closed")], "maild", now)
         ticket.updated_at = now
-        ctx = self.pipeline.ticket_context(
+        ctx = self.outgoing.ticket_context(
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
         )
-        sent = await self.pipeline.notify_requester(
+        sent = await self.outgoing.notify_requester(
             session, ticket, "closed", ctx, "closing notice", now, known=known
         )
         if sent is not None:
@@ -300,7 +300,7 @@ class Scheduler:
         )
         ticket.last_update_at = now
         dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar, reminded)
-        ctx = self.pipeline.ticket_context(
+        ctx = self.outgoing.ticket_context(
             ticket,
             {
                 "latest_reply": latest.text if latest is not None else None,
@@ -308,7 +308,7 @@ class Scheduler:
                 "since": local(self.config, since),
             },
         )
-        sent = await self.pipeline.notify_requester(
+        sent = await self.outgoing.notify_requester(
             session, ticket, "incident_update", ctx, "incident update", now, known=known
         )
         if sent is not None:
@@ -339,7 +339,7 @@ class Scheduler:
             if steward is not None and steward.addresses[0] not in to and kind != "nudge":
                 to.append(steward.addresses[0])
         if not to:
-            to = self.pipeline.steward_addresses(duty)
+            to = self.outgoing.steward_addresses(duty)
         if not to:
             return
         due = {
@@ -347,7 +347,7 @@ class Scheduler:
             "first_response": ticket.response_due_at,
             "nudge": ticket.next_update_at,
         }.get(kind)
-        ctx: dict[str, Any] = self.pipeline.ticket_context(
+        ctx: dict[str, Any] = self.outgoing.ticket_context(
             ticket,
             {
                 "kind": kind,
@@ -358,7 +358,7 @@ class Scheduler:
                 "due": local(self.config, due),
             },
         )
-        await self.pipeline.queue_mail(
+        await self.outgoing.queue(
             session,
             ticket,
             "sla_reminder",
@@ -367,7 +367,7 @@ class Scheduler:
             reply_to_mail=(
                 known.latest.get(ticket.id)
                 if known is not None
-                else await self.pipeline.latest_message(session, ticket)
+                else await self.outgoing.latest_message(session, ticket)
             ),
             automatic="auto-generated",
             now=now,
@@ -400,7 +400,7 @@ class Scheduler:
             ).all()
             incoming = [n for n in duty.on_duty if n not in previous]
             outgoing = [n for n in previous if n not in duty.on_duty]
-            to = self.pipeline.steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
+            to = self.outgoing.steward_addresses(list(dict.fromkeys([*incoming, *outgoing])))
             if not to:
                 return
             ctx = {
@@ -422,8 +422,8 @@ class Scheduler:
                     for t in tickets
                 ],
             }
-            await self.pipeline.queue_standalone(
-                session, "handoff", ctx, to=to, now=now, automatic="auto-generated"
+            await self.outgoing.queue(
+                session, None, "handoff", ctx, to=to, now=now, automatic="auto-generated"
             )
             result.sent += 1
             result.actions.append(f"handoff: {', '.join(outgoing)} -> {', '.join(incoming)}")
@@ -460,7 +460,7 @@ class Scheduler:
                         continue
                     for p in new:
                         session.add(State(key=keys[p], value=str(row["used_hours"]), at=now))
-                    to = self.pipeline.steward_addresses(duty_at(self.config, now).on_duty)
+                    to = self.outgoing.steward_addresses(duty_at(self.config, now).on_duty)
                     if not to:
                         continue
                     # caught up past both at once: one mail, the higher one says it all
@@ -468,8 +468,14 @@ class Scheduler:
                         "support": self._support(),
                         "budget": {**row, "month": month, "threshold": f"{max(new)}%"},
                     }
-                    await self.pipeline.queue_standalone(
-                        session, "budget_warning", ctx, to=to, now=now, automatic="auto-generated"
+                    await self.outgoing.queue(
+                        session,
+                        None,
+                        "budget_warning",
+                        ctx,
+                        to=to,
+                        now=now,
+                        automatic="auto-generated",
                     )
                     result.sent += 1
                     result.actions.append(f"budget warning: {row['community']} {max(new)}%")
@@ -503,8 +509,8 @@ class Scheduler:
                     "support": self._support(),
                     "report": await weekly_report(session, self.config, now, slot),
                 }
-                await self.pipeline.queue_standalone(
-                    session, "weekly_report", ctx, to=to, now=now, automatic="auto-generated"
+                await self.outgoing.queue(
+                    session, None, "weekly_report", ctx, to=to, now=now, automatic="auto-generated"
                 )
                 result.sent += 1
                 late = " (late)" if now - slot > timedelta(hours=1) else ""

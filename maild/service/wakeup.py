@@ -25,9 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from maild.core.backoff import Backoff
+from maild.logs import describe
 from maild.store.models import Outbox
 
 __all__ = ["CHANNEL", "watch_outbox"]
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "maild_outbox"
 #: SQLite: how often the outbox is looked at.
 POLL_SECONDS = 1.0
-_RETRY_CAP = 30.0
+#: The store unreachable: look again after 1 s, 2 s ... at most half a minute.
+RETRY = Backoff(base=1.0, cap=30.0)
 #: SQLite: queued rows compared between looks (a backlog beyond waits for the minute's pass)
 _POLL_ROWS = 2000
 
@@ -51,16 +53,16 @@ async def watch_outbox(
 ) -> None:
     """Call ``wake()`` whenever mail is queued, until ``stop`` is set."""
     watch = _listen if engine.dialect.name == "postgresql" else _poll
-    delay = 1.0
+    failures = 0
     while not stop.is_set():
         try:
             await watch(engine, wake, stop, poll)
-            delay = 1.0
+            failures = 0
         except Exception as exc:  # the driver's own errors too: this is only a shortcut
-            log.warning("outbox wake-ups paused, store unavailable: %s", _describe(exc))
+            log.warning("outbox wake-ups paused, store unavailable: %s", describe(exc))
+            failures += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, _RETRY_CAP)
+                await asyncio.wait_for(stop.wait(), RETRY.delay(failures))
 
 
 async def _listen(
@@ -122,9 +124,3 @@ async def _poll(
         last = seen
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), poll)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DBAPIError):
-        return str(exc.orig)
-    return str(exc) or type(exc).__name__

@@ -93,6 +93,11 @@ def test_status_shows_silent_instances_as_gone_and_the_lease_holder_as_leader(
     }
 
 
+# Far below the sender's one-minute poll, with room for a CLI process on a busy
+# machine (the whole measure includes `maild ingest` itself: 1-4 s under load).
+WITHIN = 20
+
+
 def test_a_running_daemon_sends_mail_the_cli_queued_within_seconds(tmp_path: Path) -> None:
     with ThreadedSink() as sink:
         maild = MaildProcess(tmp_path)
@@ -106,15 +111,15 @@ def test_a_running_daemon_sends_mail_the_cli_queued_within_seconds(tmp_path: Pat
             mail.write_bytes(make_mail(message_id="<cli-1@pangeo.example>").as_bytes())
             queued = time.monotonic()
             maild.cli("ingest", str(mail))  # an ack and a copy to the stewards
-            sink.wait_for(2, timeout=5)
+            sink.wait_for(2, timeout=WITHIN)
             took = time.monotonic() - queued
-            assert took < 3, f"the CLI's mail waited {took:.1f}s for the daemon"
+            assert took < WITHIN, f"the CLI's mail waited {took:.1f}s for the daemon"
 
             queued = time.monotonic()
             maild.cli("resolve", "1")  # the resolution notice to the requester
-            sink.wait_for(3, timeout=5)
+            sink.wait_for(3, timeout=WITHIN)
             took = time.monotonic() - queued
-            assert took < 3, f"the CLI's mail waited {took:.1f}s for the daemon"
+            assert took < WITHIN, f"the CLI's mail waited {took:.1f}s for the daemon"
             assert "rep@pangeo.example" in sink.received[-1].rcpt_tos
             assert maild.stop() == 0
         finally:

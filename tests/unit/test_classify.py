@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from maild.config import Config, parse_config
-from maild.core.classify import classify
+from maild.core.classify import Classification, classify, why_not_answer, why_not_mail_requester
 from maild.core.inbound import parse_mail
 
 CONFIG: Config = parse_config(
@@ -83,3 +85,52 @@ def test_roles() -> None:
     assert steward.role == "steward" and steward.steward is not None
     other = classify(parse_mail(mail(BASE.replace("rep@", "someone@"))), CONFIG)
     assert other.role == "requester" and other.community is not None
+
+
+PERSON = Classification(kind="normal", reasons=(), role="requester", steward=None, community=None)
+ROBOT = dataclasses.replace(PERSON, kind="auto_reply", reasons=("Auto-Submitted: auto-replied",))
+
+
+@pytest.mark.parametrize(
+    ("to", "cls", "dmarc_fail", "why_not"),
+    [
+        ("rep@pangeo.example", PERSON, False, None),
+        ("rep@pangeo.example", ROBOT, False, "auto_reply: Auto-Submitted: auto-replied"),
+        ("support@example.org", PERSON, False, "our own address"),
+        (
+            "rep@pangeo.example",
+            PERSON,
+            True,
+            "mx.example.org reports dmarc=fail for the sender's domain: the From address is "
+            "likely forged (no backscatter)",
+        ),
+        ("postmaster@pangeo.example", PERSON, False, "postmaster@pangeo.example is not a person"),
+        ("", PERSON, False, "no usable address"),
+    ],
+)
+def test_why_not_answer(
+    to: str, cls: Classification, dmarc_fail: bool, why_not: str | None
+) -> None:
+    """The one rule deciding whether a mail's sender may get any automatic answer."""
+    config = dataclasses.replace(
+        CONFIG, commands=dataclasses.replace(CONFIG.commands, authserv_id="mx.example.org")
+    )
+    assert why_not_answer(to, cls, config, dmarc_fail=dmarc_fail) == why_not
+
+
+@pytest.mark.parametrize(
+    ("requester", "kind", "blocked"),
+    [
+        ("rep@pangeo.example", "normal", None),
+        (
+            "rep@pangeo.example",
+            "auto_reply",
+            "the ticket was opened by automatic mail (auto_reply)",
+        ),
+        ("mailer-daemon@example.net", "normal", "mailer-daemon@example.net is not a person"),
+        ("", "normal", "no usable address"),
+        ("alice@example.org", "normal", None),  # a steward who opened a ticket hears of it
+    ],
+)
+def test_why_not_mail_requester(requester: str, kind: str, blocked: str | None) -> None:
+    assert why_not_mail_requester(requester, kind, CONFIG) == blocked

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maild.core.inbound import Attachment, InboundMail, ParseError, parse_mail, sanitize_filename
+from maild.core.inbound import (
+    Attachment,
+    InboundMail,
+    ParseError,
+    logged_message_id,
+    parse_mail,
+    sanitize_filename,
+)
 from maild.core.subjects import clean_subject, find_ticket_refs, is_reply_subject
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mails"
@@ -685,3 +692,18 @@ def test_mutated_fixtures(name: str, data: st.DataObject) -> None:
 )
 def test_hostile_inputs(raw: bytes) -> None:
     _parse_or_parse_error(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody", "<a@b>"),
+        (b"message-id:\t<lower@case>\n\nbody", "<lower@case>"),
+        (b"Subject: x\r\n\r\nMessage-ID: <in@body>\r\n", "no Message-ID"),
+        (b"Subject: x\n\nMessage-ID: <in@body>\n", "no Message-ID"),
+        (b"X-Message-ID: <not@it>\r\n\r\n", "no Message-ID"),
+        (b"", "no Message-ID"),
+    ],
+)
+def test_logged_message_id_searches_the_header_block_only(raw: bytes, expected: str) -> None:
+    assert logged_message_id(raw) == expected
