@@ -142,6 +142,33 @@ def process_times(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def import_profile(
+    args: list[str], cwd: Path | None, top: int = 8
+) -> tuple[list[tuple[str, float]], set[str]]:
+    """``python -X importtime``: the slowest top-level imports (cumulative ms) and the
+    total, and the name of every module imported."""
+    done = subprocess.run(
+        [args[0], "-X", "importtime", *args[1:]],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+    tops: list[tuple[str, float]] = []
+    names: set[str] = set()
+    for line in done.stderr.splitlines():
+        # "import time: self [us] | cumulative | imported package", nested by indent
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _self, cumulative, name = line[len("import time:") :].split("|")
+        names.add(name.strip())
+        if cumulative.strip().isdigit() and not name[1:].startswith(" "):
+            tops.append((name.strip(), int(cumulative) / 1000))
+    total = sum(ms for _, ms in tops)
+    return [*sorted(tops, key=lambda t: -t[1])[:top], ("all imports", total)], names
+
+
 def config_for(root: Path, url: str | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = write_config(root, root / "maild.db")
@@ -215,12 +242,17 @@ def main() -> int:
             "python -c pass": ([sys.executable, "-c", "pass"], None),
             "help": ([*maild, "--help"], here),
             "queue": (queue_args, here),
+            "queue table": (queue_args[:-1], here),  # what a person types
         }
         if args.before:
             commands["help before"] = ([*maild, "--help"], args.before)
             commands["queue before"] = (queue_args, args.before)
+            commands["queue table before"] = (queue_args[:-1], args.before)
         times = process_times(commands, args.repeat)
         help_time, queue_time = times["help"], times["queue"]
+        profiles = {"queue": import_profile(queue_args, here)}
+        if args.before:
+            profiles["queue before"] = import_profile(queue_args, args.before)
 
     rows = [
         ("pass, empty store (baseline)", f"{empty_pass * 1000:.1f}", "1.00x", 0),
@@ -244,6 +276,12 @@ def main() -> int:
             f"{queue_time / help_time:.2f}x",
             "-",
         ),
+        (
+            "maild queue, the table",
+            f"{times['queue table'] * 1000:.0f}",
+            f"{times['queue table'] / help_time:.2f}x",
+            "-",
+        ),
     ]
     if args.before:
         rows += [
@@ -252,6 +290,12 @@ def main() -> int:
                 "maild queue --json, before",
                 f"{times['queue before'] * 1000:.0f}",
                 f"{times['queue before'] / times['help before']:.2f}x",
+                "-",
+            ),
+            (
+                "maild queue, the table, before",
+                f"{times['queue table before'] * 1000:.0f}",
+                f"{times['queue table before'] / times['help before']:.2f}x",
                 "-",
             ),
         ]
@@ -284,6 +328,11 @@ def main() -> int:
             )
         )
     print_table(pass_rows, ("scheduler pass", "wall ms", "CPU ms", "actions"))
+    for name, (profile, modules) in profiles.items():
+        print(f"\nimports of `maild {name}` (python -X importtime, cumulative ms, top level):")
+        print_table([(what, f"{ms:.1f}") for what, ms in profile], ("module", "ms"))
+        heavy = [m for m in ("sqlalchemy", "asyncio", "aiosqlite") if m in modules]
+        print(f"of SQLAlchemy, asyncio and aiosqlite it imports: {', '.join(heavy) or 'none'}")
     per_ticket = (busy_pass - idle_pass) / args.due * 1000
     print(
         f"aims: a due ticket <= 1 ms beyond the idle pass ({per_ticket:.2f} ms): "

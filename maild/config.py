@@ -1014,6 +1014,10 @@ def _database(r: _Reader) -> DatabaseConfig:
         r.expected("leader_lease", "at least 2s", format_duration(lease))
         lease = timedelta(seconds=2)
     password = r.secret()
+    plain = _plain_sqlite_url(text, r.context.base_dir) if password is None else None
+    if plain is not None:  # what make_url below gives, without importing SQLAlchemy
+        r.finish()
+        return DatabaseConfig(url=plain, leader_lease=lease)
     # imported here: SQLAlchemy costs ~150 ms, and `maild --help` or a config
     # check need none of it otherwise
     from sqlalchemy.engine import make_url
@@ -1048,6 +1052,36 @@ def _database(r: _Reader) -> DatabaseConfig:
     return DatabaseConfig(
         url=url.render_as_string(hide_password=False) if changed else text, leader_lease=lease
     )
+
+
+# a SQLite URL with a driver and nothing SQLAlchemy would unquote or parse
+_PLAIN_SQLITE = re.compile(r"(sqlite\+\w+):///([^?%]*)", re.ASCII)
+
+
+def plain_sqlite(url: str) -> tuple[str, str] | None:
+    """The driver and database of a SQLite URL that means what it says (no query
+    string, nothing %-quoted), as ``make_url`` would read them; None for any other."""
+    match = _PLAIN_SQLITE.fullmatch(url)
+    return (match[1], match[2]) if match is not None else None
+
+
+def _plain_sqlite_url(text: str, base_dir: Path | None) -> str | None:
+    """``_database``'s URL for a plain SQLite URL, or None for any other.
+
+    ``maild queue`` reads SQLite without SQLAlchemy (``maild.store.sqlite_read``),
+    so its config must not import SQLAlchemy for ``make_url`` either: for these
+    URLs the result is the same (``tests/unit/test_sqlite_read.py`` compares).
+    """
+    plain = plain_sqlite(text)
+    if plain is None:
+        return None
+    driver, database = plain
+    relative = database not in ("", ":memory:") and not database.startswith(("/", "file:"))
+    if not relative or base_dir is None:
+        return text
+    from urllib.parse import quote
+
+    return f"{driver}:///" + quote(str(base_dir / database), safe=" +/")
 
 
 def _hours(r: _Reader) -> HoursConfig:

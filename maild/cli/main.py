@@ -111,8 +111,11 @@ def _print_json(data: Any, out: TextIO | None = None) -> None:
     indent = 2 if out.isatty() else None
     text = json.dumps(data, indent=indent, ensure_ascii=False)
     # json escapes C0 controls but leaves DEL and C1 (0x9b is a CSI) raw;
-    # they can only be inside strings, where \u escapes mean the same
-    out.write(_JSON_RAW.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
+    # they can only be inside strings, where \u escapes mean the same (an ASCII
+    # text, known without a scan, has none: 10,000 tickets are 5 MB of JSON)
+    if not text.isascii():
+        text = _JSON_RAW.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    out.write(text + "\n")
 
 
 def _safe(text: str) -> str:
@@ -128,14 +131,15 @@ def _out(text: str) -> None:
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    rows = [[_safe(cell) for cell in row] for row in rows]  # escaped before measuring
+    # escaped before measuring; a printable cell (a C check) has nothing to escape,
+    # which spares 10,000 tickets' cells 90,000 regular-expression calls
+    rows = [[c if c.isprintable() else _safe(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    if rows:
+        columns = zip(*rows, strict=True)
+        widths = [max(w, *map(len, cells)) for w, cells in zip(widths, columns, strict=True)]
+    lines = ["  ".join(map(str.ljust, headers, widths)).rstrip()]
+    lines.extend("  ".join(map(str.ljust, row, widths)).rstrip() for row in rows)
     return "\n".join(lines)
 
 
@@ -537,22 +541,14 @@ def _explain_text(outcome: Any) -> str:
 def cmd_queue(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
-    from maild.store.queries import queue
-
-    async def go(sessions: Any) -> list[dict[str, Any]]:
-        async with sessions() as session:
-            rows: list[dict[str, Any]] = await queue(
-                session,
-                now,
-                statuses=args.status,
-                types=args.type,
-                community=args.community,
-                overdue=args.overdue,
-                include_all=args.all,
-            )
-            return rows
-
-    rows = _run(_with_store(config, go))
+    filters: dict[str, Any] = {
+        "statuses": args.status,
+        "types": args.type,
+        "community": args.community,
+        "overdue": args.overdue,
+        "include_all": args.all,
+    }
+    rows = _queue_rows(config, now, filters)
     if args.json:
         _print_json(rows)
         return 0
@@ -580,6 +576,29 @@ def cmd_queue(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _queue_rows(config: Config, now: datetime, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The queue: from SQLite by ``sqlite3`` alone when it can (a short command should
+    not import SQLAlchemy: issue 12), else through the store like every other verb."""
+    from maild.store.schema import SchemaError
+    from maild.store.sqlite_read import read_queue
+
+    try:
+        fast = read_queue(config.database.url, now, **filters)
+    except SchemaError as exc:
+        raise UserError(str(exc)) from exc
+    if fast is not None:
+        return fast
+    from maild.store.queries import queue
+
+    async def go(sessions: Any) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            rows: list[dict[str, Any]] = await queue(session, now, **filters)
+            return rows
+
+    rows: list[dict[str, Any]] = _run(_with_store(config, go))
+    return rows
 
 
 def _due_text(due: dict[str, Any] | None, timezone: str) -> str:

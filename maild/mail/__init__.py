@@ -4,6 +4,6 @@
               session, IDLE), ``sync`` (fetch, hand over, mark processed)
 - ``lmtp``    the inbound LMTP listener
 - ``authn``   DKIM, Authentication-Results and DMARC alignment (SPEC 11)
-- ``render``  templates into outgoing ``EmailMessage`` objects
+- ``render``  templates into the bytes of outgoing mail
 - ``outbox``  the sender: durable outbox rows out over SMTP
 """

@@ -64,6 +64,7 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.timeline import record, set_fields
+from maild.store.views import ticket_view
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -488,20 +489,7 @@ class Pipeline:
         return Candidates(by_message_id, by_root, by_number, by_subject)
 
     async def _view(self, session: AsyncSession, ticket: Ticket) -> TicketView:
-        members = (
-            await session.scalars(
-                select(Participant.address).where(Participant.ticket_id == ticket.id)
-            )
-        ).all()
-        return TicketView(
-            id=ticket.id,
-            status=ticket.status,
-            requester=ticket.requester,
-            community=ticket.community,
-            subject_key=ticket.subject_key,
-            last_activity_at=ticket.last_activity_at,
-            members=frozenset(members),
-        )
+        return await ticket_view(session, ticket)
 
     def _cc_from(
         self,

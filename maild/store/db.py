@@ -18,6 +18,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+from maild.store.schema import HEAD as HEAD
+from maild.store.schema import SchemaError as SchemaError
+from maild.store.schema import schema_error
+
 __all__ = [
     "AsyncSession",
     "SchemaError",
@@ -31,15 +35,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The newest migration. Checked against Alembic by a test; kept here so that
-# every CLI call can check the schema without importing Alembic (a fifth of
-# a second).
-HEAD = "0003"
-
-
-class SchemaError(RuntimeError):
-    """The database schema is missing or older than this version of maild."""
-
+# HEAD, the newest migration, is set in maild/store/schema.py (no SQLAlchemy
+# there, so `maild queue` checks the schema without it)
 
 # PostgreSQL errors that say "not now" rather than "never": a lock wait that
 # timed out (55P03), a session the server ended (25P03 idle in a transaction,
@@ -187,15 +184,9 @@ async def check_schema(engine: AsyncEngine) -> None:
     """Raise :class:`SchemaError` unless the database is at the code's head revision."""
     async with engine.connect() as conn:
         current = await conn.run_sync(_current)
-    head = head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise SchemaError("the database has no maild schema yet: run `maild db upgrade`")
-    raise SchemaError(
-        f"the database schema is at revision {current}, this maild needs {head}: "
-        "run `maild db upgrade`"
-    )
+    error = schema_error(current, head_revision())
+    if error is not None:
+        raise error
 
 
 async def prepare(engine: AsyncEngine) -> None:
