@@ -5,25 +5,30 @@ and optionally ``html``, rendered with ``StrictUndefined`` so a typo in a
 template fails loudly instead of mailing a blank. A configured directory
 overrides the shipped templates one file at a time.
 
-Messages are built with :mod:`email.headerregistry` (``policy.SMTP``): every
-header value goes through it after control characters are removed, so a
-subject carrying CR/LF or encoded garbage cannot add a header.
+Outgoing mail is written as bytes (:func:`build_message`), not built as an
+``EmailMessage``: every header value has its control characters replaced and
+encoded-word lookalikes defused first, so a subject carrying CR/LF or encoded
+garbage cannot add a header; tests/unit/test_render_outgoing.py holds the bytes
+against what the stdlib's ``EmailMessage`` would give.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import secrets
 import struct
+import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.headerregistry import Address
+from email import message_from_bytes, quoprimime
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +43,7 @@ __all__ = [
     "TEMPLATE_NAMES",
     "CannedReply",
     "OutAttachment",
+    "OutgoingMail",
     "Rendered",
     "Renderer",
     "TemplateError",
@@ -391,17 +397,6 @@ def thread_index_for(root: str, now: datetime) -> str:
     return base64.b64encode(raw + child).decode("ascii")
 
 
-def _addresses(addrs: Iterable[str]) -> list[Address]:
-    out = []
-    for addr in addrs:
-        clean = strip_header_unsafe(addr).strip()
-        local, _, domain = clean.rpartition("@")
-        # username/domain rather than addr_spec: an RFC 6532 address with a
-        # non-ASCII local part is valid mail, not a parse error.
-        out.append(Address(username=local, domain=domain) if local else Address(username=clean))
-    return out
-
-
 def _header_text(value: str) -> str:
     """Untrusted text made safe for an unstructured header or a display name.
 
@@ -421,6 +416,361 @@ def _header_text(value: str) -> str:
     # what is still encoded-word syntax is left undecodable: a word joiner
     # after "=" keeps the header parser from decoding it once more
     return text.replace("=?", "=\u2060?").strip()
+
+
+# --- the outgoing bytes ---------------------------------------------------------------
+#
+# Written directly, not through ``EmailMessage``: what a mail client parses back
+# (``email.message_from_bytes(raw, policy=policy.default)``) is what the stdlib's
+# own generator gives for the same values (tests/unit/test_render_outgoing.py
+# compares the two), at a fraction of the cost. Every header value is one logical
+# line without CR or LF, folded only by a CRLF put before a space that is already
+# there, so unfolding gives the value back unchanged; header lines are kept to
+# 78 characters where the value has room to fold (RFC 5322 2.1.1), and text
+# that needs it goes as RFC 2047 encoded words of at most 57 characters (but
+# for a long run of non-ASCII words in a display name: see _phrase).
+
+_CRLF = b"\r\n"
+_MAX_LINE = 78
+# RFC 5322 specials as email.headerregistry.Address judges them
+_SPECIALS = frozenset('()<>@,:;."[]\\')
+_DOT_ATOM_ENDS = (_SPECIALS - {"."}) | {" ", "\t"}
+# what RFC 2047 5(3) lets an encoded word in a phrase carry unencoded
+_Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+_Q_TEXT = 45  # encoded text per word: "=?utf-8?q?" + 45 + "?=" = 57 characters
+_PHRASE_WORD = 800  # encoded text of one word in a display name: see _phrase
+_LONG_WORD = 70  # a word longer than this cannot fold: it goes encoded
+_LONG_GAP = 60  # a run of spaces longer than this goes inside an encoded word
+_BOUNDARY_MARK = "=" * 15
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """An outgoing mail as the bytes that are stored and sent.
+
+    ``smtputf8`` says whether a recipient address is not ASCII: then headers
+    carry UTF-8 as it is (RFC 6532) and the mail needs the SMTPUTF8 extension.
+    """
+
+    raw: bytes
+    smtputf8: bool
+
+    def as_bytes(self) -> bytes:
+        return self.raw
+
+    @property
+    def policy(self) -> EmailPolicy[EmailMessage]:
+        """The stdlib policy the bytes follow, for whoever parses them again."""
+        return mailpolicy.SMTPUTF8 if self.smtputf8 else mailpolicy.SMTP
+
+
+def _quote(text: str) -> str:
+    """An RFC 5322 quoted-string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _addr_spec(local: str, domain: str) -> str:
+    """``local@domain`` with the local part quoted unless it is a dot-atom.
+
+    A dot at either end or two in a row also need quotes (the stdlib's
+    ``Address`` left them bare, which its own parser cannot read back).
+    """
+    if not _DOT_ATOM_ENDS.isdisjoint(local) or (
+        "." in local and (local[0] == "." or local[-1] == "." or ".." in local)
+    ):
+        local = _quote(local)
+    if domain:
+        return f"{local}@{domain}"
+    return local or "<>"
+
+
+def _address_list(addrs: Iterable[str]) -> str:
+    out = []
+    for addr in addrs:
+        clean = strip_header_unsafe(addr).strip()
+        local, _, domain = clean.rpartition("@")
+        # split at the last "@": an RFC 6532 address with a non-ASCII local
+        # part is valid mail, not a parse error
+        out.append(_addr_spec(local, domain) if local else _addr_spec(clean, ""))
+    return ", ".join(out)
+
+
+def _q_word(ch: str) -> str:
+    if ch in _Q_SAFE:
+        return ch
+    if ch == " ":
+        return "_"
+    return "".join(f"={b:02X}" for b in ch.encode("utf-8", "replace"))
+
+
+def _encoded_words(text: str, limit: int = _Q_TEXT) -> list[str]:
+    """``text`` as RFC 2047 encoded words (UTF-8, Q or B, whichever is shorter).
+
+    A character is never split between two words, and spaces are inside the
+    words: the whitespace between two encoded words is not part of the text.
+    """
+    q = [_q_word(ch) for ch in text]
+    size = len(text.encode("utf-8", "replace"))
+    if sum(map(len, q)) <= 5 * -(-size // 3):  # Q unless B is clearly shorter
+        words: list[str] = []
+        chunk: list[str] = []
+        length = 0
+        for piece in q:
+            if length + len(piece) > limit and chunk:
+                words.append("=?utf-8?q?" + "".join(chunk) + "?=")
+                chunk, length = [], 0
+            chunk.append(piece)
+            length += len(piece)
+        words.append("=?utf-8?q?" + "".join(chunk) + "?=")
+        return words
+    words, buf = [], b""
+    for ch in text:
+        encoded = ch.encode("utf-8", "replace")
+        if len(buf) + len(encoded) > limit * 3 // 4 and buf:
+            words.append("=?utf-8?b?" + base64.b64encode(buf).decode("ascii") + "?=")
+            buf = b""
+        buf += encoded
+    words.append("=?utf-8?b?" + base64.b64encode(buf).decode("ascii") + "?=")
+    return words
+
+
+def _fold(name: str, segments: Sequence[str]) -> bytes:
+    """``Name: value`` with CRLF before a segment that does not fit on the line.
+
+    Every segment after the first starts with a space: a fold only puts CRLF
+    before it, so unfolding gives the value back unchanged.
+    """
+    lines = []
+    line = name + ":"
+    for i, segment in enumerate(segments):
+        if i == 0:
+            line += " " + segment.lstrip(" ")
+        elif len(line) + len(segment) > _MAX_LINE:
+            lines.append(line)
+            line = segment
+        else:
+            line += segment
+    lines.append(line)
+    return "\r\n".join(lines).encode("utf-8", "replace") + _CRLF
+
+
+def _split_spaces(value: str) -> list[str]:
+    """``value`` cut before each space that starts a run of spaces."""
+    return re.findall(r" *[^ ]+| +$", value) or [""]
+
+
+def _header(name: str, value: str) -> bytes:
+    """A structured header (addresses, ids, dates, MIME), folded at its spaces."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{name}: a header value cannot contain CR or LF")
+    if len(value) + len(name) + 2 <= _MAX_LINE:
+        return f"{name}: {value}\r\n".encode("utf-8", "replace")
+    return _fold(name, _split_spaces(value))
+
+
+def _text_segments(text: str, utf8: bool) -> list[str]:
+    """Segments of an unstructured value: words as they are where they can be,
+    runs of words that cannot (not ASCII, or too long to fold) as encoded words."""
+    pieces = _split_spaces(text)
+    gaps = [len(p) - len(p.lstrip(" ")) for p in pieces]
+    words = [p[g:] for p, g in zip(pieces, gaps, strict=True)]
+    encode = [(not utf8 and not w.isascii()) or len(w) > _LONG_WORD or "=?" in w for w in words]
+    for i in range(1, len(words)):
+        if gaps[i] > _LONG_GAP:
+            encode[i - 1] = encode[i] = True
+    segments: list[str] = []
+    i = 0
+    while i < len(words):
+        if not encode[i]:
+            segments.append(pieces[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(words) and encode[j]:
+            j += 1
+        run = words[i] + "".join(pieces[i + 1 : j])
+        encoded = _encoded_words(run)
+        segments.append(" " * gaps[i] + encoded[0])
+        segments.extend(" " + w for w in encoded[1:])
+        i = j
+    return segments
+
+
+def _text_header(name: str, text: str, utf8: bool) -> bytes:
+    """An unstructured header (Subject and the like) with RFC 2047 where needed."""
+    if "\r" in text or "\n" in text:
+        raise ValueError(f"{name}: a header value cannot contain CR or LF")
+    if len(text) + len(name) + 2 <= _MAX_LINE and (utf8 or text.isascii()) and "=?" not in text:
+        return f"{name}: {text}\r\n".encode("utf-8", "replace")
+    return _fold(name, _text_segments(text, utf8))
+
+
+def _phrase(name: str, utf8: bool) -> str:
+    """A display name: as it is, quoted if it holds specials, or with encoded words.
+
+    Words that are plain ASCII atoms stay as they are; each run of the others
+    becomes one encoded word, spaces inside. Two encoded words side by side are
+    avoided: RFC 2047 drops the whitespace between them, the stdlib's parser
+    reads it as a space, so one of the two would show the name wrong. A run
+    longer than 75 characters encoded is therefore one longer encoded word.
+    """
+    if utf8 or name.isascii():
+        return name if _SPECIALS.isdisjoint(name) else _quote(name)
+    out: list[str] = []
+    run: list[str] = []
+    for word in filter(None, name.split(" ")):
+        if word.isascii() and _SPECIALS.isdisjoint(word) and "=?" not in word:
+            if run:
+                out.extend(_encoded_words(" ".join(run), _PHRASE_WORD))
+                run = []
+            out.append(word)
+        else:
+            run.append(word)
+    if run:
+        out.extend(_encoded_words(" ".join(run), _PHRASE_WORD))
+    return " ".join(out)
+
+
+def _param(name: str, value: str, utf8: bool) -> list[str]:
+    """``; name="value"`` as header segments, RFC 2231 where the value needs it:
+    not ASCII, too long for a line, or holding what looks like an encoded word
+    (which a quoted value would show decoded, in the stdlib and some clients)."""
+    if (utf8 or value.isascii()) and len(value) <= _LONG_WORD - len(name) and "=?" not in value:
+        return [f" {name}={_quote(value)};"]
+    sections: list[str] = []
+    chunk: list[str] = []
+    length = 0
+    room = _MAX_LINE - len(name) - 18  # ' name*NN*=utf-8''' and ';'
+    for ch in value:
+        piece = urllib.parse.quote(ch, safe="", errors="replace")
+        if length + len(piece) > room and chunk:
+            sections.append("".join(chunk))
+            chunk, length = [], 0
+        chunk.append(piece)
+        length += len(piece)
+    sections.append("".join(chunk))
+    if len(sections) == 1:
+        return [f" {name}*=utf-8''{sections[0]};"]
+    charsets = ["utf-8''"] + [""] * (len(sections) - 1)
+    return [
+        f" {name}*{n}*={cs}{text};"
+        for n, (cs, text) in enumerate(zip(charsets, sections, strict=True))
+    ]
+
+
+def _mime_header(name: str, value: str, params: Sequence[str]) -> bytes:
+    """``Content-Type`` or ``Content-Disposition`` with its parameter segments."""
+    if not params:
+        return _header(name, value)
+    segments = [value + ";", *params]
+    segments[-1] = segments[-1].rstrip(";")
+    line = name + ": " + "".join(segments)
+    if len(line) <= _MAX_LINE:
+        return line.encode("utf-8", "replace") + _CRLF
+    return _fold(name, segments)
+
+
+def _text_part(text: str, subtype: str) -> tuple[bytes, bytes]:
+    """Headers and body of a UTF-8 text part, with the transfer encoding the stdlib's
+    ``set_content`` picks: 7bit or 8bit if every line fits in 78 octets, else
+    quoted-printable or base64, whichever is shorter on the first ten lines."""
+    lines = text.encode("utf-8").splitlines()
+    if max(map(len, lines), default=0) <= _MAX_LINE:
+        body = _CRLF.join(lines) + _CRLF
+        cte = "7bit" if body.isascii() else "8bit"
+    else:
+        sniff = _CRLF.join(lines[:10]) + _CRLF
+        sniff_qp = quoprimime.body_encode(sniff.decode("latin-1"), _MAX_LINE)
+        if len(sniff_qp) > len(binascii.b2a_base64(sniff)):
+            cte = "base64"
+            body = base64.encodebytes(_CRLF.join(lines) + _CRLF).replace(b"\n", _CRLF)
+        else:
+            cte = "quoted-printable"
+            qp = (
+                sniff_qp
+                if len(lines) <= 10
+                else quoprimime.body_encode(
+                    (b"\n".join(lines) + b"\n").decode("latin-1"), _MAX_LINE
+                )
+            )
+            body = _NEWLINE.sub("\r\n", qp).encode("ascii")
+    head = (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
+    ).encode("ascii")
+    return head, body
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def _multipart(subtype: str, parts: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """Headers and body of a ``multipart/subtype`` holding ``parts`` (each its
+    headers, a blank line and its body)."""
+    while True:
+        boundary = f"{_BOUNDARY_MARK}{secrets.randbelow(sys.maxsize):019d}=="
+        delimiter = b"--" + boundary.encode("ascii")
+        if not any(delimiter in part for part in parts):
+            break
+    body = (
+        delimiter
+        + _CRLF
+        + (_CRLF + delimiter + _CRLF).join(parts)
+        + _CRLF
+        + delimiter
+        + b"--"
+        + _CRLF
+    )
+    head = _header("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')
+    return head, body
+
+
+def _attachment(att: OutAttachment, utf8: bool) -> bytes:
+    """One attached file as a MIME part: its type and charset kept, base64, or a
+    forwarded mail as ``message/rfc822``."""
+    maintype, _, subtype = att.content_type.partition("/")
+    maintype, subtype = maintype.strip().lower(), subtype.strip().lower()
+    if not _TOKEN.match(maintype) or not _TOKEN.match(subtype) or maintype == "multipart":
+        maintype, subtype = "application", "octet-stream"
+    filename = strip_header_unsafe(att.filename) or "attachment"
+    disposition = _mime_header(
+        "Content-Disposition", "attachment", _param("filename", filename, utf8)
+    )
+    if (maintype, subtype) == ("message", "rfc822"):
+        # RFC 2046 5.2.1: never base64; attached as the mail it is, a client opens it
+        inner = _as_message(att.content, utf8)
+        if inner is not None:
+            return (
+                b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n"
+                + disposition
+                + _CRLF
+                + inner
+            )
+        maintype, subtype = "application", "octet-stream"
+    charset = (att.charset or "").strip()
+    params = []
+    if maintype == "text" and _TOKEN.match(charset):
+        # the bytes go as they came (base64); the charset says how to read them
+        params = [f' charset="{charset.lower()}";']
+    return (
+        _mime_header("Content-Type", f"{maintype}/{subtype}", params)
+        + b"Content-Transfer-Encoding: base64\r\n"
+        + disposition
+        + _CRLF
+        + base64.encodebytes(att.content).replace(b"\n", _CRLF)
+    )
+
+
+def _as_message(raw: bytes, utf8: bool) -> bytes | None:
+    """A forwarded mail's bytes as the stdlib writes a message it parsed, or None if
+    they cannot be a mail (no header, or the stdlib cannot write them again)."""
+    try:
+        inner = message_from_bytes(raw, policy=mailpolicy.SMTP)
+        if len(inner.keys()) == 0:
+            return None
+        out = inner.as_bytes()
+        return inner.as_bytes(policy=mailpolicy.SMTPUTF8) if utf8 else out
+    except Exception:  # any bytes may arrive: they go as a plain file then
+        return None
 
 
 def _msgid(mid: str) -> str:
@@ -445,7 +795,7 @@ def build_message(
     thread_topic: str | None = None,
     ticket_id: int | None = None,
     attachments: Sequence[OutAttachment] = (),
-) -> EmailMessage:
+) -> OutgoingMail:
     """An outgoing mail from the support address, threaded and loop-safe.
 
     ``attachments`` keep their content type and charset (a ``text/x-yaml``
@@ -455,77 +805,51 @@ def build_message(
     ``followup_to`` sets ``Mail-Followup-To``: where a group reply goes.
     """
     utf8 = not all(addr.isascii() for addr in (*to, *cc))
-    msg = EmailMessage(policy=mailpolicy.SMTPUTF8 if utf8 else mailpolicy.SMTP)
-    display = _header_text(from_name or config.support.name)
+    display = _phrase(_header_text(from_name or config.support.name), utf8)
     local, _, domain = config.support.address.partition("@")
-    msg["From"] = Address(display_name=display, username=local, domain=domain)
-    msg["To"] = _addresses(to)
+    sender = _addr_spec(local, domain)
+    head = [_header("From", f"{display} <{sender}>" if display else sender)]
+    head.append(_header("To", _address_list(to)))
     if cc:
-        msg["Cc"] = _addresses(cc)
+        head.append(_header("Cc", _address_list(cc)))
     if reply_to:
-        msg["Reply-To"] = _addresses([reply_to])
+        head.append(_header("Reply-To", _address_list([reply_to])))
     if followup_to:
         # not in the stdlib's header registry: an unstructured header with an address
-        msg["Mail-Followup-To"] = ", ".join(str(a) for a in _addresses([followup_to]))
-    msg["Subject"] = _header_text(rendered.subject)
-    msg["Date"] = format_datetime(now.astimezone(UTC))
-    msg["Message-ID"] = _msgid(message_id)
+        head.append(_text_header("Mail-Followup-To", _address_list([followup_to]), utf8))
+    head.append(_text_header("Subject", _header_text(rendered.subject), utf8))
+    head.append(_header("Date", format_datetime(now.astimezone(UTC))))
+    head.append(_header("Message-ID", _msgid(message_id)))
     if in_reply_to:
-        msg["In-Reply-To"] = _msgid(in_reply_to)
+        head.append(_header("In-Reply-To", _msgid(in_reply_to)))
     refs = list(dict.fromkeys(r for r in references if r))
     if len(refs) > 20:
         refs = [refs[0], *refs[-19:]]
     if refs:
-        msg["References"] = " ".join(_msgid(r) for r in refs)
+        head.append(_header("References", " ".join(_msgid(r) for r in refs)))
     if auto is not None:
-        msg["Auto-Submitted"] = auto
+        head.append(_header("Auto-Submitted", auto))
         # Exchange and others honour this instead of RFC 3834.
-        msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = config.support.address
+        head.append(b"X-Auto-Response-Suppress: All\r\n")
+    head.append(_text_header("X-Loop", config.support.address, utf8))
     if thread_index:
-        msg["Thread-Index"] = thread_index
+        head.append(_text_header("Thread-Index", strip_header_unsafe(thread_index), utf8))
     if thread_topic:
-        msg["Thread-Topic"] = _header_text(thread_topic)
+        head.append(_text_header("Thread-Topic", _header_text(thread_topic), utf8))
     if ticket_id is not None:
-        msg["X-Maild-Ticket"] = str(ticket_id)
-    msg.set_content(rendered.text)
+        head.append(_header("X-Maild-Ticket", str(ticket_id)))
+    head.append(b"MIME-Version: 1.0\r\n")
+    content_head, body = _text_part(rendered.text, "plain")
     if rendered.html:
-        msg.add_alternative(rendered.html, subtype="html")
-    for att in attachments:
-        maintype, _, subtype = att.content_type.partition("/")
-        maintype, subtype = maintype.strip().lower(), subtype.strip().lower()
-        if not _TOKEN.match(maintype) or not _TOKEN.match(subtype) or maintype == "multipart":
-            maintype, subtype = "application", "octet-stream"
-        filename = strip_header_unsafe(att.filename) or "attachment"
-        if (maintype, subtype) == ("message", "rfc822"):
-            # RFC 2046 5.2.1: never base64; attached as the mail it is, a client opens it
-            inner = _as_message(att.content)
-            if inner is not None:
-                msg.add_attachment(inner, filename=filename)
-                continue
-            maintype, subtype = "application", "octet-stream"
-        msg.add_attachment(
-            att.content,
-            maintype=maintype,
-            subtype=subtype,
-            filename=filename,
+        html_head, html_body = _text_part(rendered.html, "html")
+        content_head, body = _multipart(
+            "alternative", [content_head + _CRLF + body, html_head + _CRLF + html_body]
         )
-        charset = (att.charset or "").strip()
-        if maintype == "text" and _TOKEN.match(charset):
-            # the bytes go as they came (base64); the charset says how to read them
-            part = list(msg.iter_attachments())[-1]
-            part.set_param("charset", charset.lower())
-    return msg
-
-
-def _as_message(raw: bytes) -> EmailMessage | None:
-    """A forwarded mail's bytes as a message to attach, or None if they cannot be one."""
-    try:
-        inner = message_from_bytes(raw, policy=mailpolicy.SMTP)
-        inner.as_bytes()  # fails here, not halfway through the outer mail
-    except Exception:  # any bytes may arrive: they go as a plain file then
-        return None
-    return inner if isinstance(inner, EmailMessage) and len(inner.keys()) > 0 else None
+    if attachments:
+        parts = [content_head + _CRLF + body, *(_attachment(a, utf8) for a in attachments)]
+        content_head, body = _multipart("mixed", parts)
+    head.append(content_head)
+    return OutgoingMail(b"".join(head) + _CRLF + body, utf8)
 
 
 # an RFC 2045 token, a little stricter: what a type, subtype or charset may be

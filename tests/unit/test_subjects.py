@@ -243,3 +243,10 @@ def test_strip_header_unsafe_leaves_no_controls(text: str) -> None:
     out = strip_header_unsafe(text)
     assert len(out) == len(text)
     assert not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in out)
+
+
+@given(st.text())
+def test_strip_header_unsafe_replaces_every_control_and_line_separator(text: str) -> None:
+    unsafe = {"Cc", "Zl", "Zp"}
+    expected = "".join(" " if unicodedata.category(c) in unsafe else c for c in text)
+    assert strip_header_unsafe(text) == expected
