@@ -8,8 +8,8 @@ time is a parameter. Where to look for a rule:
 - ``conversation``  threading: which ticket a mail belongs to, follow-ups
 - ``subjects``      ticket references and reply prefixes in subjects
 - ``tags``          the subject-command grammar (SPEC 7)
-- ``commands``      planning what a steward's tags do to a ticket
-- ``lifecycle``     status transitions and the SLA clock
+- ``commands``      what a steward's tags do to a ticket, on plain values
+- ``lifecycle``     every status change (one table), its time stamps, the SLA clock
 - ``workhours``     working-hours arithmetic over calendars and holidays
 - ``roster``        who is on duty
 - ``policy``        who is on a ticket, whom maild mails, the limits (SPEC 11)

@@ -1,23 +1,51 @@
 """Apply steward commands to a ticket: one code path for mail tags and the CLI.
 
-:func:`plan` checks parsed commands against the ticket and returns the field
-changes they make (or nothing, if none would change anything); the caller
-applies them all with :func:`apply` inside its transaction, so a mail's
-commands take effect together or not at all.
+Pure, on plain values: a :class:`TicketState` is the snapshot of the ticket
+fields the rules read. :func:`plan` checks parsed commands against it and
+returns the field changes they make (or nothing, if none would change
+anything); :func:`apply` works out what those changes write, time stamps
+included (by :mod:`maild.core.lifecycle`), and :func:`transition` does the
+same for a status change that is not a command (a requester's reply, a
+relay, the auto-close). The caller writes the :class:`Applied` result onto
+its ticket inside its transaction, so a mail's commands take effect together
+or not at all (the ORM's side: ``maild.store.views.as_state`` reads a
+ticket, ``maild.store.ticketstate`` writes the result back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from maild.config import Config
-from maild.core import policy
+from maild.core import lifecycle, policy
 from maild.core.tags import Command, ParsedSubject
-from maild.store.models import Ticket
 
-__all__ = ["Change", "Plan", "apply", "plan"]
+__all__ = ["Applied", "Change", "Plan", "TicketState", "apply", "plan", "transition"]
+
+
+@dataclass(frozen=True, slots=True)
+class TicketState:
+    """The ticket fields commands and the lifecycle read (datetimes aware)."""
+
+    status: str
+    type: str | None
+    priority: str
+    community: str | None
+    requester: str
+    cc: tuple[str, ...]
+    assignee: str | None
+    incident_commander: str | None
+    links: tuple[str, ...]
+    time_spent_minutes: int
+    update_every_minutes: int | None
+    triaged_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    last_update_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +92,9 @@ def _person(cmd: Command, actor_steward: str | None) -> str | None:
     return cmd.value
 
 
-def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, config: Config) -> Plan:
+def plan(
+    ticket: TicketState, parsed: ParsedSubject, actor_steward: str | None, config: Config
+) -> Plan:
     """The changes ``parsed`` makes to ``ticket``. ``actor_steward`` is who ``me`` means."""
     fields: dict[str, str | None] = {}
     order: list[str] = []
@@ -131,30 +161,54 @@ def plan(ticket: Ticket, parsed: ParsedSubject, actor_steward: str | None, confi
     )
 
 
-def apply(ticket: Ticket, changes: Sequence[Change], now: datetime) -> None:
-    """Write planned changes onto ``ticket`` and keep the lifecycle time stamps in step."""
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying changes writes: ``fields`` maps each field that changes to its
+    new value (sequences as tuples), ``state`` is the ticket afterwards, and
+    ``changes`` the field changes for the timeline."""
+
+    fields: Mapping[str, object]
+    state: TicketState
+    changes: tuple[Change, ...]
+
+
+def apply(ticket: TicketState, changes: Sequence[Change], now: datetime) -> Applied:
+    """What planned changes write onto ``ticket``, the lifecycle time stamps included."""
+    fields: dict[str, object] = {}
+    state = ticket
     for change in changes:
+        written: dict[str, object] = {}
         if change.field == "links":
-            ticket.links = [*ticket.links, *(change.new or "").split()]
+            written["links"] = (*state.links, *(change.new or "").split())
         elif change.field == "cc":
-            ticket.cc = [a for a in (change.new or "").split(", ") if a]
+            written["cc"] = tuple(a for a in (change.new or "").split(", ") if a)
         elif change.field == "time_spent_minutes":
-            ticket.time_spent_minutes = int(change.new or 0)
+            written["time_spent_minutes"] = int(change.new or 0)
         elif change.field == "update_every_minutes":
-            ticket.update_every_minutes = int(change.new) if change.new else None
+            written["update_every_minutes"] = int(change.new) if change.new else None
+        elif change.field == "status":
+            if change.new is None:
+                raise ValueError("a ticket always has a status")
+            moved = lifecycle.step(state, lifecycle.set_event(change.new), now)
+            written["status"] = change.new
+            written.update(moved.stamps)
         else:
-            setattr(ticket, change.field, change.new)
-        if change.field == "type" and change.new and ticket.triaged_at is None:
-            ticket.triaged_at = now
-        if change.field == "type" and change.new == "incident" and change.old != "incident":
-            # the incident's update cadence counts from when it became one
-            ticket.last_update_at = now
-        if change.field == "status":
-            if change.new == "resolved":
-                ticket.resolved_at = now
-                ticket.closed_at = None  # a closed ticket set back to resolved is not closed
-            elif change.new == "closed":
-                ticket.closed_at = now
-            elif change.old in ("resolved", "closed"):
-                ticket.resolved_at = None
-                ticket.closed_at = None
+            if change.field == "type":
+                written.update(lifecycle.retype(state, change.new, now))
+            written[change.field] = change.new
+        state = dataclasses.replace(state, **written)  # type: ignore[arg-type]
+        fields.update(written)
+    return Applied(fields, state, tuple(changes))
+
+
+def transition(ticket: TicketState, event: lifecycle.Event, now: datetime) -> Applied:
+    """What ``event`` (a relay, a requester's reply, the auto-close...) does to
+    ``ticket``: the status change it makes, if any, and its time stamps."""
+    moved = lifecycle.step(ticket, event, now)
+    fields: dict[str, object] = dict(moved.stamps)
+    changes: tuple[Change, ...] = ()
+    if moved.status is not None:
+        fields["status"] = moved.status
+        changes = (Change("status", ticket.status, moved.status),)
+    state = dataclasses.replace(ticket, **fields)  # type: ignore[arg-type]
+    return Applied(fields, state, changes)

@@ -1,25 +1,198 @@
-"""Ticket states and what a requester's reply means for them (SPEC section 4).
+"""Ticket states, every status change, and the clock (SPEC section 4).
 
-Pure. The one judgement call here is :func:`is_confirmation`: a reply to a
-resolved ticket that only confirms the fix closes it, while anything that
-also reports a remaining problem, asks a question or says more reopens it.
-When in doubt it answers False: reopening by mistake costs a steward a
-glance, closing by mistake loses a request.
+Pure. Every status change maild makes is a row of :data:`TRANSITIONS`:
+(current status, event) -> new status; :func:`step` reads it and says which
+time stamps the change sets or clears (:data:`ENTERING`, :data:`REOPENING`,
+:data:`EVENT_STAMPS`), and :func:`retype` does the same for a change of type.
+Callers write the result onto their ticket; nothing here touches a store.
+
+The one judgement call is :func:`is_confirmation`: a reply to a resolved
+ticket that only confirms the fix closes it, while anything that also reports
+a remaining problem, asks a question or says more reopens it. When in doubt
+it answers False: reopening by mistake costs a steward a glance, closing by
+mistake loses a request.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Final, Literal, Protocol, get_args
 
 from maild.config import Config
 from maild.core.workhours import Calendar
 
-__all__ = ["STATUSES", "Clocked", "Dues", "Reminder", "compute_dues", "is_confirmation"]
+__all__ = [
+    "DONE",
+    "ENTERING",
+    "EVENTS",
+    "EVENT_STAMPS",
+    "REOPENING",
+    "RETYPING",
+    "STATUSES",
+    "TRANSITIONS",
+    "Clocked",
+    "Dues",
+    "Event",
+    "Reminder",
+    "Stage",
+    "Step",
+    "compute_dues",
+    "is_confirmation",
+    "retype",
+    "set_event",
+    "step",
+]
 
 STATUSES = ("new", "open", "waiting", "resolved", "closed")
+DONE = ("resolved", "closed")  # no clock runs; leaving them reopens the ticket
+
+# -- every status change: (current status, event) -> new status ----------------------
+
+Event = Literal[
+    # a steward's tag ([resolved], [reopen], [status=X]...) or an operator's verb
+    # (maild resolve/close/reopen): any status may be set, SPEC 3 and 8
+    "set_new",
+    "set_open",
+    "set_waiting",
+    "set_resolved",
+    "set_closed",
+    # a steward's reply relayed to the requester: the first human response
+    "relay",
+    # the same, in a mail whose own tags set the status: the tags win
+    "relay_after_set",
+    # the requester writes: an answer to a waiting ticket, a new problem on a resolved one
+    "reply",
+    # the requester writes only to confirm the fix (is_confirmation, tickets.confirmation_closes)
+    "confirm",
+    # the scheduler: resolved with no mail from the requester for tickets.auto_close_after
+    "auto_close",
+]
+EVENTS: tuple[Event, ...] = get_args(Event)
+_SET: Mapping[str, Event] = MappingProxyType(
+    {
+        "new": "set_new",
+        "open": "set_open",
+        "waiting": "set_waiting",
+        "resolved": "set_resolved",
+        "closed": "set_closed",
+    }
+)
+
+# Every status change maild makes. A pair not listed leaves the status as it is
+# (a requester's reply to an open ticket, a relay on a waiting one...).
+TRANSITIONS: Mapping[tuple[str, Event], str] = MappingProxyType(
+    {
+        # a steward or operator may set any status on any ticket, closed ones included
+        **{(s, _SET[t]): t for s in STATUSES for t in STATUSES if s != t},
+        ("new", "relay"): "open",  # SPEC 4: the first relayed steward reply opens it
+        ("waiting", "reply"): "open",  # SPEC 4: the requester answered
+        ("resolved", "reply"): "open",  # SPEC 4: a reply that is not only thanks reopens
+        ("waiting", "confirm"): "open",  # thanks on a waiting ticket is still an answer
+        ("resolved", "confirm"): "closed",  # SPEC 4: "Thanks, that works now!" closes
+        ("resolved", "auto_close"): "closed",  # SPEC 4 and 10: 48 working hours of silence
+        # closed is final for mail: a requester's reply opens a follow-up ticket
+        # (conversation.decide), so no event but a steward's or operator's moves it
+    }
+)
+
+NOW: Final = "now"  # the stamp is set to the time of the event
+FIRST: Final = "first"  # ... unless it is already set
+CLEAR: Final = "clear"  # the stamp is cleared
+Stamp = Literal["now", "first", "clear"]
+
+# What entering a status does to the time stamps ...
+ENTERING: Mapping[str, Mapping[str, Stamp]] = MappingProxyType(
+    {
+        "resolved": {"resolved_at": NOW, "closed_at": CLEAR},  # closed -> resolved is not closed
+        "closed": {"closed_at": NOW},
+    }
+)
+# ... and leaving resolved or closed for an active status (the ticket is reopened).
+REOPENING: Mapping[str, Stamp] = MappingProxyType({"resolved_at": CLEAR, "closed_at": CLEAR})
+# What an event stamps whether or not the status moves.
+EVENT_STAMPS: Mapping[Event, Mapping[str, Stamp]] = MappingProxyType(
+    {
+        # SPEC 4: first human response; a relayed reply counts as an incident update
+        "relay": {"first_response_at": FIRST, "last_update_at": NOW},
+        "relay_after_set": {"first_response_at": FIRST, "last_update_at": NOW},
+    }
+)
+# What a change of type stamps: setting any type triages the ticket; becoming
+# an incident starts its update cadence now.
+RETYPING: Mapping[str, Mapping[str, Stamp]] = MappingProxyType(
+    {"triaged": {"triaged_at": FIRST}, "incident": {"last_update_at": NOW}}
+)
+
+
+class Stage(Protocol):
+    """The ticket fields a lifecycle step reads."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def triaged_at(self) -> datetime | None: ...
+    @property
+    def first_response_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one event does: the new status (None: unchanged) and the time stamps
+    it sets (to a time) or clears (to None)."""
+
+    status: str | None
+    stamps: Mapping[str, datetime | None]
+
+
+def set_event(status: str) -> Event:
+    """The event of a steward or operator setting ``status``."""
+    try:
+        return _SET[status]
+    except KeyError:
+        raise ValueError(f"not a ticket status: {status!r}") from None
+
+
+def _resolve(
+    t: Stage, marks: Mapping[str, Stamp], now: datetime, into: dict[str, datetime | None]
+) -> None:
+    for name, mark in marks.items():
+        if mark == NOW:
+            into[name] = now
+        elif mark == CLEAR:
+            into[name] = None
+        elif getattr(t, name) is None and name not in into:  # FIRST
+            into[name] = now
+
+
+def step(t: Stage, event: Event, now: datetime) -> Step:
+    """The status ``event`` moves ``t`` to, by :data:`TRANSITIONS`, and the stamps it sets."""
+    new = TRANSITIONS.get((t.status, event))
+    stamps: dict[str, datetime | None] = {}
+    if new is not None:
+        if new in ENTERING:
+            _resolve(t, ENTERING[new], now, stamps)
+        elif t.status in DONE:
+            _resolve(t, REOPENING, now, stamps)
+    _resolve(t, EVENT_STAMPS.get(event, {}), now, stamps)
+    return Step(new, stamps)
+
+
+def retype(t: Stage, new_type: str | None, now: datetime) -> dict[str, datetime | None]:
+    """The stamps a change of ``t``'s type to ``new_type`` sets."""
+    stamps: dict[str, datetime | None] = {}
+    if new_type:
+        _resolve(t, RETYPING["triaged"], now, stamps)
+    if new_type == "incident" and t.type != "incident":
+        _resolve(t, RETYPING["incident"], now, stamps)
+    return stamps
+
 
 # Thanks / it works, in the languages our communities write in.
 _POSITIVE = re.compile(
@@ -140,7 +313,7 @@ def compute_dues(
     sent: frozenset[tuple[str, str]] = frozenset(),
 ) -> Dues:
     """All due times of ``t``; ``sent`` holds the (kind, stage) reminders already sent."""
-    active = t.status not in ("resolved", "closed")
+    active = t.status not in DONE
     target = config.sla.target_for(t.type)
     warn_at = config.sla.warn_at
     reminders: list[Reminder] = []

@@ -20,6 +20,7 @@ from maild.service.steward import Stewards
 from maild.store.dues import refresh_dues
 from maild.store.models import Ticket
 from maild.store.timeline import record
+from maild.store.views import as_state
 
 __all__ = ["Operator"]
 
@@ -75,7 +76,9 @@ class Operator:
             if errors:
                 return None, errors
             steward = self.config.steward_by_name(actor)
-            planned = plan(ticket, parsed, steward.name if steward else actor, self.config)
+            planned = plan(
+                as_state(ticket), parsed, steward.name if steward else actor, self.config
+            )
             if note:
                 record(session, ticket.id, now, "note", actor, text=note)
             outcome = Outcome(f"operator:{actor}", None, ticket.id, "appended", "operator command")

@@ -27,7 +27,6 @@ from sqlalchemy.orm import defer
 from maild.config import Config
 from maild.core import policy
 from maild.core.classify import Classification, classify, why_not_answer
-from maild.core.commands import Change
 from maild.core.conversation import (
     Candidates,
     Decision,
@@ -63,7 +62,7 @@ from maild.store.models import (
     Quarantine,
     Ticket,
 )
-from maild.store.timeline import record, set_fields
+from maild.store.timeline import move, record
 from maild.store.views import ticket_view
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
@@ -680,10 +679,8 @@ class Pipeline:
             return side
         ticket.last_requester_at = now
         self._cc_from(session, ticket, mail, side, actor, outcome, now)
-        if ticket.status == "resolved" and (
-            self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
-        ):
-            set_fields(session, ticket, [Change("status", "resolved", "closed")], actor, now)
+        confirmed = self.config.tickets.confirmation_closes and is_confirmation(mail.new_text)
+        if move(session, ticket, "confirm" if confirmed else "reply", actor, now) == "closed":
             outcome.reason += "; the requester confirmed the fix, so the ticket is closed"
             closing = self.outgoing.context(ticket, mail, {"reason": "you confirmed the fix"})
             await self.outgoing.greet(session, ticket, closing)
@@ -699,8 +696,6 @@ class Pipeline:
                 now=now,
                 outcome=outcome,
             )
-        elif ticket.status in ("waiting", "resolved"):
-            set_fields(session, ticket, [Change("status", ticket.status, "open")], actor, now)
         return side
 
     # -- the mails this mail calls for -------------------------------------------

@@ -33,7 +33,6 @@ from sqlalchemy.orm import defer
 
 from maild.config import Config
 from maild.core import policy
-from maild.core.commands import Change
 from maild.core.roster import duty_at
 from maild.mail.render import support_context
 from maild.service.pipeline import Outcome, Pipeline
@@ -48,7 +47,7 @@ from maild.store.reports import (
     weekly_report,
     weekly_slot,
 )
-from maild.store.timeline import set_fields
+from maild.store.timeline import move
 
 __all__ = ["PassResult", "Scheduler"]
 
@@ -261,7 +260,7 @@ class Scheduler:
         known: TicketLookups | None,
     ) -> None:
         hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
-        set_fields(session, ticket, [Change("status", "resolved", "closed")], "maild", now)
+        move(session, ticket, "auto_close", "maild", now)
         ticket.updated_at = now
         ctx = self.outgoing.ticket_context(
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from maild.config import Config, Steward
 from maild.core import policy
 from maild.core.classify import Classification
-from maild.core.commands import Change, Plan, plan
+from maild.core.commands import Plan, plan
 from maild.core.inbound import InboundMail, parse_mail
 from maild.core.roster import on_duty
 from maild.core.tags import ACCEPTED, ParsedSubject, parse_subject
@@ -32,7 +32,8 @@ from maild.service.outgoing import Outgoing, forwarded
 from maild.store.dues import refresh_dues
 from maild.store.models import HeldCommand, Message, Participant, Ticket
 from maild.store.reports import postmortem, postmortem_context
-from maild.store.timeline import record, set_fields
+from maild.store.timeline import move, record, set_fields
+from maild.store.views import as_state
 
 __all__ = ["StewardMail", "Stewards"]
 
@@ -147,7 +148,7 @@ class Stewards:
                 session, ticket, "command_error", ctx, sender, message, now, outcome
             )
             return
-        planned = plan(ticket, sm.parsed, sm.steward.name, self.config)
+        planned = plan(as_state(ticket), sm.parsed, sm.steward.name, self.config)
         if planned.errors:
             message.is_note = True
             outcome.reason += "; a command cannot be carried out: nothing applied, kept as a note"
@@ -320,7 +321,7 @@ class Stewards:
         ):
             # a held "open a ticket for someone" mail: the ticket becomes theirs now
             await self._change_requester(session, target, on_behalf.value, sm.steward.name, now)
-        planned = plan(target, parsed, sm.steward.name, self.config)
+        planned = plan(as_state(target), parsed, sm.steward.name, self.config)
         if planned.errors:
             ctx = self.outgoing.context(target, held_mail)
             errors = [_PlanError(*e.split(": ", 1)) for e in planned.errors]
@@ -387,11 +388,14 @@ class Stewards:
         relay = reply is not None and not planned.silent and not requester_is_steward
         if relay and reply is not None:
             mail, message = reply
-            if planned.status is None and ticket.status == "new":
-                set_fields(session, ticket, [Change("status", "new", "open")], actor, now)
-            if ticket.first_response_at is None:
-                ticket.first_response_at = now
-            ticket.last_update_at = now
+            # a status set by this mail's own tags wins over the relay's "open"
+            move(
+                session,
+                ticket,
+                "relay" if planned.status is None else "relay_after_set",
+                actor,
+                now,
+            )
             parent = await self.outgoing.last_requester_message(session, ticket) or message
             # SPEC 6: quoted text and signatures stay in storage, not in relays
             body = mail.new_text.strip()

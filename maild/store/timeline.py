@@ -3,7 +3,8 @@
 Whatever happens to a ticket (a mail received or sent, a note, a field
 changed) is one row, added to the caller's session so it commits with the
 change it records. :func:`set_fields` is how a field changes: the change and
-its row together.
+its row together; :func:`move` is how a lifecycle event (a reply, a relay,
+the auto-close) changes the status, by ``maild.core.lifecycle.TRANSITIONS``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from maild.core.commands import Change, apply
+from maild.core import lifecycle
+from maild.core.commands import Change
 from maild.store.models import Event, Participant, Ticket
+from maild.store.ticketstate import apply_changes, apply_event
 
-__all__ = ["EventKind", "record", "set_fields"]
+__all__ = ["EventKind", "move", "record", "record_changes", "set_fields"]
 
 EventKind = Literal["received", "sent", "note", "change"]
 
@@ -59,10 +62,31 @@ def set_fields(
     now: datetime,
 ) -> None:
     """Apply field changes and record each on the timeline."""
+    record_changes(session, ticket.id, changes, actor, now)
+    before = set(ticket.cc)
+    apply_changes(ticket, changes, now)
+    for addr in set(ticket.cc) - before:
+        session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))
+
+
+def move(
+    session: AsyncSession, ticket: Ticket, event: lifecycle.Event, actor: str, now: datetime
+) -> str | None:
+    """Apply a lifecycle event (a row of ``lifecycle.TRANSITIONS``) and record the status
+    change on the timeline; the new status, or None if the status did not move."""
+    applied = apply_event(ticket, event, now)
+    record_changes(session, ticket.id, applied.changes, actor, now)
+    return applied.state.status if applied.changes else None
+
+
+def record_changes(
+    session: AsyncSession, ticket_id: int, changes: Sequence[Change], actor: str, now: datetime
+) -> None:
+    """One "change" row on the timeline for each changed field."""
     for change in changes:
         record(
             session,
-            ticket.id,
+            ticket_id,
             now,
             "change",
             actor,
@@ -70,7 +94,3 @@ def set_fields(
             old=change.old,
             new=change.new,
         )
-    before = set(ticket.cc)
-    apply(ticket, changes, now)
-    for addr in set(ticket.cc) - before:
-        session.add(Participant(ticket_id=ticket.id, address=addr, role="cc"))

@@ -2,7 +2,9 @@
 
 The threading rules (:mod:`maild.core.conversation`) decide on
 :class:`~maild.core.conversation.TicketView` values, never on ORM rows;
-every look-up that hands a candidate ticket to them maps it here.
+every look-up that hands a candidate ticket to them maps it here. Commands
+and the lifecycle (:mod:`maild.core.commands`) read a
+:class:`~maild.core.commands.TicketState`, mapped here too by :func:`as_state`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maild.core.commands import TicketState
 from maild.core.conversation import TicketView
 from maild.store.models import Participant, Ticket
 
-__all__ = ["as_view", "ticket_view"]
+__all__ = ["as_state", "as_view", "ticket_view"]
 
 
 def as_view(ticket: Ticket, members: Iterable[str]) -> TicketView:
@@ -37,3 +40,25 @@ async def ticket_view(session: AsyncSession, ticket: Ticket) -> TicketView:
         select(Participant.address).where(Participant.ticket_id == ticket.id)
     )
     return as_view(ticket, members.all())
+
+
+def as_state(ticket: Ticket) -> TicketState:
+    """The plain values of ``ticket`` that commands and the lifecycle read."""
+    return TicketState(
+        status=ticket.status,
+        type=ticket.type,
+        priority=ticket.priority,
+        community=ticket.community,
+        requester=ticket.requester,
+        cc=tuple(ticket.cc),
+        assignee=ticket.assignee,
+        incident_commander=ticket.incident_commander,
+        links=tuple(ticket.links),
+        time_spent_minutes=ticket.time_spent_minutes,
+        update_every_minutes=ticket.update_every_minutes,
+        triaged_at=ticket.triaged_at,
+        first_response_at=ticket.first_response_at,
+        resolved_at=ticket.resolved_at,
+        closed_at=ticket.closed_at,
+        last_update_at=ticket.last_update_at,
+    )

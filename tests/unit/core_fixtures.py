@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from maild.config import Config, parse_config
+from maild.core.commands import TicketState
 from maild.core.inbound import InboundMail, parse_mail
 from maild.store.models import Ticket
 
@@ -79,29 +80,40 @@ def make_mail(
     return parse_mail("\r\n".join(lines).encode("utf-8"))
 
 
+_TICKET: dict[str, Any] = {
+    "id": 42,
+    "subject": "Hub is down",
+    "subject_key": "hub is down",
+    "status": "open",
+    "type": None,
+    "priority": "normal",
+    "community": None,
+    "requester": REQUESTER,
+    "cc": [COLLEAGUE],
+    "assignee": None,
+    "incident_commander": None,
+    "links": [],
+    "time_spent_minutes": 0,
+    "created_at": EARLIER,
+    "triaged_at": None,
+    "first_response_at": None,
+    "resolved_at": None,
+    "closed_at": None,
+    "update_every_minutes": None,
+    "last_update_at": None,
+}
+
+
 def ticket(**fields: Any) -> Ticket:
     """A transient (never stored) ticket with the defaults a new ticket gets."""
-    values: dict[str, Any] = {
-        "id": 42,
-        "subject": "Hub is down",
-        "subject_key": "hub is down",
-        "status": "open",
-        "type": None,
-        "priority": "normal",
-        "community": None,
-        "requester": REQUESTER,
-        "cc": [COLLEAGUE],
-        "assignee": None,
-        "incident_commander": None,
-        "links": [],
-        "time_spent_minutes": 0,
-        "created_at": EARLIER,
-        "triaged_at": None,
-        "first_response_at": None,
-        "resolved_at": None,
-        "closed_at": None,
-        "update_every_minutes": None,
-        "last_update_at": None,
+    return Ticket(**{**copy.deepcopy(_TICKET), **fields})
+
+
+def state(**fields: Any) -> TicketState:
+    """The plain-value snapshot of :func:`ticket` with ``fields`` (lists become tuples)."""
+    values: dict[str, Any] = {**_TICKET, **fields}
+    names = TicketState.__dataclass_fields__
+    plain: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names
     }
-    values.update(fields)
-    return Ticket(**values)
+    return TicketState(**plain)

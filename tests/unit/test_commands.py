@@ -2,8 +2,8 @@
 
 Each row is a ticket, a steward's subject and who sent it; the test parses
 the subject with the real tag grammar, plans with :func:`maild.core.commands.plan`,
-applies with :func:`maild.core.commands.apply`, and checks the ticket as a
-steward would see it in ``maild show`` afterwards.
+applies with :func:`maild.core.commands.apply` (plain values in, plain values
+out), and checks the ticket as a steward would see it in ``maild show`` afterwards.
 """
 
 from __future__ import annotations
@@ -17,31 +17,49 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.config import Config
-from maild.core.commands import Plan, apply, plan
+from maild.core.commands import Applied, Change, Plan, TicketState, apply, plan, transition
 from maild.core.tags import ParsedSubject, parse_subject
-from maild.store.models import Ticket
-from tests.unit.core_fixtures import ALICE, COLLEAGUE, EARLIER, NOW, REQUESTER, make_config, ticket
+from maild.store import ticketstate
+from maild.store.views import as_state
+from tests.unit.core_fixtures import (
+    ALICE,
+    COLLEAGUE,
+    EARLIER,
+    NOW,
+    REQUESTER,
+    make_config,
+    state,
+    ticket,
+)
 
 CONFIG = make_config(tickets={"max_cc": 3})
 URL = "https://tracker.example/issues/7"
 
 
-def parse(subject: str, t: Ticket, config: Config = CONFIG) -> ParsedSubject:
+def parse(subject: str, t: TicketState, config: Config = CONFIG) -> ParsedSubject:
     parsed = parse_subject(
         subject,
         stewards=[s.name for s in config.stewards],
         communities=[c.name for c in config.communities],
-        ticket_subject=t.subject,
+        ticket_subject="Hub is down",
         replies=["need_info", "not_supported"],
     )
     assert not parsed.errors, parsed.errors
     return parsed
 
 
-def run(subject: str, t: Ticket, actor: str | None = "alice", config: Config = CONFIG) -> Plan:
+def run(
+    subject: str, t: TicketState, actor: str | None = "alice", config: Config = CONFIG
+) -> tuple[Plan, TicketState]:
+    """Plan and apply ``subject``; the plan and the ticket afterwards."""
     planned = plan(t, parse(subject, t, config), actor, config)
-    apply(t, planned.changes, NOW)
-    return planned
+    applied = apply(t, planned.changes, NOW)
+    return planned, applied.state
+
+
+def seen(t: TicketState, names: Any) -> dict[str, Any]:
+    """The fields ``names`` of ``t``, sequences as lists (as ``maild show`` prints them)."""
+    return {n: list(v) if isinstance(v := getattr(t, n), tuple) else v for n in names}
 
 
 @dataclass(frozen=True)
@@ -132,12 +150,23 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_each_tag_changes_the_ticket(case: Case) -> None:
-    t = ticket(**case.before)
-
-    planned = run(case.subject, t, case.actor)
+    planned, after = run(case.subject, state(**case.before), case.actor)
 
     assert planned.errors == ()
-    assert {name: getattr(t, name) for name in case.expect} == case.expect
+    assert seen(after, case.expect) == case.expect
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_the_store_adapter_writes_what_apply_decided(case: Case) -> None:
+    row = ticket(**case.before)
+    snap = as_state(row)
+    assert snap == state(**case.before)
+    planned = plan(snap, parse(case.subject, snap), case.actor, CONFIG)
+
+    applied = ticketstate.apply_changes(row, planned.changes, NOW)
+
+    assert as_state(row) == applied.state
+    assert {name: getattr(row, name) for name in case.expect} == case.expect
 
 
 NO_OPS = [
@@ -158,10 +187,11 @@ NO_OPS = [
 def test_a_command_that_changes_nothing_plans_no_change(
     name: str, subject: str, before: dict[str, Any]
 ) -> None:
-    t = ticket(**before)
+    t = state(**before)
     planned = plan(t, parse(subject, t), "alice", CONFIG)
     assert planned.changes == ()
     assert not any("->" in line for line in planned.describe())
+    assert apply(t, planned.changes, NOW) == Applied({}, t, ())
 
 
 CC_REFUSED = [
@@ -182,7 +212,7 @@ CC_REFUSED = [
 def test_a_refused_cc_change_says_why_and_changes_nothing(
     name: str, subject: str, cc: list[str], why: str
 ) -> None:
-    t = ticket(cc=list(cc))
+    t = state(cc=cc)
     planned = plan(t, parse(subject, t), "alice", CONFIG)
     assert planned.changes == ()
     assert len(planned.errors) == 1
@@ -190,10 +220,10 @@ def test_a_refused_cc_change_says_why_and_changes_nothing(
 
 
 def test_cc_changes_in_one_mail_see_each_other() -> None:
-    t = ticket(cc=["a@example.net", "b@example.net", "c@example.net"])
+    t = state(cc=["a@example.net", "b@example.net", "c@example.net"])
     # room is made by the removal before the addition is checked
-    run("[cc=-a@example.net] [cc=+d@example.net]", t)
-    assert t.cc == ["b@example.net", "c@example.net", "d@example.net"]
+    _, after = run("[cc=-a@example.net] [cc=+d@example.net]", t)
+    assert after.cc == ("b@example.net", "c@example.net", "d@example.net")
 
 
 FLAGS = [
@@ -213,7 +243,7 @@ FLAGS = [
 def test_note_silent_and_canned_replies(
     name: str, subject: str, note: bool, silent: bool, canned: str | None, line: str
 ) -> None:
-    t = ticket()
+    t = state()
     planned = plan(t, parse(subject, t), "alice", CONFIG)
     assert (planned.note, planned.silent, planned.canned) == (note, silent, canned)
     assert line in planned.describe()
@@ -222,7 +252,7 @@ def test_note_silent_and_canned_replies(
 
 
 def test_describe_lists_each_change_old_to_new_for_the_receipt() -> None:
-    t = ticket(assignee="bob")
+    t = state(assignee="bob")
     planned = plan(t, parse("[priority=high] [assign=none] [time=45m]", t), "alice", CONFIG)
     assert planned.describe() == [
         "priority: normal -> high",
@@ -233,17 +263,27 @@ def test_describe_lists_each_change_old_to_new_for_the_receipt() -> None:
     assert plan(t, parse("[waiting] [resolved]", t), "alice", CONFIG).status == "resolved"
 
 
-def test_plan_alone_does_not_touch_the_ticket() -> None:
-    t = ticket()
-    plan(t, parse("[resolved] [assign=bob] [time=1h] [cc=-colleague@example.net]", t), "a", CONFIG)
-    assert (t.status, t.assignee, t.time_spent_minutes, t.cc) == ("open", None, 0, [COLLEAGUE])
+def test_plan_and_apply_leave_their_input_alone() -> None:
+    t = state()
+    subject = "[resolved] [assign=bob] [time=1h] [cc=-colleague@example.net]"
+    planned = plan(t, parse(subject, t), "a", CONFIG)
+    applied = apply(t, planned.changes, NOW)
+    assert t == state()
+    assert applied.fields == {
+        "status": "resolved",
+        "resolved_at": NOW,
+        "closed_at": None,
+        "assignee": "bob",
+        "cc": (),
+        "time_spent_minutes": 60,
+    }
+    assert applied.changes == planned.changes
 
 
 @given(st.lists(st.integers(1, 600), min_size=1, max_size=6), st.integers(0, 10_000))
 def test_time_always_accumulates(minutes: list[int], already: int) -> None:
-    t = ticket(time_spent_minutes=already)
-    run(" ".join(f"[time={m}m]" for m in minutes), t)
-    assert t.time_spent_minutes == already + sum(minutes)
+    _, after = run(" ".join(f"[time={m}m]" for m in minutes), state(time_spent_minutes=already))
+    assert after.time_spent_minutes == already + sum(minutes)
 
 
 @given(
@@ -261,8 +301,7 @@ def test_status_stamps_follow_the_final_status(tags: list[str], start: str) -> N
         "resolved_at": EARLIER if start in ("resolved", "closed") else None,
         "closed_at": EARLIER if start == "closed" else None,
     }
-    t = ticket(status=start, **before)
-    run(" ".join(tags), t)
+    _, t = run(" ".join(tags), state(status=start, **before))
     if t.status == "resolved":
         assert t.resolved_at is not None
         assert t.closed_at is None
@@ -273,6 +312,49 @@ def test_status_stamps_follow_the_final_status(tags: list[str], start: str) -> N
 
 
 def test_resolving_a_closed_ticket_clears_its_closed_stamp() -> None:
-    t = ticket(status="closed", resolved_at=EARLIER, closed_at=EARLIER)
-    run("[resolved]", t, "alice")
+    _, t = run("[resolved]", state(status="closed", resolved_at=EARLIER, closed_at=EARLIER))
     assert (t.status, t.resolved_at, t.closed_at) == ("resolved", NOW, None)
+
+
+# -- status changes that are not commands: through the lifecycle table ---------------
+
+EVENTS = [
+    ("the first relay opens a new ticket", "relay", {"status": "new"},
+     {"status": "open", "first_response_at": NOW, "last_update_at": NOW},
+     (Change("status", "new", "open"),)),
+    ("a later relay keeps the first response time", "relay",
+     {"status": "open", "first_response_at": EARLIER},
+     {"last_update_at": NOW}, ()),
+    ("a relay after the mail's own [status=new] keeps it new", "relay_after_set",
+     {"status": "new"}, {"first_response_at": NOW, "last_update_at": NOW}, ()),
+    ("the requester answers a waiting ticket", "reply", {"status": "waiting"},
+     {"status": "open"}, (Change("status", "waiting", "open"),)),
+    ("the requester reopens a resolved ticket", "reply",
+     {"status": "resolved", "resolved_at": EARLIER},
+     {"status": "open", "resolved_at": None, "closed_at": None},
+     (Change("status", "resolved", "open"),)),
+    ("the requester confirms the fix", "confirm",
+     {"status": "resolved", "resolved_at": EARLIER},
+     {"status": "closed", "closed_at": NOW}, (Change("status", "resolved", "closed"),)),
+    ("auto-close", "auto_close", {"status": "resolved", "resolved_at": EARLIER},
+     {"status": "closed", "closed_at": NOW}, (Change("status", "resolved", "closed"),)),
+    ("a reply to an open ticket changes nothing", "reply", {"status": "open"}, {}, ()),
+    ("auto-close of an open ticket changes nothing", "auto_close", {"status": "open"}, {}, ()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "before", "fields", "changes"), EVENTS, ids=[e[0] for e in EVENTS]
+)
+def test_a_lifecycle_event_writes_its_status_and_stamps(
+    name: str, event: Any, before: dict[str, Any], fields: dict[str, Any], changes: Any
+) -> None:
+    t = state(**before)
+    applied = transition(t, event, NOW)
+    assert applied.fields == fields
+    assert applied.changes == changes
+    assert seen(applied.state, fields) == fields
+
+    row = ticket(**before)
+    assert ticketstate.apply_event(row, event, NOW) == applied
+    assert {n: getattr(row, n) for n in fields} == fields
