@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -38,6 +38,7 @@ from maild.mail.render import (
     thread_index_for,
 )
 from maild.service.outcome import Outcome, PlannedMail
+from maild.store.batch import CHAIN_LOOKBACK, ChainRow, TicketLookups, load_sends
 from maild.store.models import AutomaticSend, Message, Outbox, Ticket
 from maild.store.timeline import record
 
@@ -47,9 +48,6 @@ log = logging.getLogger(__name__)
 
 # attachments passed on between requester and stewards, at most this much per mail
 FORWARD_LIMIT = 10 * 1024 * 1024
-# how many of a ticket's latest mails an outgoing mail's References are chosen from
-_CHAIN_LOOKBACK = 200
-
 # the Auto-Submitted value of an automatic mail (RFC 3834); None: a person's mail
 Automatic = Literal["auto-replied", "auto-generated"] | None
 
@@ -82,6 +80,7 @@ class Outgoing:
         from_name: str | None = None,
         attachments: Sequence[OutAttachment] = (),
         outcome: Outcome | None = None,
+        known: TicketLookups | None = None,
     ) -> PlannedMail | None:
         """Render ``template`` and queue it as an outbox row; on a ticket, store it as an
         outbound message too, threaded under ``reply_to_mail``.
@@ -95,11 +94,14 @@ class Outgoing:
         ``ticket`` None: a mail about no single ticket (the roster handoff, a
         report, an alert to the stewards), sent to ``to`` as given, on no
         thread and no timeline.
+
+        ``known``: the ticket's look-ups done in advance for a batch of tickets
+        (the scheduler); kept up to date here with the mail queued.
         """
         internal = self.config.internal_addresses
         if ticket is not None:
             to, cc, bcc = await self._allowed(
-                session, ticket, template, to, cc, bcc, automatic, now, outcome
+                session, ticket, template, to, cc, bcc, automatic, now, outcome, known
             )
             if not to and cc:
                 to, cc = cc[:1], cc[1:]
@@ -121,6 +123,7 @@ class Outgoing:
                 [*to, *cc, *bcc] if for_stewards else [*to, *cc],
                 reply_to_mail.message_id if reply_to_mail is not None else None,
                 for_stewards=for_stewards,
+                known=known,
             )
             references = list(chain.references)
             in_reply_to = chain.in_reply_to
@@ -175,13 +178,14 @@ class Outgoing:
                 raw=raw,
             )
             session.add(out)
-            await session.flush()
         # Bcc exists only in the envelope: the message headers never name them.
         recipients = list(dict.fromkeys([*to, *cc, *bcc]))
+        # the rows point at ``out`` itself: its id comes with the flush at commit,
+        # which then writes the whole transaction's rows together
         session.add(
             Outbox(
                 ticket_id=ticket.id if ticket is not None else None,
-                message_pk=out.id if out is not None else None,
+                message=out,
                 template=template,
                 automatic=automatic is not None,
                 mail_from=self.config.support.address,
@@ -195,19 +199,19 @@ class Outgoing:
             )
         )
         if ticket is not None and out is not None:
-            record(session, ticket.id, now, "sent", message_pk=out.id, text=template)
+            record(session, ticket.id, now, "sent", text=template).message = out
             ticket.message_count = (ticket.message_count or 0) + 1
-            if automatic is not None:
-                for addr in recipients:
-                    if addr not in internal:
-                        session.add(
-                            AutomaticSend(
-                                address=policy.limit_key(addr),
-                                at=now,
-                                ticket_id=ticket.id,
-                                template=template,
-                            )
-                        )
+            counted = (
+                [policy.limit_key(a) for a in recipients if a not in internal]
+                if automatic is not None
+                else []
+            )
+            for key in counted:
+                session.add(
+                    AutomaticSend(address=key, at=now, ticket_id=ticket.id, template=template)
+                )
+            if known is not None:
+                known.queued(ticket.id, out, recipients, counted, now)
         planned = PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
         if outcome is not None:
             outcome.sends.append(planned)
@@ -224,6 +228,7 @@ class Outgoing:
         automatic: Automatic,
         now: datetime,
         outcome: Outcome | None,
+        known: TicketLookups | None = None,
     ) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
         """SPEC 11: who of to, cc and bcc may get a mail on ``ticket``; whoever may not
         is named on the timeline (and in ``outcome``)."""
@@ -238,7 +243,7 @@ class Outgoing:
         }
         external = [a for a in dict.fromkeys([*to, *cc, *bcc]) if a not in internal]
         if automatic is not None and external:
-            last_hour, last_day, total = await self._automatic_counts(session, external, now)
+            last_hour, last_day, total = await self._automatic_counts(session, external, now, known)
             allowance = policy.automatic_allowance(
                 [*to, *cc, *bcc],
                 last_hour=last_hour,
@@ -298,11 +303,13 @@ class Outgoing:
         what: str,
         now: datetime,
         outcome: Outcome | None = None,
+        known: TicketLookups | None = None,
     ) -> PlannedMail | None:
         """Automatic mail to the requester and cc, threaded under their last mail.
 
         None, with a note on the timeline, when the requester must get no
         automatic mail (a machine), or when every recipient is over a limit.
+        ``known``: look-ups done in advance for a batch of tickets.
         """
         if not ticket.requester:
             return None
@@ -312,7 +319,7 @@ class Outgoing:
             if outcome is not None:
                 outcome.suppressed.append(f"{what}: {blocked}")
             return None
-        await self.greet(session, ticket, ctx)
+        await self.greet(session, ticket, ctx, known)
         return await self.queue(
             session,
             ticket,
@@ -320,41 +327,33 @@ class Outgoing:
             ctx,
             to=[ticket.requester],
             cc=list(ticket.cc),
-            reply_to_mail=await self.last_requester_message(session, ticket),
+            reply_to_mail=(
+                known.requester_last.get(ticket.id)
+                if known is not None
+                else await self.last_requester_message(session, ticket)
+            ),
             automatic="auto-generated",
             now=now,
             outcome=outcome,
+            known=known,
         )
 
     async def _automatic_counts(
-        self, session: AsyncSession, addresses: Sequence[str], now: datetime
+        self,
+        session: AsyncSession,
+        addresses: Sequence[str],
+        now: datetime,
+        known: TicketLookups | None = None,
     ) -> tuple[dict[str, int], dict[str, int], int]:
         """Automatic mails each address got in the last hour and 24 hours; all in the hour.
 
         Counted per mailbox (:func:`policy.limit_key`), so ``victim+1@`` and
-        ``victim+2@`` share one allowance.
+        ``victim+2@`` share one allowance. From ``known`` when it holds them.
         """
-        hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
         keys = {a: policy.limit_key(a) for a in addresses}
-        by_hour: dict[str, int] = {}
-        by_day: dict[str, int] = {}
-        if keys:
-            rows = await session.execute(
-                select(AutomaticSend.address, AutomaticSend.at).where(
-                    AutomaticSend.address.in_(sorted(set(keys.values()))),
-                    AutomaticSend.at > day_ago,
-                )
-            )
-            for key, at in rows.all():
-                by_day[key] = by_day.get(key, 0) + 1
-                if at > hour_ago:
-                    by_hour[key] = by_hour.get(key, 0) + 1
-        total = await session.scalar(
-            select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
-        )
-        last_hour = {a: by_hour.get(k, 0) for a, k in keys.items()}
-        last_day = {a: by_day.get(k, 0) for a, k in keys.items()}
-        return last_hour, last_day, total or 0
+        if known is not None and known.sends.covers(keys.values()):
+            return known.sends.counts(keys, now)
+        return (await load_sends(session, keys.values(), now)).counts(keys, now)
 
     async def _ceiling_alert(self, session: AsyncSession, why: str, now: datetime) -> None:
         """Past the all-addresses ceiling: log an error and tell the stewards, once an hour."""
@@ -441,21 +440,31 @@ class Outgoing:
         ctx.update(extra)
         return ctx
 
-    async def greet(self, session: AsyncSession, ticket: Ticket, ctx: dict[str, Any]) -> None:
+    async def greet(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        ctx: dict[str, Any],
+        known: TicketLookups | None = None,
+    ) -> None:
         """Put the requester's display name (from their latest mail) into ``ctx``, so every
         mail to them greets them as the acknowledgment did."""
         if ctx["ticket"].get("requester_name") or not ticket.requester:
             return
-        name = await session.scalar(
-            select(Message.from_name)
-            .where(
-                Message.ticket_id == ticket.id,
-                Message.direction == "in",
-                Message.from_addr == ticket.requester,
-                Message.from_name != "",
+        name = (
+            known.requester_name.get(ticket.id)
+            if known is not None
+            else await session.scalar(
+                select(Message.from_name)
+                .where(
+                    Message.ticket_id == ticket.id,
+                    Message.direction == "in",
+                    Message.from_addr == ticket.requester,
+                    Message.from_name != "",
+                )
+                .order_by(Message.id.desc())
+                .limit(1)
             )
-            .order_by(Message.id.desc())
-            .limit(1)
         )
         ctx["ticket"]["requester_name"] = policy.clip(name or "", 64)[0] or None
 
@@ -467,26 +476,31 @@ class Outgoing:
         trigger: str | None,
         *,
         for_stewards: bool,
+        known: TicketLookups | None = None,
     ) -> Chain:
         """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
         hold of it (see :mod:`maild.core.replychain`). ``named``: its recipients; for the
         requester's side, everyone on the ticket's side counts as one reader."""
-        rows = (
-            await session.execute(
-                select(
-                    Message.message_id,
-                    Message.direction,
-                    Message.from_addr,
-                    Message.to_addrs,
-                    Message.cc_addrs,
-                    Outbox.rcpt_tos,
+        rows: Sequence[ChainRow | Row[Any]] = (
+            known.chain.get(ticket.id, [])
+            if known is not None
+            else (
+                await session.execute(
+                    select(
+                        Message.message_id,
+                        Message.direction,
+                        Message.from_addr,
+                        Message.to_addrs,
+                        Message.cc_addrs,
+                        Outbox.rcpt_tos,
+                    )
+                    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+                    .where(Message.ticket_id == ticket.id)
+                    .order_by(Message.id.desc())
+                    .limit(CHAIN_LOOKBACK)
                 )
-                .outerjoin(Outbox, Outbox.message_pk == Message.id)
-                .where(Message.ticket_id == ticket.id)
-                .order_by(Message.id.desc())
-                .limit(_CHAIN_LOOKBACK)
-            )
-        ).all()
+            ).all()
+        )
         mails = [
             Seen(
                 message_id=mid,
@@ -504,7 +518,9 @@ class Outgoing:
         else:
             people = {ticket.requester, *ticket.cc, *named}
             audience = frozenset(a for a in people if a and a not in internal)
-        if len(rows) < _CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
+        if known is not None:
+            opening = known.opening.get(ticket.id)
+        elif len(rows) < CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
             opening = rows[-1][0] if rows else None
         else:
             opening = await session.scalar(

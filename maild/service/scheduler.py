@@ -2,12 +2,20 @@
 nudges, SLA reminders and the roster handoff.
 
 A pass asks the store only for tickets whose ``next_action_at`` has come, and
-handles each in its own transaction that writes the outbox rows and records
-what it did (reminders in the ``reminders`` table, updates in
+handles them in batches: one transaction per batch writes the outbox rows and
+records what it did (reminders in the ``reminders`` table, updates in
 ``last_update_at``), so repeating a pass, or a restart in the middle of one,
-sends nothing twice. After downtime each ticket gets at most one catch-up
-action of each kind: the next update is planned from now, not from when it
-was missed.
+sends nothing twice. What the batch's mail needs from the store is looked up
+for the whole batch at once (:class:`maild.store.batch.TicketLookups`). A
+ticket that fails inside a batch undoes the batch; the others are done again
+without it and it is tried alone, in its own transaction, and put off for
+a while if it fails again: one broken ticket never holds up the rest. After
+downtime each ticket gets at most one catch-up action of each kind: the next
+update is planned from now, not from when it was missed.
+
+Why not a savepoint per ticket: with SQLite's driver a transaction only
+begins at its first write, so a savepoint opened first is a transaction of
+its own, committed by its release whatever happens to the batch.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
 
 from maild.config import Config
+from maild.core import policy
 from maild.core.roster import duty_at
 from maild.mail.render import support_context
 from maild.service.pipeline import Outcome, Pipeline
-from maild.store.dues import refresh_dues
+from maild.store.batch import TicketLookups, flush_in_bulk
+from maild.store.dues import refresh_dues, reminders_sent
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
 from maild.store.reports import (
@@ -43,6 +53,7 @@ __all__ = ["PassResult", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
+# due tickets asked for, and handled in one transaction, at a time
 _BATCH = 200
 RETRY_FAILED = timedelta(minutes=10)
 _KIND_TEXT = {
@@ -58,6 +69,18 @@ class PassResult:
 
     sent: int = 0
     actions: list[str] = field(default_factory=list)
+
+    def add(self, other: PassResult) -> None:
+        self.sent += other.sent
+        self.actions += other.actions
+
+
+class _TicketFailed(Exception):
+    """A ticket's work raised inside a batch; the batch was rolled back."""
+
+    def __init__(self, ticket_id: int) -> None:
+        super().__init__(f"ticket #{ticket_id}")
+        self.ticket_id = ticket_id
 
 
 def local(config: Config, at: datetime | None) -> str:
@@ -99,22 +122,82 @@ class Scheduler:
                 ]
             if not ids:
                 break
-            for ticket_id in ids:
-                seen.add(ticket_id)
-                try:
-                    await self._ticket(ticket_id, now, result)
-                except IntegrityError:
-                    # another scheduler did this ticket's work at the same moment
-                    log.info("ticket #%s was handled by another pass", ticket_id)
-                except (OperationalError, InterfaceError):
-                    raise  # the store is away: the whole pass retries later
-                except Exception:
-                    # one broken ticket (a bad template override...) must not
-                    # stop the clock for all the others: look again later
-                    log.exception("scheduler failed on ticket #%s; retrying it later", ticket_id)
-                    await self._postpone(ticket_id, now)
-                    result.actions.append(f"#{ticket_id} failed, postponed")
+            seen.update(ids)
+            await self._batch(ids, now, result)
         return result
+
+    async def _batch(self, ids: list[int], now: datetime, result: PassResult) -> None:
+        """The due tickets ``ids`` in one transaction; any that fails, alone."""
+        pending = list(ids)
+        while pending:
+            try:
+                await self._together(pending, now, result)
+                return
+            except _TicketFailed as failed:
+                log.info(
+                    "ticket #%s failed inside a batch (%s); doing the batch without it",
+                    failed.ticket_id,
+                    failed.__cause__,
+                )
+                pending.remove(failed.ticket_id)
+                await self._alone(failed.ticket_id, now, result)
+            except IntegrityError:
+                # another scheduler did some of this work at the same moment
+                log.info("a batch of due tickets clashed with another pass; one at a time")
+                for ticket_id in pending:
+                    await self._alone(ticket_id, now, result)
+                return
+
+    async def _together(self, ids: list[int], now: datetime, result: PassResult) -> None:
+        done = PassResult()
+        async with self.sessions() as session, session.begin():
+            stmt = (
+                select(Ticket)
+                .where(Ticket.id.in_(ids), Ticket.next_action_at <= now)
+                .order_by(Ticket.next_action_at, Ticket.id)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            tickets = (await session.scalars(stmt)).all()
+            keys = {policy.limit_key(a) for t in tickets for a in (t.requester, *t.cc) if a}
+            known = await TicketLookups.load(session, tickets, keys, now)
+            for ticket in tickets:
+                try:
+                    await self._ticket(session, ticket, now, done, known)
+                except (OperationalError, InterfaceError):
+                    raise  # the store is away (or the lease lost): the pass retries later
+                except Exception as exc:
+                    raise _TicketFailed(ticket.id) from exc
+            await flush_in_bulk(session)
+        # committed: only now is it done
+        result.add(done)
+
+    async def _alone(self, ticket_id: int, now: datetime, result: PassResult) -> None:
+        """One due ticket in its own transaction, put off for a while if it fails."""
+        done = PassResult()
+        try:
+            async with self.sessions() as session, session.begin():
+                stmt = select(Ticket).where(Ticket.id == ticket_id)
+                if session.get_bind().dialect.name == "postgresql":
+                    stmt = stmt.with_for_update(skip_locked=True)
+                ticket = await session.scalar(stmt)
+                if ticket is None or ticket.next_action_at is None or ticket.next_action_at > now:
+                    return
+                await self._ticket(session, ticket, now, done, None)
+        except IntegrityError:
+            # another scheduler did this ticket's work at the same moment
+            log.info("ticket #%s was handled by another pass", ticket_id)
+            return
+        except (OperationalError, InterfaceError):
+            raise  # the store is away: the whole pass retries later
+        except Exception:
+            # one broken ticket (a bad template override...) must not
+            # stop the clock for all the others: look again later
+            log.exception("scheduler failed on ticket #%s; retrying it later", ticket_id)
+            await self._postpone(ticket_id, now)
+            result.actions.append(f"#{ticket_id} failed, postponed")
+            return
+        result.add(done)
 
     async def _postpone(self, ticket_id: int, now: datetime) -> None:
         async with self.sessions() as session, session.begin():
@@ -122,46 +205,59 @@ class Scheduler:
             if ticket is not None:
                 ticket.next_action_at = now + RETRY_FAILED
 
-    async def _ticket(self, ticket_id: int, now: datetime, result: PassResult) -> None:
-        async with self.sessions() as session, session.begin():
-            stmt = select(Ticket).where(Ticket.id == ticket_id)
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            ticket = await session.scalar(stmt)
-            if ticket is None or ticket.next_action_at is None or ticket.next_action_at > now:
-                return
-            outcome = Outcome(f"tick:{ticket_id}", None, ticket_id, "appended", "scheduler")
-            dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
+    async def _ticket(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        now: datetime,
+        result: PassResult,
+        known: TicketLookups | None,
+    ) -> None:
+        """The due work of ``ticket`` in ``session``'s transaction; ``known``: the batch's
+        look-ups (None: ask the store)."""
+        outcome = Outcome(f"tick:{ticket.id}", None, ticket.id, "appended", "scheduler")
+        calendar = self.pipeline.calendar
+        sent = set(
+            known.reminders.get(ticket.id, ())
+            if known is not None
+            else await reminders_sent(session, ticket.id)
+        )
+        dues = await refresh_dues(session, ticket, self.config, calendar, sent)
 
-            if dues.close_due_at is not None and dues.close_due_at <= now:
-                await self._auto_close(session, ticket, now, outcome)
-                result.actions.append(f"#{ticket.id} closed after the quiet period")
-            elif dues.next_update_at is not None and dues.next_update_at <= now:
-                await self._incident_update(session, ticket, now, outcome)
-                result.actions.append(f"#{ticket.id} incident update")
+        if dues.close_due_at is not None and dues.close_due_at <= now:
+            await self._auto_close(session, ticket, now, outcome, known)
+            result.actions.append(f"#{ticket.id} closed after the quiet period")
+        elif dues.next_update_at is not None and dues.next_update_at <= now:
+            await self._incident_update(session, ticket, now, outcome, known, sent)
+            result.actions.append(f"#{ticket.id} incident update")
 
-            due_reminders = [r for r in dues.reminders if r.at <= now]
-            breached = {r.kind for r in due_reminders if r.stage == "breach"}
-            for reminder in due_reminders:
-                session.add(
-                    Reminder(ticket_id=ticket.id, kind=reminder.kind, stage=reminder.stage, at=now)
-                )
-                if reminder.stage == "warn" and reminder.kind in breached:
-                    continue  # caught up late: the breach says it all, once
-                if reminder.kind == "nudge" and (
-                    dues.next_update_at is None or dues.next_update_at <= now
-                ):
-                    continue  # the update itself went out in this pass
-                await self._remind(session, ticket, reminder.kind, reminder.stage, now, outcome)
-                result.actions.append(f"#{ticket.id} reminder {reminder.kind} {reminder.stage}")
-            await session.flush()
-            await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
-            result.sent += len(outcome.sends)
+        due_reminders = [r for r in dues.reminders if r.at <= now]
+        breached = {r.kind for r in due_reminders if r.stage == "breach"}
+        for reminder in due_reminders:
+            session.add(
+                Reminder(ticket_id=ticket.id, kind=reminder.kind, stage=reminder.stage, at=now)
+            )
+            sent.add((reminder.kind, reminder.stage))
+            if reminder.stage == "warn" and reminder.kind in breached:
+                continue  # caught up late: the breach says it all, once
+            if reminder.kind == "nudge" and (
+                dues.next_update_at is None or dues.next_update_at <= now
+            ):
+                continue  # the update itself went out in this pass
+            await self._remind(session, ticket, reminder.kind, reminder.stage, now, outcome, known)
+            result.actions.append(f"#{ticket.id} reminder {reminder.kind} {reminder.stage}")
+        await refresh_dues(session, ticket, self.config, calendar, sent)
+        result.sent += len(outcome.sends)
 
     # -- the actions -----------------------------------------------------------------
 
     async def _auto_close(
-        self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        now: datetime,
+        outcome: Outcome,
+        known: TicketLookups | None,
     ) -> None:
         hours = round(self.config.tickets.auto_close_after.total_seconds() / 3600)
         move(session, ticket, "auto_close", "maild", now)
@@ -170,29 +266,39 @@ class Scheduler:
             ticket, {"reason": f"no reply for {hours} working hours after it was resolved"}
         )
         sent = await self.outgoing.notify_requester(
-            session, ticket, "closed", ctx, "closing notice", now
+            session, ticket, "closed", ctx, "closing notice", now, known=known
         )
         if sent is not None:
             outcome.sends.append(sent)
 
     async def _incident_update(
-        self, session: AsyncSession, ticket: Ticket, now: datetime, outcome: Outcome
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        now: datetime,
+        outcome: Outcome,
+        known: TicketLookups | None,
+        reminded: set[tuple[str, str]],
     ) -> None:
         since = ticket.last_update_at or ticket.created_at
-        latest = await session.scalar(
-            select(Message)
-            .options(defer(Message.raw))
-            .where(
-                Message.ticket_id == ticket.id,
-                Message.direction == "out",
-                Message.template == "relay",
-                Message.at > since,
+        latest = (
+            known.relay_since_update.get(ticket.id)
+            if known is not None
+            else await session.scalar(
+                select(Message)
+                .options(defer(Message.raw))
+                .where(
+                    Message.ticket_id == ticket.id,
+                    Message.direction == "out",
+                    Message.template == "relay",
+                    Message.at > since,
+                )
+                .order_by(Message.id.desc())
+                .limit(1)
             )
-            .order_by(Message.id.desc())
-            .limit(1)
         )
         ticket.last_update_at = now
-        dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar)
+        dues = await refresh_dues(session, ticket, self.config, self.pipeline.calendar, reminded)
         ctx = self.outgoing.ticket_context(
             ticket,
             {
@@ -202,7 +308,7 @@ class Scheduler:
             },
         )
         sent = await self.outgoing.notify_requester(
-            session, ticket, "incident_update", ctx, "incident update", now
+            session, ticket, "incident_update", ctx, "incident update", now, known=known
         )
         if sent is not None:
             outcome.sends.append(sent)
@@ -215,6 +321,7 @@ class Scheduler:
         stage: str,
         now: datetime,
         outcome: Outcome,
+        known: TicketLookups | None,
     ) -> None:
         to: list[str] = []
         if kind == "nudge" and ticket.incident_commander:
@@ -256,10 +363,15 @@ class Scheduler:
             "sla_reminder",
             ctx,
             to=to,
-            reply_to_mail=await self.outgoing.latest_message(session, ticket),
+            reply_to_mail=(
+                known.latest.get(ticket.id)
+                if known is not None
+                else await self.outgoing.latest_message(session, ticket)
+            ),
             automatic="auto-generated",
             now=now,
             outcome=outcome,
+            known=known,
         )
 
     async def _handoff(self, now: datetime, result: PassResult) -> None:

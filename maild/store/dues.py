@@ -6,6 +6,8 @@ Called in the same transaction as every change to a ticket, so the indexed
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +16,7 @@ from maild.core.lifecycle import Clocked, Dues, compute_dues
 from maild.core.workhours import Calendar
 from maild.store.models import Reminder, Ticket
 
-__all__ = ["clocked", "refresh_dues"]
+__all__ = ["clocked", "refresh_dues", "reminders_sent"]
 
 
 def clocked(ticket: Ticket) -> Clocked:
@@ -30,10 +32,8 @@ def clocked(ticket: Ticket) -> Clocked:
     )
 
 
-async def refresh_dues(
-    session: AsyncSession, ticket: Ticket, config: Config, calendar: Calendar
-) -> Dues:
-    """Recompute and store ``ticket``'s due times; returns them.
+async def reminders_sent(session: AsyncSession, ticket_id: int) -> frozenset[tuple[str, str]]:
+    """The (kind, stage) of every reminder recorded for the ticket.
 
     Reminder rows added in this session must have been flushed: the look-up
     does not autoflush, so the mail's other pending rows go in one flush at
@@ -41,10 +41,26 @@ async def refresh_dues(
     """
     with session.no_autoflush:
         rows = await session.execute(
-            select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket.id)
+            select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket_id)
         )
-    sent = frozenset((kind, stage) for kind, stage in rows.all())
-    dues = compute_dues(clocked(ticket), config, calendar, sent)
+    return frozenset((kind, stage) for kind, stage in rows.all())
+
+
+async def refresh_dues(
+    session: AsyncSession,
+    ticket: Ticket,
+    config: Config,
+    calendar: Calendar,
+    sent: Collection[tuple[str, str]] | None = None,
+) -> Dues:
+    """Recompute and store ``ticket``'s due times; returns them.
+
+    ``sent``: the reminders recorded for it (see :func:`reminders_sent`), when
+    the caller knows them; otherwise they are looked up.
+    """
+    if sent is None:
+        sent = await reminders_sent(session, ticket.id)
+    dues = compute_dues(clocked(ticket), config, calendar, frozenset(sent))
     ticket.triage_due_at = dues.triage_due_at
     ticket.response_due_at = dues.response_due_at
     ticket.close_due_at = dues.close_due_at

@@ -26,7 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
@@ -160,7 +160,9 @@ class Message(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
     direction: Mapped[str] = mapped_column(String(3))  # in | out
-    message_id: Mapped[str] = mapped_column(String(998))
+    # unique and set by us: SQLAlchemy matches the ids SQLite returns for many rows
+    # inserted at once by it (the sentinel), instead of inserting row by row
+    message_id: Mapped[str] = mapped_column(String(998), insert_sentinel=True)
     from_addr: Mapped[str | None] = mapped_column(String(320))
     from_name: Mapped[str] = mapped_column(Text, default="")
     to_addrs: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -210,6 +212,8 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(320))
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
+    # set instead of message_pk when the message is not flushed yet (its id comes at the flush)
+    message: Mapped[Message | None] = relationship(lazy="raise")
     field: Mapped[str | None] = mapped_column(String(64), default=None)
     old: Mapped[str | None] = mapped_column(Text, default=None)
     new: Mapped[str | None] = mapped_column(Text, default=None)
@@ -226,6 +230,8 @@ class Outbox(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), default=None)
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
+    # set instead of message_pk when the message is not flushed yet (its id comes at the flush)
+    message: Mapped[Message | None] = relationship(lazy="raise")
     template: Mapped[str] = mapped_column(String(64))
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)
     mail_from: Mapped[str] = mapped_column(String(320))

@@ -1,0 +1,288 @@
+"""What mail on many tickets needs from the store, looked up for all of them at once.
+
+The scheduler handles its due tickets in batches, one transaction each. Mail
+on a ticket needs a handful of look-ups (its reminders, the requester's last
+mail and name, the mails its References are chosen from, the automatic mail
+each recipient already got); asked per ticket they are most of a pass's time.
+:meth:`TicketLookups.load` asks each for the whole batch in one query, and
+:meth:`TicketLookups.queued` keeps the answers true as the batch queues mail,
+so the second mail to an address in a batch is counted against its limits
+like the first (everything is in the same transaction until it commits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+from sqlalchemy.sql.schema import ColumnDefault
+
+from maild.store.models import AutomaticSend, Base, Event, Message, Outbox, Reminder, Ticket
+
+__all__ = [
+    "CHAIN_LOOKBACK",
+    "ChainRow",
+    "SendLedger",
+    "TicketLookups",
+    "flush_in_bulk",
+    "load_sends",
+]
+
+# how many of a ticket's latest mails an outgoing mail's References are chosen from
+CHAIN_LOOKBACK = 200
+
+# (message_id, direction, from_addr, to_addrs, cc_addrs, outbox rcpt_tos), newest first
+ChainRow = tuple[str, str, str, list[Any] | None, list[Any] | None, list[Any] | None]
+
+
+@dataclass
+class SendLedger:
+    """Automatic mail sent to some mailboxes (limit keys) in the last day, and to anyone
+    in the last hour: what SPEC 11's per-address limits and global ceiling count."""
+
+    keys: frozenset[str]
+    times: dict[str, list[datetime]]
+    last_hour_total: int
+    hour_ago: datetime
+
+    def covers(self, keys: Iterable[str]) -> bool:
+        return all(k in self.keys for k in keys)
+
+    def counts(
+        self, keys: Mapping[str, str], now: datetime
+    ) -> tuple[dict[str, int], dict[str, int], int]:
+        """Per address (``keys``: address -> limit key): its mailbox's automatic mails in
+        the last hour and 24 hours; and all automatic mails in the last hour."""
+        hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+        last_hour = {a: sum(at > hour_ago for at in self.times.get(k, ())) for a, k in keys.items()}
+        last_day = {a: sum(at > day_ago for at in self.times.get(k, ())) for a, k in keys.items()}
+        return last_hour, last_day, self.last_hour_total
+
+    def add(self, key: str, at: datetime) -> None:
+        """One more automatic mail, queued in this transaction."""
+        self.times.setdefault(key, []).append(at)
+        if at > self.hour_ago:
+            self.last_hour_total += 1
+
+
+async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime) -> SendLedger:
+    """The automatic mail sent to ``keys`` in the last 24 hours and to anyone in the hour."""
+    hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+    times: dict[str, list[datetime]] = {}
+    if keys:
+        rows = await session.execute(
+            select(AutomaticSend.address, AutomaticSend.at).where(
+                AutomaticSend.address.in_(sorted(set(keys))), AutomaticSend.at > day_ago
+            )
+        )
+        for key, at in rows.all():
+            times.setdefault(key, []).append(at)
+    total = await session.scalar(
+        select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
+    )
+    return SendLedger(frozenset(keys), times, total or 0, hour_ago)
+
+
+@dataclass
+class TicketLookups:
+    """The look-ups of :mod:`maild.service.pipeline` for a batch of tickets, done in advance.
+
+    Only valid inside the transaction that loaded them: mail queued there must
+    be told to :meth:`queued`.
+    """
+
+    reminders: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    # the latest message either way; the requester side's latest inbound mail
+    latest: dict[int, Message] = field(default_factory=dict)
+    requester_last: dict[int, Message] = field(default_factory=dict)
+    # the requester's display name from their latest mail that had one
+    requester_name: dict[int, str] = field(default_factory=dict)
+    # the latest relay to the stewards since the ticket's last incident update
+    relay_since_update: dict[int, Message] = field(default_factory=dict)
+    chain: dict[int, list[ChainRow]] = field(default_factory=dict)
+    opening: dict[int, str] = field(default_factory=dict)
+    sends: SendLedger = field(default_factory=lambda: SendLedger(frozenset(), {}, 0, datetime.min))
+
+    @classmethod
+    async def load(
+        cls,
+        session: AsyncSession,
+        tickets: Sequence[Ticket],
+        send_keys: Collection[str],
+        now: datetime,
+    ) -> TicketLookups:
+        """Everything for ``tickets`` in a fixed number of queries; the automatic mail
+        counts for the mailboxes ``send_keys``."""
+        out = cls()
+        ids = [t.id for t in tickets]
+        if not ids:
+            return out
+        for tid, kind, stage in await session.execute(
+            select(Reminder.ticket_id, Reminder.kind, Reminder.stage).where(
+                Reminder.ticket_id.in_(ids)
+            )
+        ):
+            out.reminders.setdefault(tid, set()).add((kind, stage))
+
+        by_id = {t.id: t for t in tickets}
+        # message id -> the maps (by its ticket) it is the answer in
+        wanted: dict[int, list[dict[int, Message]]] = {}
+        found: set[int] = set()
+        inbound = await session.execute(
+            select(Message.id, Message.ticket_id, Message.from_addr, Message.from_name)
+            .where(Message.ticket_id.in_(ids), Message.direction == "in")
+            .order_by(Message.id.desc())
+        )
+        for mid, tid, sender, name in inbound:
+            ticket = by_id[tid]
+            if tid not in out.requester_name and name and sender == ticket.requester:
+                out.requester_name[tid] = name
+            people = [a for a in (ticket.requester, *ticket.cc) if a]
+            if tid not in found and sender in people:
+                found.add(tid)
+                wanted.setdefault(mid, []).append(out.requester_last)
+
+        rank = (
+            func.row_number()
+            .over(partition_by=Message.ticket_id, order_by=Message.id.desc())
+            .label("rank")
+        )
+        recent = (
+            select(
+                Message.id,
+                Message.ticket_id,
+                Message.message_id,
+                Message.direction,
+                Message.from_addr,
+                Message.to_addrs,
+                Message.cc_addrs,
+                Outbox.rcpt_tos,
+                rank,
+            )
+            .outerjoin(Outbox, Outbox.message_pk == Message.id)
+            .where(Message.ticket_id.in_(ids))
+            .subquery()
+        )
+        for row in await session.execute(
+            select(recent)
+            .where(recent.c.rank <= CHAIN_LOOKBACK)
+            .order_by(recent.c.ticket_id, recent.c.rank)
+        ):
+            if row.rank == 1:
+                wanted.setdefault(row.id, []).append(out.latest)
+            out.chain.setdefault(row.ticket_id, []).append(
+                (
+                    row.message_id,
+                    row.direction,
+                    row.from_addr,
+                    row.to_addrs,
+                    row.cc_addrs,
+                    row.rcpt_tos,
+                )
+            )
+        first = (
+            select(func.min(Message.id))
+            .where(Message.ticket_id.in_(ids))
+            .group_by(Message.ticket_id)
+        )
+        for tid, opening in await session.execute(
+            select(Message.ticket_id, Message.message_id).where(Message.id.in_(first))
+        ):
+            out.opening[tid] = opening
+
+        for (relay,) in await session.execute(
+            select(func.max(Message.id))
+            .join(Ticket, Ticket.id == Message.ticket_id)
+            .where(
+                Message.ticket_id.in_(ids),
+                Message.direction == "out",
+                Message.template == "relay",
+                Message.at > func.coalesce(Ticket.last_update_at, Ticket.created_at),
+            )
+            .group_by(Message.ticket_id)
+        ):
+            wanted.setdefault(relay, []).append(out.relay_since_update)
+        if wanted:
+            for message in await session.scalars(
+                select(Message).options(defer(Message.raw)).where(Message.id.in_(list(wanted)))
+            ):
+                for target in wanted[message.id]:
+                    target[message.ticket_id] = message
+        out.sends = await load_sends(session, send_keys, now)
+        return out
+
+    def queued(
+        self,
+        ticket_id: int,
+        message: Message,
+        recipients: Sequence[str],
+        automatic_keys: Sequence[str],
+        now: datetime,
+    ) -> None:
+        """A mail this transaction queued on the ticket: the next one threads under it
+        and counts it."""
+        self.latest[ticket_id] = message
+        rows = self.chain.setdefault(ticket_id, [])
+        rows.insert(
+            0,
+            (
+                message.message_id,
+                "out",
+                message.from_addr or "",
+                list(message.to_addrs),
+                list(message.cc_addrs),
+                list(recipients),
+            ),
+        )
+        del rows[CHAIN_LOOKBACK:]
+        self.opening.setdefault(ticket_id, message.message_id)
+        for key in automatic_keys:
+            self.sends.add(key, now)
+
+
+# rows a batch adds many of and nobody reads the ids of
+_WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend)
+
+
+async def flush_in_bulk(session: AsyncSession) -> None:
+    """Flush ``session``, its new outbox, event and automatic-send rows as one INSERT
+    per table.
+
+    The unit of work inserts rows whose ids it must read back one at a time on
+    SQLite (it cannot match many returned ids to their rows without a column
+    like ``Message.message_id``): for a batch of mails, a statement per row.
+    Nothing reads these rows' ids, so they are taken out of the session and
+    written with one executemany each, in the order they were added, after
+    the flush that gives their messages an id. They are not in the session
+    afterwards.
+    """
+    rows = sorted(
+        (o for o in session.new if isinstance(o, _WRITE_ONLY)),
+        key=lambda o: inspect(o).insert_order or 0,
+    )
+    for row in rows:
+        session.expunge(row)
+    await session.flush()
+    by_model: dict[type[Base], list[dict[str, Any]]] = {}
+    for row in rows:
+        mapper = inspect(type(row))
+        values: dict[str, Any] = {}
+        for column in mapper.columns:
+            if column.primary_key:
+                continue
+            value = row.__dict__.get(column.key)
+            default = column.default
+            if value is None and isinstance(default, ColumnDefault) and default.is_scalar:
+                value = default.arg
+            values[column.key] = value
+        message = row.__dict__.get("message")
+        if message is not None:
+            values["message_pk"] = message.id
+        by_model.setdefault(type(row), []).append(values)
+    for model, values_list in by_model.items():
+        await session.execute(insert(model), values_list)
