@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # due tickets asked for, and handled in one transaction, at a time
 _BATCH = 200
+# failures inside one batch after which its other tickets go one at a time
+_BATCH_FAILURES = 3
 RETRY_FAILED = timedelta(minutes=10)
 _KIND_TEXT = {
     "triage": "triage (setting the ticket type)",
@@ -127,8 +129,16 @@ class Scheduler:
         return result
 
     async def _batch(self, ids: list[int], now: datetime, result: PassResult) -> None:
-        """The due tickets ``ids`` in one transaction; any that fails, alone."""
+        """The due tickets ``ids`` in one transaction; any that fails, alone.
+
+        After a few failures in one batch (a broken template fails them all) the
+        rest go one at a time, so a batch never costs a retry per ticket. A batch
+        that fails as a whole (another pass did some of its work, or the store
+        refuses a row at the bulk write) goes one at a time: the ticket at fault
+        is put off alone and every other one still gets its mail.
+        """
         pending = list(ids)
+        failures = 0
         while pending:
             try:
                 await self._together(pending, now, result)
@@ -141,12 +151,17 @@ class Scheduler:
                 )
                 pending.remove(failed.ticket_id)
                 await self._alone(failed.ticket_id, now, result)
-            except IntegrityError:
-                # another scheduler did some of this work at the same moment
-                log.info("a batch of due tickets clashed with another pass; one at a time")
-                for ticket_id in pending:
-                    await self._alone(ticket_id, now, result)
-                return
+                failures += 1
+                if failures < _BATCH_FAILURES:
+                    continue
+                log.info("%d tickets failed inside one batch; the rest one at a time", failures)
+            except (OperationalError, InterfaceError):
+                raise  # the store is away (or the lease lost): the pass retries later
+            except Exception as exc:
+                log.info("a batch of due tickets failed as a whole (%s); one at a time", exc)
+            for ticket_id in pending:
+                await self._alone(ticket_id, now, result)
+            return
 
     async def _together(self, ids: list[int], now: datetime, result: PassResult) -> None:
         done = PassResult()

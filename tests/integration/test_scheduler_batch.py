@@ -120,3 +120,42 @@ def test_limits_count_the_mail_queued_earlier_in_the_same_batch(new_instance: Fa
 
 def json_has(text: str, address: str) -> bool:
     return f'"{address}"' in text
+
+
+def _refuse_update_of(instance: Instance, ticket_id: int) -> None:
+    """Make the store refuse the outbox row of one ticket's update, as PostgreSQL refuses
+    a value too long for its column (22001, not a constraint): the batch's bulk write fails."""
+    if instance.url.startswith("sqlite"):
+        instance.sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox "
+            f"WHEN NEW.ticket_id = {ticket_id} AND NEW.template = 'incident_update' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+        return
+    instance.sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE string_data_right_truncation USING MESSAGE = 'refused by the store'; "
+        "END $$"
+    )
+    instance.sql(
+        "CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW "
+        f"WHEN (NEW.ticket_id = {ticket_id} AND NEW.template = 'incident_update') "
+        "EXECUTE FUNCTION refuse()"
+    )
+
+
+def test_a_row_the_store_refuses_at_the_bulk_write_stops_no_other_ticket(
+    new_instance: Factory,
+) -> None:
+    instance = new_instance()
+    incidents(instance, 3)
+    _refuse_update_of(instance, 2)
+
+    result = tick(instance, at(361))
+    # the batch failed as a whole at its bulk write: then one at a time, and only #2
+    # is left without its update
+    assert [row[0] for row in updates(instance)] == [1, 3]
+    assert "#2 incident update" not in result["actions"]
+    # and the next passes are not stuck on it either
+    result = tick(instance, at(361 + 180))
+    assert [row[0] for row in updates(instance)] == [1, 3, 1, 3]
