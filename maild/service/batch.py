@@ -95,17 +95,29 @@ class BatchIngest:
                             # Ctrl-C is ours to handle; the worker ends with us
                             initializer=start_worker,
                         )
-                    following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
+                    try:
+                        following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
+                    except BrokenProcessPool:
+                        # it died while we were committing: no worker from here on
+                        log.warning("the parsing worker died; parsing in this process")
+                        self.parse_ahead = False
+                if ahead is not None and not self.parse_ahead:
+                    _drop(ahead)
+                    ahead = None
                 if ahead is None:
-                    # the first chunk is parsed here while the worker starts up
+                    # the first chunk is parsed here while the worker starts up (or
+                    # every chunk, once the worker is gone)
                     parsed = self._parse(current)
                 else:
                     try:
                         parsed = await ahead
-                    except BrokenProcessPool:
-                        log.warning("the parsing worker died; parsing in this process")
+                    except Exception as exc:  # any failure of the worker: parse here
+                        # the worker died, ran out of memory or could not send its
+                        # result back: the mails are still here, parse them ourselves
+                        log.warning("the parsing worker failed (%s); parsing in this process", exc)
                         parsed = self._parse(current)
                         self.parse_ahead = False
+                        _drop(following)
                         following = None
                 ahead = following
                 if ahead is None and pool is not None:
@@ -205,3 +217,10 @@ def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
         if not chunk:
             return
         yield chunk
+
+
+def _drop(future: asyncio.Future[list[Parsed]] | None) -> None:
+    """Give up on a parse ahead whose worker is gone, without an unread exception."""
+    if future is not None:
+        future.cancel()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+import signal
 from datetime import UTC, datetime
 
 from sqlalchemy import text
@@ -33,7 +37,7 @@ def _mails() -> list[bytes]:
 
 
 async def _ingest(
-    new_instance: Factory, batched: bool, dry_run: bool = False
+    new_instance: Factory, batched: bool, dry_run: bool = False, kill_worker: bool = False
 ) -> tuple[list[tuple[str, int | None]], int, int, int]:
     """(action, ticket) per mail, and the messages, outbox rows and quarantined mails stored."""
     inst = new_instance()
@@ -49,6 +53,11 @@ async def _ingest(
             # chunks of two: the next chunk is parsed in the worker process meanwhile
             async for outcome in BatchIngest(pipeline, chunk=2, dry_run=dry_run).run(items):
                 outcomes.append(outcome)
+                if kill_worker and len(outcomes) == 1:
+                    # the worker dies (the OOM killer, say) while this chunk commits
+                    for child in multiprocessing.active_children():
+                        os.kill(child.pid or 0, signal.SIGKILL)
+                    await asyncio.sleep(1)  # the pool has seen it die before the next chunk
         else:
             for source, raw, now in items:
                 outcomes.append(await pipeline.ingest(raw, source, now, dry_run=dry_run))
@@ -86,4 +95,13 @@ async def test_a_dry_run_in_chunks_stores_nothing_and_says_what_it_would_do(
     batched = await _ingest(new_instance, batched=True, dry_run=True)
     assert batched[1:] == (0, 0, 0)
     # each mail of a dry run is rolled back: the reply finds no ticket to join
+    assert batched == one_by_one
+
+
+async def test_a_parsing_worker_that_dies_loses_no_mail_and_ends_no_ingest(
+    new_instance: Factory,
+) -> None:
+    one_by_one = await _ingest(new_instance, batched=False)
+    batched = await _ingest(new_instance, batched=True, kill_worker=True)
+    # the chunks after it are parsed in the ingesting process: the same outcome
     assert batched == one_by_one
