@@ -777,6 +777,17 @@ def _msgid(mid: str) -> str:
     return f"<{strip_header_unsafe(mid).strip()}>"
 
 
+# A Message-ID we thread under comes from the internet (RFC 5322 sets no length):
+# one longer than this, or not ASCII, is left out of In-Reply-To/References, or a
+# stranger could make us send a line over 998 octets or raw UTF-8 in a mail that
+# is not SMTPUTF8 (strict MTAs refuse either). Clients thread on the others.
+_THREAD_ID_MAX = 250
+
+
+def _threadable(mid: str) -> bool:
+    return mid.isascii() and 0 < len(mid.strip()) <= _THREAD_ID_MAX
+
+
 def build_message(
     *,
     config: Config,
@@ -820,9 +831,9 @@ def build_message(
     head.append(_text_header("Subject", _header_text(rendered.subject), utf8))
     head.append(_header("Date", format_datetime(now.astimezone(UTC))))
     head.append(_header("Message-ID", _msgid(message_id)))
-    if in_reply_to:
+    if in_reply_to and _threadable(in_reply_to):
         head.append(_header("In-Reply-To", _msgid(in_reply_to)))
-    refs = list(dict.fromkeys(r for r in references if r))
+    refs = list(dict.fromkeys(r for r in references if r and _threadable(r)))
     if len(refs) > 20:
         refs = [refs[0], *refs[-19:]]
     if refs:

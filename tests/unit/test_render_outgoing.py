@@ -108,6 +108,18 @@ def test_long_references_keep_the_root_and_the_newest() -> None:
     assert msg["In-Reply-To"] == "<m29@x>"
 
 
+def test_a_strangers_huge_or_non_ascii_message_id_is_not_threaded_under() -> None:
+    """RFC 5322 sets no length on a Message-ID: ours must stay within 998 octets a
+    line and be ASCII in mail that is not SMTPUTF8, whatever we thread under."""
+    huge, accented = "x" * 990 + "@pangeo.example", "caf\u00e9@pangeo.example"
+    msg = build(references=["m0@x", huge, accented, "m1@x"], in_reply_to=huge)
+    assert msg["In-Reply-To"] is None
+    assert str(msg["References"]).split() == ["<m0@x>", "<m1@x>"]
+    raw = msg.as_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+
+
 # --- the bytes against the stdlib's EmailMessage -------------------------------------
 #
 # build_message writes the bytes itself. What a client parses back must be what
