@@ -767,10 +767,15 @@ def _as_message(raw: bytes, utf8: bool) -> bytes | None:
         inner = message_from_bytes(raw, policy=mailpolicy.SMTP)
         if len(inner.keys()) == 0:
             return None
-        out = inner.as_bytes()
-        return inner.as_bytes(policy=mailpolicy.SMTPUTF8) if utf8 else out
+        out = inner.as_bytes(policy=mailpolicy.SMTPUTF8) if utf8 else inner.as_bytes()
     except Exception:  # any bytes may arrive: they go as a plain file then
         return None
+    # sent as 8bit, so it must be sound SMTP text: no NUL, no bare CR, no line over
+    # 998 octets (the stdlib passes a body through as it came); else a plain file
+    lines = out.split(b"\r\n")
+    if b"\x00" in out or any(b"\r" in line or len(line) > 998 for line in lines):
+        return None
+    return out
 
 
 def _msgid(mid: str) -> str:
