@@ -38,13 +38,17 @@ from maild.core.intake import Parsed, parse_many
 from maild.service.pipeline import Outcome, Pipeline
 from maild.service.worker import start_worker
 
-__all__ = ["CHUNK", "BatchIngest", "Item"]
+__all__ = ["CHUNK", "CHUNK_BYTES", "BatchIngest", "Item", "split_chunks"]
 
 log = logging.getLogger(__name__)
 
 # mails per transaction: large enough that a commit's cost spreads thin, small
 # enough that the chunks in flight stay small and a crash loses little work
 CHUNK = 100
+# and at most about this many bytes of mail per chunk: two chunks are in flight
+# (one committing, one parsing) and each mail is held raw and parsed, so an mbox
+# of large attachments stays within a bounded memory too
+CHUNK_BYTES = 32 * 1024 * 1024
 
 # (source label, raw bytes, the time it counts as received)
 Item = tuple[str, bytes, datetime]
@@ -75,7 +79,7 @@ class BatchIngest:
         An error reading ``items`` (a missing file) is raised after the mails
         read before it are committed and yielded, as one by one would.
         """
-        chunks = _chunks(items, self.chunk)
+        chunks = split_chunks(items, self.chunk, CHUNK_BYTES)
         current, failure = _pull(chunks)
         loop = asyncio.get_running_loop()
         limit = self.pipeline.config.tickets.max_message_bytes
@@ -200,15 +204,18 @@ def _pull(chunks: Iterator[list[Item]]) -> tuple[list[Item] | None, Exception | 
         return None, exc
 
 
-def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    """Lists of ``size`` items; an error in ``items`` comes after the items before it."""
+def split_chunks(items: Iterable[Item], size: int, max_bytes: int) -> Iterator[list[Item]]:
+    """Lists of ``size`` items, or fewer once they hold ``max_bytes`` (never empty);
+    an error in ``items`` comes after the items before it."""
     it = iter(items)
     while True:
         chunk: list[Item] = []
+        held = 0
         try:
             for item in it:
                 chunk.append(item)
-                if len(chunk) == size:
+                held += len(item[1])
+                if len(chunk) == size or held >= max_bytes:
                     break
         except Exception:
             if chunk:
