@@ -1165,6 +1165,11 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(func=fn)
+    # `maild queue --config X` as well as `maild --config X queue`: operators type
+    # options after the command too (SUPPRESS keeps the one given before it)
+    parser.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     COMMANDS[name] = (fn, help_text, example)
     return parser
 

@@ -236,3 +236,17 @@ def test_check_config_is_quiet_about_a_loopback_listener(instance: Instance) -> 
 
     assert result.status == 0, result.err
     assert "lmtp" not in result.err
+
+
+def test_the_config_option_may_come_after_the_command(instance: Instance) -> None:
+    """Operators type `maild queue --config X` as often as `maild --config X queue`."""
+    instance.ok("db", "upgrade")
+    before = instance.cli("queue", "--json")
+    assert before.status == 0
+    elsewhere = str(instance.config)
+    instance.config = instance.root / "nowhere.toml"  # what the option before it says
+    after = instance.cli("queue", "--json", "--config", elsewhere)
+    assert (after.status, after.out) == (0, before.out), after.err
+    assert instance.cli("check-config", "--config", elsewhere).status == 0
+    # and without it, the config given before the command is the one read
+    assert instance.cli("queue").status != 0
