@@ -217,7 +217,10 @@ class InboundMail:
 
 
 def _clean_str(text: str) -> str:
-    """Make ``text`` valid Unicode: bytes smuggled as surrogates become UTF-8 or U+FFFD."""
+    """Make ``text`` valid Unicode: bytes smuggled as surrogates become UTF-8 or U+FFFD,
+    and NUL becomes U+FFFD (PostgreSQL's text cannot hold it; the raw mail keeps it)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     try:
         text.encode("utf-8")
         return text
@@ -592,7 +595,7 @@ class _Walker:
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             data = _payload_bytes(part, self.defects)
             charset = self.defects.guard("charset", lambda: part.get_content_charset(), None)
-            text = _decode_bytes(data, charset, ctype, self.defects)
+            text = _clean_str(_decode_bytes(data, charset, ctype, self.defects))
             text = text.replace("\r\n", "\n").replace("\r", "\n")
             if ctype == "text/plain":
                 text = self.defects.guard("format=flowed", lambda: _unflowed(part, text), text)

@@ -371,6 +371,22 @@ def test_encoded_non_ascii_subject_and_name(instance: Instance) -> None:
     assert "žluťoučký kůň" in received["text"]
 
 
+def test_a_nul_in_a_mail_is_stored_on_every_store(instance: Instance) -> None:
+    """PostgreSQL's text cannot hold NUL: it reads as U+FFFD, the raw mail keeps it."""
+    raw = (
+        b"From: Rosa Rep <rep@pangeo.example>\r\nTo: support@example.org\r\n"
+        b"Subject: =?utf-8?q?Log_=00_attached?=\r\nMessage-ID: <nul@pangeo.example>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"The log has a NUL here: =00 and goes on.\r\n"
+    )
+    row = instance.ingest(raw)
+    assert row["action"] == "created", row
+    received = instance.show(row["ticket"])["timeline"][0]
+    assert "a NUL here: \ufffd and goes on." in received["text"]
+    assert "\x00" not in instance.queue()[0]["subject"]
+
+
 def test_html_only_mail_becomes_text(instance: Instance) -> None:
     msg = make_mail(message_id="<html@pangeo.example>")
     msg.set_content(
