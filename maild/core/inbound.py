@@ -469,7 +469,7 @@ def _extension(content_type: str) -> str:
 
 
 def _sanitize_once(text: str) -> str:
-    text = _clean_str(text)
+    text = _clean_str(text.replace("\x00", ""))  # a control: dropped, as the others below
     text = re.split(r"[/\\]", text)[-1]
     text = "".join(
         ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co")
