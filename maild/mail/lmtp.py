@@ -32,9 +32,10 @@ Handler = Callable[[bytes, str], Awaitable[str]]
 class _Delivery:
     """aiosmtpd handler: hand DATA to the pipeline and answer after the commit."""
 
-    def __init__(self, handler: Handler, lmtp: bool) -> None:
+    def __init__(self, handler: Handler, lmtp: bool, max_bytes: int = 0) -> None:
         self.handler = handler
         self.lmtp = lmtp
+        self.max_bytes = max_bytes
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         raw = envelope.original_content or envelope.content
@@ -45,6 +46,12 @@ class _Delivery:
         sender = envelope.mail_from or ""
         if not bytes(raw[:4096]).lower().startswith(b"return-path:"):
             raw = f"Return-Path: <{sender}>\r\n".encode("utf-8", "surrogateescape") + bytes(raw)
+        if self.max_bytes and len(raw) > self.max_bytes:
+            # within the limit as sent, over it with the Return-Path we add: the
+            # pipeline would keep only a stub, so it is the MTA's to bounce, as above
+            count = max(1, len(envelope.rcpt_tos)) if self.lmtp else 1
+            reply = f"552 5.3.4 Message too big: the limit is {self.max_bytes} bytes"
+            return "\r\n".join([reply] * count)
         peer = session.peer[0] if session.peer else "?"
         try:
             verdict = await self.handler(bytes(raw), f"lmtp:{peer}")
@@ -195,7 +202,7 @@ async def serve(
     by IMAP, which is already ours to keep as a stub.
     """
     loop = asyncio.get_running_loop()
-    delivery = _Delivery(handler, config.protocol == "lmtp")
+    delivery = _Delivery(handler, config.protocol == "lmtp", max_bytes)
     protocol: type[SMTP] = _BoundedLMTP if config.protocol == "lmtp" else _BoundedSMTP
 
     def factory() -> SMTP:

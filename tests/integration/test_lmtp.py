@@ -370,6 +370,23 @@ def test_over_the_limit_is_552_and_stored_nowhere_under_it_is_stored(tmp_path: P
         assert (first[0], second[0]) == (552, 552), (first, second)
 
 
+def test_just_under_the_limit_as_sent_but_over_it_with_return_path_is_552(
+    tmp_path: Path,
+) -> None:
+    """The Return-Path line we add counts: such a mail was accepted, then kept as a stub."""
+    with running(tmp_path, tickets="max_message_bytes = 20000\n") as listener:
+        head = make_mail(
+            frm="Ann Example <ann@uni.example>", body="", message_id="<edge@uni.example>"
+        ).as_bytes(policy=SMTP)
+        filler = b"x" * 70 + b"\r\n"
+        body = filler * ((19990 - len(head)) // len(filler))
+        raw = head + body + b"y" * (19990 - len(head) - len(body) - 2) + b"\r\n"
+        assert len(raw) == 19990
+        code, text = listener.deliver(raw)
+        assert code == 552, text
+        assert listener.counts() == ((0, 0, 0, 0),)
+
+
 @pytest.mark.parametrize(
     ("allow", "welcome"),
     [
