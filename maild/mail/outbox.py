@@ -20,13 +20,14 @@ right after the server's answer and before the next row is sent, so a crash
 or a failed commit can re-send at most the one mail the server had just
 accepted. SMTP has no way to close that window.
 
-Several instances share the outbox: a sender first *claims* a row in a short
-transaction of its own (``claimed_by``, and ``next_attempt_at`` moved to the
-end of the claim), sends it with no transaction open, then records the
-outcome only if the row is still its claim. The claim is renewed while the
-relay works; a sender that froze or died stops renewing, and once the claim
-runs out the row is due again for every instance, which sends it again with
-the same Message-ID.
+Several instances share the outbox: a sender first *claims* a burst of due
+rows in one short transaction (``claimed_by``, and ``next_attempt_at`` moved
+to the end of the claim), sends them one by one with no transaction open,
+then records each outcome only if the row is still its claim. The claims are
+renewed while the relay works; a sender that froze or died stops renewing,
+and once a claim runs out the row is due again for every instance, which
+sends it again with the same Message-ID. When one mail keeps the relay busy
+past a renewal, the rows waiting behind it are released at once.
 
 Times are aware UTC datetimes from the injected ``clock``.
 """
