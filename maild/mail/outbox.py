@@ -20,13 +20,14 @@ right after the server's answer and before the next row is sent, so a crash
 or a failed commit can re-send at most the one mail the server had just
 accepted. SMTP has no way to close that window.
 
-Several instances share the outbox: a sender first *claims* a row in a short
-transaction of its own (``claimed_by``, and ``next_attempt_at`` moved to the
-end of the claim), sends it with no transaction open, then records the
-outcome only if the row is still its claim. The claim is renewed while the
-relay works; a sender that froze or died stops renewing, and once the claim
-runs out the row is due again for every instance, which sends it again with
-the same Message-ID.
+Several instances share the outbox: a sender first *claims* a burst of due
+rows in one short transaction (``claimed_by``, and ``next_attempt_at`` moved
+to the end of the claim), sends them one by one with no transaction open,
+then records each outcome only if the row is still its claim. The claims are
+renewed while the relay works; a sender that froze or died stops renewing,
+and once a claim runs out the row is due again for every instance, which
+sends it again with the same Message-ID. When one mail keeps the relay busy
+past a renewal, the rows waiting behind it are released at once.
 
 Times are aware UTC datetimes from the injected ``clock``.
 """
@@ -39,7 +40,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -84,6 +85,16 @@ _rng = random.SystemRandom()
 class _Outcome:
     kind: Literal["sent", "failed", "retry"]
     detail: str = ""
+
+
+@dataclass(slots=True)
+class _Burst:
+    """The rows one claim took, while the pass sends them one by one."""
+
+    pending: set[int]
+    released: set[int] = field(default_factory=set)
+    in_flight: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _Unusable(Exception):
@@ -155,46 +166,54 @@ class OutboxSender:
         after = 0
         smtp: aiosmtplib.SMTP | None = None
         unusable: _Unusable | None = None
+        burst: _Burst | None = None
         try:
             while not self._stopping():
-                ids = await self._due_ids(now, after)
-                if not ids:
+                rows = await self._claim_due(now, after)
+                if not rows:
                     break
-                for row_id in ids:
-                    if self._stopping():
-                        break
-                    after = row_id
-                    row = await self._claim(row_id, now)
-                    if row is None:
-                        continue
-                    if unusable is None:
-                        done = asyncio.Event()
-                        holding = asyncio.create_task(self._hold(row_id, done))
-                        try:
-                            smtp = await self._connection(smtp)
-                            outcome = await self._deliver(smtp, row)
-                        except _Unusable as exc:
-                            unusable = exc
-                            _drop(smtp)
-                            smtp = None
-                            self._report_unusable(exc)
-                            outcome = _Outcome("retry", exc.detail)
-                        except Exception as exc:
-                            # A bug or a surprise from the library: this row
-                            # waits, the next one gets a fresh connection.
-                            log.exception("outbox %d: unexpected error while sending", row.id)
-                            _drop(smtp)
-                            smtp = None
-                            outcome = _Outcome("retry", f"unexpected error: {exc!r}")
-                        finally:
-                            done.set()
-                            await holding
-                    else:
-                        outcome = _Outcome("retry", unusable.detail)
-                    await self._finish(row, outcome)
-                    handled += 1
+                after = rows[-1].id
+                burst = _Burst({row.id for row in rows})
+                holding = asyncio.create_task(self._hold(burst))
+                try:
+                    for row in rows:
+                        if self._stopping():
+                            break
+                        if row.id in burst.released:
+                            continue  # the relay was slow: another instance may send it
+                        burst.in_flight = row.id
+                        if unusable is None:
+                            try:
+                                smtp = await self._connection(smtp)
+                                outcome = await self._deliver(smtp, row)
+                            except _Unusable as exc:
+                                unusable = exc
+                                _drop(smtp)
+                                smtp = None
+                                self._report_unusable(exc)
+                                outcome = _Outcome("retry", exc.detail)
+                            except Exception as exc:
+                                # A bug or a surprise from the library: this row
+                                # waits, the next one gets a fresh connection.
+                                log.exception("outbox %d: unexpected error while sending", row.id)
+                                _drop(smtp)
+                                smtp = None
+                                outcome = _Outcome("retry", f"unexpected error: {exc!r}")
+                        else:
+                            outcome = _Outcome("retry", unusable.detail)
+                        burst.in_flight = None
+                        await self._finish(row, outcome)
+                        burst.pending.discard(row.id)
+                        handled += 1
+                finally:
+                    burst.done.set()
+                    await holding
+                # stopped mid-burst: the rest is due again at once, for any instance
+                await self._release(burst, set(burst.pending))
+                burst = None
         except BaseException:
-            # Cancelled or the database failed: no time for a polite QUIT.
+            # Cancelled or the database failed: no time for a polite QUIT. The
+            # claims left run out after claim_for.
             _drop(smtp)
             raise
         if smtp is not None:
@@ -238,58 +257,68 @@ class OutboxSender:
 
     # -- the database ------------------------------------------------------------
 
-    async def _due_ids(self, now: datetime, after: int) -> Sequence[int]:
-        query = (
-            select(Outbox.id)
-            .where(Outbox.status == "queued", Outbox.next_attempt_at <= now, Outbox.id > after)
-            .order_by(Outbox.id)
-            .limit(BATCH_SIZE)
-        )
-        async with self._sessions() as session:
-            return (await session.scalars(query)).all()
-
-    async def _claim(self, row_id: int, now: datetime) -> Outbox | None:
-        """The row, claimed for this instance, if it is still due; else None.
+    async def _claim_due(self, now: datetime, after: int) -> Sequence[Outbox]:
+        """Up to BATCH_SIZE due rows, oldest first, claimed for this instance in one transaction.
 
         The claim is committed before the mail is sent, so no transaction (and
         no row lock) is open while the relay talks: a frozen or dead sender
-        holds nothing but its claim, which lasts ``claim_for`` (renewed while
-        the relay works) and then lets another instance send the row.
+        holds nothing but its claims, which last ``claim_for`` (renewed while
+        the relay works) and then let another instance send the rows.
         """
         async with self._sessions() as session, session.begin():
             if self._lock_rows is None:
                 self._lock_rows = session.get_bind().dialect.name == "postgresql"
+            due = (
+                select(Outbox.id)
+                .where(Outbox.status == "queued", Outbox.next_attempt_at <= now, Outbox.id > after)
+                .order_by(Outbox.id)
+                .limit(BATCH_SIZE)
+            )
+            if self._lock_rows:
+                # rows another instance is claiming right now: skip, do not wait
+                due = due.with_for_update(skip_locked=True)
             claim = (
                 update(Outbox)
                 .where(
-                    Outbox.id == row_id, Outbox.status == "queued", Outbox.next_attempt_at <= now
+                    Outbox.id.in_(due.scalar_subquery()),
+                    Outbox.status == "queued",
+                    Outbox.next_attempt_at <= now,
                 )
                 .values(claimed_by=self._instance, next_attempt_at=self._clock() + self._claim_for)
+                .returning(Outbox.id)
                 .execution_options(synchronize_session=False)
             )
-            if self._lock_rows:
-                # another instance is claiming it right now: skip, do not wait
-                free = select(Outbox.id).where(Outbox.id == row_id)
-                claim = claim.where(Outbox.id.in_(free.with_for_update(skip_locked=True)))
-            claimed = await session.execute(claim)
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return await session.get(Outbox, row_id)
+            ids = (await session.scalars(claim)).all()
+            if not ids:
+                return []
+            return (
+                await session.scalars(select(Outbox).where(Outbox.id.in_(ids)).order_by(Outbox.id))
+            ).all()
 
-    async def _hold(self, row_id: int, done: asyncio.Event) -> None:
-        """Until ``done``, keep our claim on a row the relay works on from running out."""
+    async def _hold(self, burst: _Burst) -> None:
+        """Until the burst is done, keep our claims on its rows from running out.
+
+        When one mail keeps the relay busy past a renewal, the rows still
+        waiting behind it are released instead, for another instance to send.
+        """
         step = max(self._claim_for.total_seconds() / 3, 0.2)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), step)
-            if done.is_set():
+                await asyncio.wait_for(burst.done.wait(), step)
+            if burst.done.is_set():
                 return
+            waiting = burst.pending - burst.released - {burst.in_flight}
+            if burst.in_flight is not None and waiting:
+                await self._release(burst, waiting)
+            ids = burst.pending - burst.released
+            if not ids:
+                continue
             try:
                 async with self._sessions() as session, session.begin():
                     await session.execute(
                         update(Outbox)
                         .where(
-                            Outbox.id == row_id,
+                            Outbox.id.in_(ids),
                             Outbox.status == "queued",
                             Outbox.claimed_by == self._instance,
                         )
@@ -297,34 +326,60 @@ class OutboxSender:
                         .execution_options(synchronize_session=False)
                     )
             except (OperationalError, InterfaceError) as exc:
-                log.warning("outbox %d: could not renew the claim: %s", row_id, exc.orig)
+                log.warning("outbox %s: could not renew the claims: %s", sorted(ids), exc.orig)
+
+    async def _release(self, burst: _Burst, ids: set[int]) -> None:
+        """Give claimed rows we will not send now back to every instance, due at once."""
+        if not ids:
+            return
+        burst.released |= ids  # first: the pass must not send them any more
+        try:
+            async with self._sessions() as session, session.begin():
+                await session.execute(
+                    update(Outbox)
+                    .where(
+                        Outbox.id.in_(ids),
+                        Outbox.status == "queued",
+                        Outbox.claimed_by == self._instance,
+                    )
+                    .values(claimed_by=None, next_attempt_at=self._clock())
+                    .execution_options(synchronize_session=False)
+                )
+        except (OperationalError, InterfaceError) as exc:
+            # the claims run out on their own
+            log.warning("outbox %s: could not release the claims: %s", sorted(ids), exc.orig)
 
     async def _finish(self, claimed: Outbox, outcome: _Outcome) -> None:
-        """Record the outcome, if the row is still ours; otherwise say what happened."""
-        async with self._sessions() as session:
-            query = select(Outbox).where(
-                Outbox.id == claimed.id,
-                Outbox.status == "queued",
-                Outbox.claimed_by == self._instance,
-            )
-            if self._lock_rows:
-                query = query.with_for_update()
-            try:
-                row = (await session.scalars(query)).one_or_none()
-                if row is None:
-                    await session.rollback()
-                    self._lost(claimed, outcome)
-                    return
-                self._record(row, outcome)
-                row.claimed_by = None
-                await session.commit()
-            except Exception:
-                if outcome.kind == "sent":
-                    log.error(
-                        "outbox %d was delivered but recording it failed; it will be sent again",
-                        claimed.id,
+        """Record the outcome, if the row is still ours; otherwise say what happened.
+
+        One conditional UPDATE in its own transaction, committed before the
+        next mail is sent.
+        """
+        outcome, values = self._record(claimed, outcome)
+        try:
+            async with self._sessions() as session, session.begin():
+                done = await session.execute(
+                    update(Outbox)
+                    .where(
+                        Outbox.id == claimed.id,
+                        Outbox.status == "queued",
+                        Outbox.claimed_by == self._instance,
                     )
-                raise
+                    .values(claimed_by=None, **values)
+                    .execution_options(synchronize_session=False)
+                )
+                mine = done.rowcount == 1  # type: ignore[attr-defined]
+        except Exception:
+            if outcome.kind == "sent":
+                log.error(
+                    "outbox %d was delivered but recording it failed; it will be sent again",
+                    claimed.id,
+                )
+            raise
+        if mine:
+            self._log_outcome(claimed, outcome, values)
+        else:
+            self._lost(claimed, outcome)
 
     def _lost(self, row: Outbox, outcome: _Outcome) -> None:
         """Our claim ran out while we were stalled and another instance took the row."""
@@ -338,39 +393,51 @@ class OutboxSender:
         else:
             log.info("%s: another instance took it over while this one was stalled", who)
 
-    def _record(self, row: Outbox, outcome: _Outcome) -> None:
+    def _record(self, row: Outbox, outcome: _Outcome) -> tuple[_Outcome, dict[str, object]]:
+        """The final outcome for ``row`` (claimed as given) and the columns that record it."""
         now = self._clock()
-        row.attempts += 1
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
-        to = ", ".join(str(r) for r in row.rcpt_tos)
+        attempts = row.attempts + 1
         if outcome.kind == "sent":
-            row.status = "sent"
-            row.sent_at = now
-            row.last_error = outcome.detail or None
-            if outcome.detail:
-                log.warning("%s sent to %s; %s", who, to, outcome.detail)
-            else:
-                log.info("%s sent to %s", who, to)
-            return
+            return outcome, {
+                "attempts": attempts,
+                "status": "sent",
+                "sent_at": now,
+                "last_error": outcome.detail or None,
+            }
         if outcome.kind == "retry" and now - row.created_at > self._config.retry_for:
             outcome = _Outcome(
                 "failed",
                 f"gave up after {format_duration(self._config.retry_for)}: {outcome.detail}",
             )
-        row.last_error = outcome.detail
         if outcome.kind == "failed":
-            row.status = "failed"
+            return outcome, {"attempts": attempts, "status": "failed", "last_error": outcome.detail}
+        return outcome, {
+            "attempts": attempts,
+            "last_error": outcome.detail,
+            "next_attempt_at": now + self._backoff(attempts),
+        }
+
+    def _log_outcome(self, row: Outbox, outcome: _Outcome, values: dict[str, object]) -> None:
+        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
+        to = ", ".join(str(r) for r in row.rcpt_tos)
+        if outcome.kind == "sent":
+            if outcome.detail:
+                log.warning("%s sent to %s; %s", who, to, outcome.detail)
+            else:
+                log.info("%s sent to %s", who, to)
+        elif outcome.kind == "failed":
             log.error("%s to %s failed: %s", who, to, outcome.detail)
-            return
-        row.next_attempt_at = now + self._backoff(row.attempts)
-        log.warning(
-            "%s to %s deferred (attempt %d, next at %s): %s",
-            who,
-            to,
-            row.attempts,
-            row.next_attempt_at.isoformat(timespec="seconds"),
-            outcome.detail,
-        )
+        else:
+            later = values["next_attempt_at"]
+            when = later.isoformat(timespec="seconds") if isinstance(later, datetime) else later
+            log.warning(
+                "%s to %s deferred (attempt %d, next at %s): %s",
+                who,
+                to,
+                values["attempts"],
+                when,
+                outcome.detail,
+            )
 
     def _backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=self._row_backoff.delay(attempts, _rng.random()))
