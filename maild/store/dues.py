@@ -12,24 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.config import Config
-from maild.core.lifecycle import Clocked, Dues, compute_dues
+from maild.core.lifecycle import Dues, compute_dues
 from maild.core.workhours import Calendar
 from maild.store.models import Reminder, Ticket
+from maild.store.views import clocked
 
-__all__ = ["clocked", "refresh_dues", "reminders_sent"]
-
-
-def clocked(ticket: Ticket) -> Clocked:
-    return Clocked(
-        status=ticket.status,
-        type=ticket.type,
-        created_at=ticket.created_at,
-        triaged_at=ticket.triaged_at,
-        first_response_at=ticket.first_response_at,
-        resolved_at=ticket.resolved_at,
-        update_every_minutes=ticket.update_every_minutes,
-        last_update_at=ticket.last_update_at,
-    )
+__all__ = ["refresh_dues", "reminders_sent"]
 
 
 async def reminders_sent(session: AsyncSession, ticket_id: int) -> frozenset[tuple[str, str]]:

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core.commands import TicketState
 from maild.core.conversation import TicketView
+from maild.core.lifecycle import Clocked
 from maild.store.models import Participant, Ticket
 
-__all__ = ["as_state", "as_view", "ticket_view"]
+__all__ = ["as_state", "as_view", "clocked", "ticket_view"]
 
 
 def as_view(ticket: Ticket, members: Iterable[str]) -> TicketView:
@@ -60,5 +61,19 @@ def as_state(ticket: Ticket) -> TicketState:
         first_response_at=ticket.first_response_at,
         resolved_at=ticket.resolved_at,
         closed_at=ticket.closed_at,
+        last_update_at=ticket.last_update_at,
+    )
+
+
+def clocked(ticket: Ticket) -> Clocked:
+    """The fields of ``ticket`` the SLA clock reads (``lifecycle.compute_dues``)."""
+    return Clocked(
+        status=ticket.status,
+        type=ticket.type,
+        created_at=ticket.created_at,
+        triaged_at=ticket.triaged_at,
+        first_response_at=ticket.first_response_at,
+        resolved_at=ticket.resolved_at,
+        update_every_minutes=ticket.update_every_minutes,
         last_update_at=ticket.last_update_at,
     )

@@ -3,7 +3,7 @@ update and the auto-close fall due, and when the stewards are warned.
 
 ``maild.store.dues.refresh_dues`` reads the reminders already sent from the store
 and writes the result onto the ticket; everything it decides comes from
-``dues.clocked`` (the ticket's clock fields) and ``lifecycle.compute_dues``,
+``views.clocked`` (the ticket's clock fields) and ``lifecycle.compute_dues``,
 tested here with transient tickets and the reminders-sent set as plain values.
 
 The office: America/Chicago, Mon-Fri 08:00-12:00 and 13:00-17:00 (8 working
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from maild.config import Config
 from maild.core.lifecycle import Dues, compute_dues
 from maild.core.workhours import Calendar
-from maild.store.dues import clocked
+from maild.store.views import clocked
 from tests.unit.core_fixtures import make_config, ticket
 
 CHICAGO = ZoneInfo("America/Chicago")
