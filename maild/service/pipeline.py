@@ -167,17 +167,9 @@ class Pipeline:
 
         async def transaction(sessions: async_sessionmaker[AsyncSession]) -> Outcome:
             async with sessions() as session:
-                try:
-                    async with session.begin():
-                        outcome = await self._process(
-                            session, mail, raw, source, now, parsed.too_large, verdict
-                        )
-                        if dry_run:
-                            raise _DryRun(outcome)
-                except _DryRun as dry:
-                    dry.outcome.dry_run = True
-                    return dry.outcome
-            return outcome
+                return await self._decide(
+                    session, False, mail, raw, source, now, parsed.too_large, verdict, dry_run
+                )
 
         try:
             if self.store is not None:
@@ -230,22 +222,38 @@ class Pipeline:
             failed = Outcome(source, None, None, "quarantined", f"unparseable: {parsed.error}")
         else:
             try:
-                async with session.begin_nested():
-                    outcome = await self._process(
-                        session, mail, raw, source, now, parsed.too_large, verdict
-                    )
-                    if dry_run:
-                        raise _DryRun(outcome)
-            except _DryRun as dry:
-                dry.outcome.dry_run = True
-                return dry.outcome
+                return await self._decide(
+                    session, True, mail, raw, source, now, parsed.too_large, verdict, dry_run
+                )
             except Exception as exc:
                 failed = await self._failed(session, exc, mail, source)
-            else:
-                return outcome
         if failed.action == "quarantined" and not dry_run:
             session.add(self._quarantine_row(raw, failed, now))
         return failed
+
+    async def _decide(
+        self,
+        session: AsyncSession,
+        nested: bool,
+        mail: InboundMail,
+        raw: bytes,
+        source: str,
+        now: datetime,
+        too_large: bool,
+        verdict: authn.Verdict | None,
+        dry_run: bool,
+    ) -> Outcome:
+        """:meth:`_process` in a transaction of ``session`` (a SAVEPOINT if ``nested``),
+        committed, or rolled back for a dry run: the outcome either way."""
+        try:
+            async with session.begin_nested() if nested else session.begin():
+                outcome = await self._process(session, mail, raw, source, now, too_large, verdict)
+                if dry_run:
+                    raise _DryRun(outcome)
+        except _DryRun as dry:
+            dry.outcome.dry_run = True
+            return dry.outcome
+        return outcome
 
     async def _failed(
         self, session: AsyncSession, exc: Exception, mail: InboundMail, source: str
