@@ -39,6 +39,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,8 @@ class _Burst:
     """The rows one claim took, while the pass sends them one by one."""
 
     pending: set[int]
+    # time.monotonic() until which our claims surely hold (moved on by each renewal)
+    valid_until: float
     released: set[int] = field(default_factory=set)
     in_flight: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -169,11 +172,12 @@ class OutboxSender:
         burst: _Burst | None = None
         try:
             while not self._stopping():
+                claiming = time.monotonic()
                 rows = await self._claim_due(now, after)
                 if not rows:
                     break
                 after = rows[-1].id
-                burst = _Burst({row.id for row in rows})
+                burst = _Burst({row.id for row in rows}, claiming + self._claim_for.total_seconds())
                 holding = asyncio.create_task(self._hold(burst))
                 try:
                     for row in rows:
@@ -181,6 +185,12 @@ class OutboxSender:
                             break
                         if row.id in burst.released:
                             continue  # the relay was slow: another instance may send it
+                        if time.monotonic() >= burst.valid_until - self._renew_step():
+                            # frozen, or the renewals failed: the claims may have run
+                            # out and another instance be sending these rows; the
+                            # ones still ours are handed back below
+                            log.warning("outbox: our claims ran short; the burst stops here")
+                            break
                         burst.in_flight = row.id
                         if unusable is None:
                             try:
@@ -301,7 +311,7 @@ class OutboxSender:
         When one mail keeps the relay busy past a renewal, the rows still
         waiting behind it are released instead, for another instance to send.
         """
-        step = max(self._claim_for.total_seconds() / 3, 0.2)
+        step = self._renew_step()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(burst.done.wait(), step)
@@ -313,20 +323,34 @@ class OutboxSender:
             ids = burst.pending - burst.released
             if not ids:
                 continue
+            renewing = time.monotonic()
             try:
                 async with self._sessions() as session, session.begin():
-                    await session.execute(
-                        update(Outbox)
-                        .where(
-                            Outbox.id.in_(ids),
-                            Outbox.status == "queued",
-                            Outbox.claimed_by == self._instance,
-                        )
-                        .values(next_attempt_at=self._clock() + self._claim_for)
-                        .execution_options(synchronize_session=False)
+                    renewed = set(
+                        (
+                            await session.scalars(
+                                update(Outbox)
+                                .where(
+                                    Outbox.id.in_(ids),
+                                    Outbox.status == "queued",
+                                    Outbox.claimed_by == self._instance,
+                                )
+                                .values(next_attempt_at=self._clock() + self._claim_for)
+                                .returning(Outbox.id)
+                                .execution_options(synchronize_session=False)
+                            )
+                        ).all()
                     )
             except (OperationalError, InterfaceError) as exc:
                 log.warning("outbox %s: could not renew the claims: %s", sorted(ids), exc.orig)
+                continue
+            burst.valid_until = renewing + self._claim_for.total_seconds()
+            # a row no longer ours (taken over while we were away) is not sent by us
+            burst.released |= ids - renewed
+
+    def _renew_step(self) -> float:
+        """How often a burst's claims are renewed: a third of their length."""
+        return max(self._claim_for.total_seconds() / 3, 0.2)
 
     async def _release(self, burst: _Burst, ids: set[int]) -> None:
         """Give claimed rows we will not send now back to every instance, due at once."""
