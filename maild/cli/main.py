@@ -1312,7 +1312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include resolved and closed tickets")
     p.add_argument(
         "--limit",
-        type=_count,
+        type=_how_many,
         metavar="N",
         help=f"show the N most urgent (default: {QUEUE_LIMIT}, and all with --json; "
         "0: all); filters apply first",
@@ -1503,7 +1503,7 @@ def _ticket_id(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
+def _how_many(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
