@@ -604,16 +604,11 @@ def _queue_rows(
         raise UserError(str(exc)) from exc
     if fast is not None:
         return fast
-    from maild.store.queries import queue, queue_total
-    from maild.store.serialize import QueuePage
+    from maild.store.queries import queue_page
 
     async def go(sessions: Any) -> QueuePage:
         async with sessions() as session:
-            rows: list[dict[str, Any]] = await queue(session, now, limit=limit, **filters)
-            total = len(rows)
-            if limit is not None and total >= limit:
-                total = await queue_total(session, now, **filters)
-            return QueuePage(rows, total)
+            return await queue_page(session, now, limit=limit, **filters)
 
     page: QueuePage = _run(_with_store(config, go))
     return page

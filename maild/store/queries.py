@@ -28,6 +28,7 @@ from maild.store.serialize import (
     ACTIVE_STATUSES,
     PRIORITY_RANK,
     TICKET_FIELDS,
+    QueuePage,
     iso,
     ticket_dict,
     ticket_dicts,
@@ -40,7 +41,7 @@ __all__ = [
     "iso",
     "outbox_rows",
     "queue",
-    "queue_total",
+    "queue_page",
     "quarantine_rows",
     "ticket_attachments",
     "ticket_detail",
@@ -101,7 +102,7 @@ async def queue(
 
     ``filters``: ``statuses``, ``types`` (``"null"``: untriaged), ``community``,
     ``overdue``, ``include_all`` (resolved and closed too); ``limit`` (None: all)
-    keeps the most urgent, counted by :func:`queue_total` when it left some out.
+    keeps the most urgent (:func:`queue_page` also counts the rest).
     """
     # plain rows, not ORM objects: a queue of 10,000 would spend most of its
     # time building objects nobody modifies
@@ -119,10 +120,17 @@ async def queue(
     return ticket_dicts(rows, now)
 
 
-async def queue_total(session: AsyncSession, now: datetime, **filters: Any) -> int:
-    """How many tickets :func:`queue` lists with these filters and no limit."""
-    stmt = select(func.count()).select_from(Ticket).where(*_queue_filters(now, **filters))
-    return int((await session.execute(stmt)).scalar_one())
+async def queue_page(
+    session: AsyncSession, now: datetime, *, limit: int | None = None, **filters: Any
+) -> QueuePage:
+    """:func:`queue`, and how many tickets it would list without ``limit``: counted
+    (one ``count(*)``, the same filters) only when the limit left some out."""
+    tickets = await queue(session, now, limit=limit, **filters)
+    total = len(tickets)
+    if limit is not None and total >= limit:
+        stmt = select(func.count()).select_from(Ticket).where(*_queue_filters(now, **filters))
+        total = int((await session.execute(stmt)).scalar_one())
+    return QueuePage(tickets, total)
 
 
 async def ticket_detail(

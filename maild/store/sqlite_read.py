@@ -134,7 +134,7 @@ def read_queue(
 
     ``filters`` are the keyword arguments of that function; ``limit`` (None: all)
     keeps the most urgent tickets, and only when it does leave some out is the
-    total counted (:func:`maild.store.queries.queue_total`). Raises
+    total counted (as :func:`maild.store.queries.queue_page` does). Raises
     :class:`maild.store.schema.SchemaError` for a database behind this maild.
     """
     path = sqlite_path(url)
