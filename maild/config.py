@@ -7,7 +7,7 @@ one line per problem, each naming the key's path
 whole file in one pass instead of one error per restart.
 
 Durations are strings such as ``"30s"``, ``"45m"``, ``"1h30m"``, ``"1.5h"``,
-``"2d"`` or ``"4w"`` (see :func:`parse_duration`). Relative paths (the
+``"2d"`` or ``"4w"`` (see :func:`maild.core.durations.parse_duration`). Relative paths (the
 templates directory, a ``password_file``, a relative SQLite database) are taken
 relative to the directory of the config file, never the current directory.
 Secrets (``password``, ``password_file``, ``password_env``) are resolved at
@@ -17,7 +17,6 @@ load time into a ``password`` field, which is left out of the dataclass repr.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import ipaddress
 import json
@@ -32,8 +31,6 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
-
-from maild.core.durations import DURATION_EXPECTED, format_duration, parse_duration
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -62,10 +59,8 @@ __all__ = [
     "TemplatesConfig",
     "TicketsConfig",
     "config_path_from",
-    "format_duration",
     "load_config",
     "parse_config",
-    "parse_duration",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/maild/maild.toml")
@@ -562,6 +557,9 @@ def _build(data: Mapping[str, Any], context: _Context, source: Path | None) -> C
 
 @dataclass(frozen=True, slots=True)
 class _Context:
+    """Where relative paths start and which environment ``*_env`` keys read."""
+
+    # (with a docstring, @dataclass needs no inspect.signature for one: faster import)
     base_dir: Path | None
     environ: Mapping[str, str]
 
@@ -629,7 +627,17 @@ def _kind(value: object) -> str:
     return "a date or time"
 
 
+def _duration_text(value: timedelta) -> str:
+    """:func:`maild.core.durations.format_duration`, imported for a message only: that
+    module brings :mod:`decimal`, which a config without durations never needs."""
+    from maild.core.durations import format_duration
+
+    return format_duration(value)
+
+
 def _suggest(word: str, choices: Sequence[str]) -> str:
+    import difflib  # only a config with a mistake needs it
+
     close = difflib.get_close_matches(word, choices, n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
@@ -760,6 +768,9 @@ class _Reader:
         return default if parsed is None else parsed
 
     def duration_value(self, key: str, value: object, *, allow_zero: bool) -> timedelta | None:
+        # imported when a duration is given (it brings Decimal): many configs give none
+        from maild.core.durations import DURATION_EXPECTED, parse_duration
+
         if not isinstance(value, str):
             self.expected(key, DURATION_EXPECTED, value)
             return None
@@ -1011,7 +1022,7 @@ def _database(r: _Reader) -> DatabaseConfig:
     text = r.text("url", DEFAULT_DATABASE_URL, nonempty=True)
     lease = r.duration("leader_lease", timedelta(seconds=30))
     if lease < timedelta(seconds=2):
-        r.expected("leader_lease", "at least 2s", format_duration(lease))
+        r.expected("leader_lease", "at least 2s", _duration_text(lease))
         lease = timedelta(seconds=2)
     password = r.secret()
     plain = _plain_sqlite_url(text, r.context.base_dir) if password is None else None
@@ -1271,8 +1282,8 @@ def _incidents(r: _Reader) -> IncidentsConfig:
     if nudge_before >= update_every:
         r.expected(
             "nudge_before",
-            f"less than update_every ({format_duration(update_every)})",
-            format_duration(nudge_before),
+            f"less than update_every ({_duration_text(update_every)})",
+            _duration_text(nudge_before),
         )
     postmortem_mail = r.flag("postmortem_mail", False)
     r.finish()
@@ -1421,10 +1432,10 @@ def _roster(r: _Reader, stewards: tuple[Steward, ...]) -> RosterConfig:
     # Changes happen at local midnight (SPEC 5), so only whole days make sense.
     for key, value in (("tenure", tenure), ("stagger", stagger)):
         if value % day:
-            r.expected(key, "whole days (the roster changes at midnight)", format_duration(value))
+            r.expected(key, "whole days (the roster changes at midnight)", _duration_text(value))
     if tenure % stagger:
-        what = f"a multiple of stagger ({format_duration(stagger)})"
-        r.expected("tenure", what, format_duration(tenure))
+        what = f"a multiple of stagger ({_duration_text(stagger)})"
+        r.expected("tenure", what, _duration_text(tenure))
     elif given and tenure // stagger > len(given):
         r.expected(
             "order",

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from maild.config import Config
+    from maild.store.serialize import QueuePage
 
 __all__ = ["main"]
 
@@ -536,6 +537,10 @@ def _explain_text(outcome: Any) -> str:
     return "\n".join(lines)
 
 
+# what `maild queue` shows without --limit: a screenful, most urgent first
+QUEUE_LIMIT = 50
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _now(args, config)
@@ -546,7 +551,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
         "overdue": args.overdue,
         "include_all": args.all,
     }
-    rows = _queue_rows(config, now, filters)
+    # --json lists every ticket unless told (scripts read SPEC 8's "a list of
+    # tickets"); the table stops at a screenful; --limit 0 is all
+    limit = args.limit if args.limit is not None else None if args.json else QUEUE_LIMIT
+    page = _queue_rows(config, now, filters, limit or None)
+    rows = page.tickets
     if args.json:
         _print_json(rows)
         return 0
@@ -573,30 +582,36 @@ def cmd_queue(args: argparse.Namespace) -> int:
             ("ID", "STATUS", "TYPE", "PRIO", "COMMUNITY", "ASSIGNEE", "DUE", "FROM", "SUBJECT"),
         )
     )
+    if page.total > len(rows):
+        print(
+            f"{len(rows)} of {page.total:,} tickets shown, most urgent first; "
+            "--limit N shows more, --limit 0 all"
+        )
     return 0
 
 
-def _queue_rows(config: Config, now: datetime, filters: dict[str, Any]) -> list[dict[str, Any]]:
+def _queue_rows(
+    config: Config, now: datetime, filters: dict[str, Any], limit: int | None
+) -> QueuePage:
     """The queue: from SQLite by ``sqlite3`` alone when it can (a short command should
     not import SQLAlchemy: issue 12), else through the store like every other verb."""
     from maild.store.schema import SchemaError
     from maild.store.sqlite_read import read_queue
 
     try:
-        fast = read_queue(config.database.url, now, **filters)
+        fast = read_queue(config.database.url, now, limit=limit, **filters)
     except SchemaError as exc:
         raise UserError(str(exc)) from exc
     if fast is not None:
         return fast
-    from maild.store.queries import queue
+    from maild.store.queries import queue_page
 
-    async def go(sessions: Any) -> list[dict[str, Any]]:
+    async def go(sessions: Any) -> QueuePage:
         async with sessions() as session:
-            rows: list[dict[str, Any]] = await queue(session, now, **filters)
-            return rows
+            return await queue_page(session, now, limit=limit, **filters)
 
-    rows: list[dict[str, Any]] = _run(_with_store(config, go))
-    return rows
+    page: QueuePage = _run(_with_store(config, go))
+    return page
 
 
 def _due_text(due: dict[str, Any] | None, timezone: str) -> str:
@@ -1270,8 +1285,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "queue",
         cmd_queue,
-        "open tickets, most urgent first",
-        "maild queue --status waiting --community pangeo\nmaild queue --overdue --json",
+        "open tickets, most urgent first (50 unless --limit)",
+        "maild queue --status waiting --community pangeo\nmaild queue --limit 0\n"
+        "maild queue --overdue --json",
     )
     p.add_argument(
         "--status",
@@ -1289,6 +1305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--community", metavar="NAME", help="only this community's tickets")
     p.add_argument("--overdue", action="store_true", help="only tickets past a due time")
     p.add_argument("--all", action="store_true", help="include resolved and closed tickets")
+    p.add_argument(
+        "--limit",
+        type=_how_many,
+        metavar="N",
+        help=f"show the N most urgent (default: {QUEUE_LIMIT}, and all with --json; "
+        "0: all); filters apply first",
+    )
     _json_option(p)
     _now_option(p)
 
@@ -1472,6 +1495,16 @@ def _ticket_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a ticket number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a ticket number: {text!r}")
+    return value
+
+
+def _how_many(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of tickets: {text!r}")
     return value
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, case, func, or_, select, type_coerce, update
+from sqlalchemy import ColumnElement, String, case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -28,6 +28,7 @@ from maild.store.serialize import (
     ACTIVE_STATUSES,
     PRIORITY_RANK,
     TICKET_FIELDS,
+    QueuePage,
     iso,
     ticket_dict,
     ticket_dicts,
@@ -40,6 +41,7 @@ __all__ = [
     "iso",
     "outbox_rows",
     "queue",
+    "queue_page",
     "quarantine_rows",
     "ticket_attachments",
     "ticket_detail",
@@ -65,8 +67,7 @@ QUEUE_COLUMNS = tuple(
 )
 
 
-async def queue(
-    session: AsyncSession,
+def _queue_filters(
     now: datetime,
     *,
     statuses: Sequence[str] | None = None,
@@ -74,31 +75,62 @@ async def queue(
     community: str | None = None,
     overdue: bool = False,
     include_all: bool = False,
-) -> list[dict[str, Any]]:
-    """Tickets, most urgent first: earliest due time, then priority, then age."""
-    # plain rows, not ORM objects: a queue of 10,000 would spend most of its
-    # time building objects nobody modifies
-    stmt = select(*QUEUE_COLUMNS)
+) -> list[ColumnElement[bool]]:
+    """The conditions of :func:`queue`'s filters (ANDed)."""
+    where: list[ColumnElement[bool]] = []
     if statuses:
-        stmt = stmt.where(Ticket.status.in_(list(statuses)))
+        where.append(Ticket.status.in_(list(statuses)))
     elif not include_all:
-        stmt = stmt.where(Ticket.status.in_(ACTIVE_STATUSES))
+        where.append(Ticket.status.in_(ACTIVE_STATUSES))
     if types:
         wanted = [t for t in types if t != "null"]
         if "null" in types:
-            stmt = stmt.where(or_(Ticket.type.in_(wanted), Ticket.type.is_(None)))
+            where.append(or_(Ticket.type.in_(wanted), Ticket.type.is_(None)))
         else:
-            stmt = stmt.where(Ticket.type.in_(wanted))
+            where.append(Ticket.type.in_(wanted))
     if community is not None:
-        stmt = stmt.where(Ticket.community == community)
+        where.append(Ticket.community == community)
     if overdue:
-        stmt = stmt.where(Ticket.next_due_at.is_not(None), Ticket.next_due_at <= now)
+        where.extend((Ticket.next_due_at.is_not(None), Ticket.next_due_at <= now))
+    return where
+
+
+async def queue(
+    session: AsyncSession, now: datetime, *, limit: int | None = None, **filters: Any
+) -> list[dict[str, Any]]:
+    """Tickets, most urgent first: earliest due time, then priority, then age.
+
+    ``filters``: ``statuses``, ``types`` (``"null"``: untriaged), ``community``,
+    ``overdue``, ``include_all`` (resolved and closed too); ``limit`` (None: all)
+    keeps the most urgent (:func:`queue_page` also counts the rest).
+    """
+    # plain rows, not ORM objects: a queue of 10,000 would spend most of its
+    # time building objects nobody modifies
     rank = case(PRIORITY_RANK, value=Ticket.priority, else_=2)
-    stmt = stmt.order_by(
-        Ticket.next_due_at.is_(None), Ticket.next_due_at, rank, Ticket.created_at, Ticket.id
+    stmt = (
+        select(*QUEUE_COLUMNS)
+        .where(*_queue_filters(now, **filters))
+        .order_by(
+            Ticket.next_due_at.is_(None), Ticket.next_due_at, rank, Ticket.created_at, Ticket.id
+        )
     )
+    if limit is not None:
+        stmt = stmt.limit(limit)
     rows = (await session.execute(stmt)).all()
     return ticket_dicts(rows, now)
+
+
+async def queue_page(
+    session: AsyncSession, now: datetime, *, limit: int | None = None, **filters: Any
+) -> QueuePage:
+    """:func:`queue`, and how many tickets it would list without ``limit``: counted
+    (one ``count(*)``, the same filters) only when the limit left some out."""
+    tickets = await queue(session, now, limit=limit, **filters)
+    total = len(tickets)
+    if limit is not None and total >= limit:
+        stmt = select(func.count()).select_from(Ticket).where(*_queue_filters(now, **filters))
+        total = int((await session.execute(stmt)).scalar_one())
+    return QueuePage(tickets, total)
 
 
 async def ticket_detail(

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "ACTIVE_STATUSES",
     "PRIORITY_RANK",
+    "QueuePage",
     "TICKET_FIELDS",
     "iso",
     "json_list",
@@ -32,6 +33,17 @@ __all__ = [
 ACTIVE_STATUSES = ("new", "open", "waiting")
 # the queue's order after the due time: most urgent first, unknown as normal
 PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+
+
+class QueuePage(NamedTuple):
+    """The head of the queue, most urgent first, and how many tickets matched in all.
+
+    ``total`` is ``len(tickets)`` unless a limit left tickets out.
+    """
+
+    tickets: list[dict[str, Any]]
+    total: int
+
 
 # The ticket columns a ticket's JSON is made of, in the order ticket_dict reads them.
 TICKET_FIELDS = (

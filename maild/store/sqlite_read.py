@@ -29,11 +29,12 @@ from maild.store.serialize import (
     ACTIVE_STATUSES,
     PRIORITY_RANK,
     TICKET_FIELDS,
+    QueuePage,
     stored_text,
     ticket_dicts,
 )
 
-__all__ = ["queue_sql", "read_queue", "sqlite_path"]
+__all__ = ["queue_sql", "read_queue", "sqlite_path", "total_sql"]
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -48,7 +49,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path)
 
 
-def queue_sql(
+def _where(
     now: datetime,
     *,
     statuses: Sequence[str] | None = None,
@@ -57,7 +58,7 @@ def queue_sql(
     overdue: bool = False,
     include_all: bool = False,
 ) -> tuple[str, list[Any]]:
-    """The SQL of :func:`maild.store.queries.queue` for SQLite, and its parameters."""
+    """The queue's filters as a ``WHERE`` clause ("" for none) and its parameters."""
     where: list[str] = []
     params: list[Any] = []
 
@@ -83,15 +84,32 @@ def queue_sql(
     if overdue:
         where.append("next_due_at IS NOT NULL AND next_due_at <= ?")
         params.append(stored_text(now))
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def queue_sql(now: datetime, *, limit: int | None = None, **filters: Any) -> tuple[str, list[Any]]:
+    """The SQL of :func:`maild.store.queries.queue` for SQLite, and its parameters.
+
+    ``filters`` are that function's; ``limit`` (None: all) keeps the most urgent.
+    """
+    where, params = _where(now, **filters)
     rank = " ".join(f"WHEN '{name}' THEN {n}" for name, n in PRIORITY_RANK.items())
     # only constants and "?" are formatted in; every value is a parameter
     sql = (
-        f"SELECT {', '.join(TICKET_FIELDS)} FROM tickets"  # noqa: S608
-        + (f" WHERE {' AND '.join(where)}" if where else "")
+        f"SELECT {', '.join(TICKET_FIELDS)} FROM tickets{where}"  # noqa: S608
         + " ORDER BY next_due_at IS NULL, next_due_at,"
         + f" CASE priority {rank} ELSE 2 END, created_at, id"
     )
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
     return sql, params
+
+
+def total_sql(now: datetime, **filters: Any) -> tuple[str, list[Any]]:
+    """How many tickets :func:`queue_sql` matches without a limit: SQL and parameters."""
+    where, params = _where(now, **filters)
+    return f"SELECT count(*) FROM tickets{where}", params  # noqa: S608
 
 
 def _revision(conn: sqlite3.Connection) -> tuple[bool, str | None]:
@@ -109,10 +127,14 @@ def _revision(conn: sqlite3.Connection) -> tuple[bool, str | None]:
     return True, str(row[0]) if row is not None else None
 
 
-def read_queue(url: str, now: datetime, **filters: Any) -> list[dict[str, Any]] | None:
+def read_queue(
+    url: str, now: datetime, *, limit: int | None = None, **filters: Any
+) -> QueuePage | None:
     """:func:`maild.store.queries.queue` read with ``sqlite3``, or None to go the usual way.
 
-    ``filters`` are the keyword arguments of that function. Raises
+    ``filters`` are the keyword arguments of that function; ``limit`` (None: all)
+    keeps the most urgent tickets, and only when it does leave some out is the
+    total counted (as :func:`maild.store.queries.queue_page` does). Raises
     :class:`maild.store.schema.SchemaError` for a database behind this maild.
     """
     path = sqlite_path(url)
@@ -132,10 +154,16 @@ def read_queue(url: str, now: datetime, **filters: Any) -> list[dict[str, Any]] 
         error = schema_error(current, HEAD)
         if error is not None:
             raise error
-        sql, params = queue_sql(now, **filters)
+        # one read transaction: the count sees the rows the list saw
+        conn.execute("BEGIN")
+        sql, params = queue_sql(now, limit=limit, **filters)
         rows = conn.execute(sql, params).fetchall()
+        total = len(rows)
+        if limit is not None and total >= limit:
+            sql, params = total_sql(now, **filters)
+            total = int(conn.execute(sql, params).fetchone()[0])
     except sqlite3.Error:
         return None  # let the usual path meet the same problem and report it
     finally:
         conn.close()
-    return ticket_dicts(rows, now)
+    return QueuePage(ticket_dicts(rows, now), total)

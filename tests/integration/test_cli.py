@@ -139,16 +139,63 @@ def test_wording_counts_and_the_roster_handover(instance: Instance) -> None:
     assert "only tickets in this status" in help_text and "not yet triaged" in help_text
 
 
-def _mbox(path: Path, count: int) -> None:
+def _mbox(path: Path, count: int, domain: str = "pangeo.example") -> None:
     with path.open("wb") as fh:
         for n in range(count):
             mail = make_mail(
-                frm=f"user{n}@pangeo.example",
+                frm=f"user{n}@{domain}",
                 subject=f"Question {n}",
-                message_id=f"<q{n}@pangeo.example>",
+                message_id=f"<q{n}@{domain}>",
             )
             fh.write(b"From user@pangeo.example Wed Nov 25 15:00:00 2026\n")
             fh.write(mail.as_bytes().replace(b"\nFrom ", b"\n>From ") + b"\n")
+
+
+def _queue_lines(out: str) -> tuple[list[str], list[str]]:
+    """The ticket rows of ``maild queue``'s table, and the lines after them."""
+    lines = out.splitlines()
+    rows = [ln for ln in lines[1:] if ln.startswith("#")]
+    return rows, lines[1 + len(rows) :]
+
+
+def test_the_queue_table_shows_the_most_urgent_50_and_says_how_many_it_left_out(
+    instance: Instance, tmp_path: Path
+) -> None:
+    _mbox(tmp_path / "pangeo.mbox", 50)
+    _mbox(tmp_path / "jupyter.mbox", 10, domain="jupyter.example")
+    instance.ok("ingest", str(tmp_path / "pangeo.mbox"), str(tmp_path / "jupyter.mbox"))
+    everything = instance.queue()
+    assert len(everything) == 60  # --json lists every ticket unless told
+
+    rows, rest = _queue_lines(instance.ok("queue").out)
+    assert len(rows) == 50
+    # the head of the queue: the first 50 in the order --json gives
+    assert [r.split()[0] for r in rows] == [f"#{t['id']}" for t in everything[:50]]
+    assert rest == [
+        "50 of 60 tickets shown, most urgent first; --limit N shows more, --limit 0 all"
+    ]
+
+    rows, rest = _queue_lines(instance.ok("queue", "--limit", "0").out)
+    assert (len(rows), rest) == (60, [])
+    rows, rest = _queue_lines(instance.ok("queue", "--limit", "60").out)
+    assert (len(rows), rest) == (60, [])
+    assert instance.queue("--limit", "5") == everything[:5]
+    assert instance.queue("--limit", "0") == everything
+
+    # filters choose the tickets first, the limit cuts what they chose
+    rows, rest = _queue_lines(instance.ok("queue", "--community", "jupyter", "--limit", "4").out)
+    assert len(rows) == 4 and all(" jupyter " in r for r in rows)
+    assert rest == ["4 of 10 tickets shown, most urgent first; --limit N shows more, --limit 0 all"]
+    jupyter = instance.queue("--community", "jupyter", "--limit", "4")
+    assert [t["community"] for t in jupyter] == ["jupyter"] * 4
+    # exactly a screenful: nothing left out, nothing to say
+    rows, rest = _queue_lines(instance.ok("queue", "--community", "pangeo").out)
+    assert (len(rows), rest) == (50, [])
+
+    bad = instance.cli("queue", "--limit", "-1")
+    assert bad.status == 2 and "not a number of tickets: '-1'" in bad.err
+    help_text = maild("queue", "--help").stdout
+    assert "--limit N" in help_text and "0: all" in help_text
 
 
 def _children(pid: int) -> list[int]:

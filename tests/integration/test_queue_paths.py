@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 import maild.store.sqlite_read
 from maild.store.db import make_engine, make_sessionmaker, upgrade
 from maild.store.models import Ticket
-from maild.store.queries import queue, ticket_json
+from maild.store.queries import queue, queue_page, ticket_json
+from maild.store.serialize import QueuePage
 from maild.store.sqlite_read import read_queue
 from tests.conftest import Instance
 
@@ -115,10 +116,19 @@ class Store:
 
         self.loop.run_until_complete(go())
 
-    def by_sqlalchemy(self, now: datetime, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    def by_sqlalchemy(
+        self, now: datetime, filters: dict[str, Any], limit: int | None = None
+    ) -> list[dict[str, Any]]:
         async def go() -> list[dict[str, Any]]:
             async with make_sessionmaker(self.engine)() as session:
-                return await queue(session, now, **filters)
+                return await queue(session, now, limit=limit, **filters)
+
+        return self.loop.run_until_complete(go())
+
+    def page(self, now: datetime, filters: dict[str, Any], limit: int | None) -> QueuePage:
+        async def go() -> QueuePage:
+            async with make_sessionmaker(self.engine)() as session:
+                return await queue_page(session, now, limit=limit, **filters)
 
         return self.loop.run_until_complete(go())
 
@@ -143,8 +153,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     made.close()
 
 
-def _same(fast: list[dict[str, Any]] | None, slow: list[dict[str, Any]]) -> None:
+def _same(fast: QueuePage | list[dict[str, Any]] | None, slow: list[dict[str, Any]]) -> None:
     assert fast is not None, "the sqlite3 reader gave up on a store at the head schema"
+    if isinstance(fast, QueuePage):
+        fast = fast.tickets
     # as text: 1 == True, so comparing the lists alone would miss a wrong type
     assert json.dumps(fast, ensure_ascii=False) == json.dumps(slow, ensure_ascii=False)
 
@@ -154,14 +166,30 @@ def _same(fast: list[dict[str, Any]] | None, slow: list[dict[str, Any]]) -> None
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rows=ticket_rows(), filters=_FILTERS, minutes=st.integers(-3000, 3000))
+@given(
+    rows=ticket_rows(),
+    filters=_FILTERS,
+    minutes=st.integers(-3000, 3000),
+    limit=st.one_of(st.none(), st.integers(0, 30)),
+)
 def test_both_readers_list_the_same_tickets_in_the_same_order(
-    store: Store, rows: list[dict[str, Any]], filters: dict[str, Any], minutes: int
+    store: Store,
+    rows: list[dict[str, Any]],
+    filters: dict[str, Any],
+    minutes: int,
+    limit: int | None,
 ) -> None:
     store.fill(rows)
     now = NOW + timedelta(minutes=minutes)
-    slow = store.by_sqlalchemy(now, filters)
-    _same(read_queue(store.url, now, **filters), slow)
+    every = store.by_sqlalchemy(now, filters)
+    slow = store.by_sqlalchemy(now, filters, limit)
+    fast = read_queue(store.url, now, limit=limit, **filters)
+    _same(fast, slow)
+    # a limit keeps the head of the whole queue, and both count the whole of it
+    assert slow == every[:limit]
+    page = store.page(now, filters, limit)
+    assert page.tickets == slow
+    assert fast is not None and fast.total == page.total == len(every)
     # `maild show` describes each ticket as the queue does (from ORM values, not text)
     _same(store.shown(now, [t["id"] for t in slow]), slow)
 
@@ -251,6 +279,10 @@ def _both_outputs(
         ("--community", "pangeo"),
         ("--overdue", "--now", "2026-11-26"),
         ("--overdue", "--json", "--now", "2026-11-24T12:00-06:00"),
+        ("--limit", "7"),
+        ("--limit", "7", "--json", "--all"),
+        ("--limit", "0", "--all"),
+        ("--limit", "3", "--community", "jupyter"),
     ],
 )
 def test_the_command_prints_the_same_bytes_either_way(
@@ -293,7 +325,7 @@ def test_a_missing_or_empty_file_is_left_to_the_usual_path(instance: Instance) -
     assert read_queue(instance.url, NOW) is None  # no file yet
     assert instance.ok("queue").out == "no tickets\n"
     assert instance.ok("queue", "--json").json() == []
-    assert read_queue(instance.url, NOW) == []  # now it answers
+    assert read_queue(instance.url, NOW) == QueuePage([], 0)  # now it answers
 
 
 def test_an_unreadable_file_fails_as_before(instance: Instance) -> None:
