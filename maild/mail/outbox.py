@@ -39,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +58,6 @@ from maild.core.backoff import Backoff
 from maild.core.durations import format_duration
 from maild.core.inbound import logged_message_id
 from maild.logs import describe
-from maild.service.lease import instance_id
 from maild.store.models import Outbox
 
 if TYPE_CHECKING:
@@ -117,7 +118,9 @@ class OutboxSender:
     ``sessions`` makes sessions on the maild database. ``clock`` returns the
     current aware UTC time. ``timeout`` (seconds) bounds every SMTP step.
     Temporary failures wait ``min(backoff_cap, backoff_base * 2**(attempts-1))``
-    plus up to 10 % jitter before the next attempt.
+    plus up to 10 % jitter before the next attempt. ``instance`` names this
+    sender in its claims (``claimed_by``); ``claim_for`` is how long a claim
+    lasts without a renewal.
     """
 
     def __init__(
@@ -130,7 +133,7 @@ class OutboxSender:
         backoff_base: timedelta = timedelta(seconds=30),
         backoff_cap: timedelta = timedelta(hours=1),
         poll_interval: float = POLL_INTERVAL,
-        instance: str = "",
+        instance: str | None = None,
         claim_for: timedelta = CLAIM_FOR,
     ) -> None:
         self._config = config
@@ -142,7 +145,8 @@ class OutboxSender:
             base=backoff_base.total_seconds(), cap=backoff_cap.total_seconds(), jitter=JITTER
         )
         self._poll_interval = poll_interval
-        self._instance = instance or instance_id()
+        # the daemon passes its instance id; a sender on its own gets a unique name
+        self._instance = instance or f"outbox:{os.getpid()}:{secrets.token_hex(4)}"
         self._claim_for = claim_for
         self._wake = asyncio.Event()
         self._stop: asyncio.Event | None = None
