@@ -29,7 +29,7 @@ and once a claim runs out the row is due again for every instance, which
 sends it again with the same Message-ID. A sender checks before each mail
 that its claims surely still hold, so one that wakes from a freeze sends
 nothing another instance may have taken over. When one mail keeps the relay
-busy past a renewal, the rows waiting behind it are released at once.
+busy for a whole renewal step, the rows waiting behind it are released.
 
 Times are aware UTC datetimes from the injected ``clock``.
 """
@@ -341,17 +341,22 @@ class OutboxSender:
     async def _hold(self, burst: _Burst) -> None:
         """Until the burst is done, keep our claims on its rows from running out.
 
-        When one mail keeps the relay busy past a renewal, the rows still
-        waiting behind it are released instead, for another instance to send.
+        When one mail keeps the relay busy for a whole renewal step (in flight
+        at two renewals in a row), the rows still waiting behind it are released
+        instead, for another instance to send. A relay that keeps answering
+        keeps the burst: a mail in flight at one renewal only is the usual case.
         """
         step = self._renew_step()
+        seen: int | None = None  # the mail in flight at the last renewal
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(burst.done.wait(), step)
             if burst.done.is_set():
                 return
+            stuck = burst.in_flight is not None and burst.in_flight == seen
+            seen = burst.in_flight
             waiting = burst.pending - burst.released - {burst.in_flight}
-            if burst.in_flight is not None and waiting:
+            if stuck and waiting:
                 await self._release(burst, waiting)
             ids = burst.pending - burst.released
             if not ids:

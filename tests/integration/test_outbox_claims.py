@@ -291,3 +291,86 @@ async def test_two_senders_claiming_at_once_send_every_mail_once(
     assert sum(handled) == mails
     assert all(handled), f"one sender claimed everything: {handled}"
     assert await statuses(store_url) == Counter(sent=mails)
+
+
+class SlowRelay:
+    """The sink takes ``each`` seconds per mail; the mail to ``stuck`` waits until let through."""
+
+    def __init__(self, sink: SmtpSink, *, each: float, stuck: str | None = None) -> None:
+        self.sitting = asyncio.Event()  # the stuck mail has reached DATA
+        self.let_through = asyncio.Event()  # then it is accepted
+        accept = sink.handler.handle_DATA
+
+        async def handle_data(server: Any, session: Any, envelope: Any) -> str:
+            if stuck is not None and stuck in envelope.rcpt_tos:
+                self.sitting.set()
+                await self.let_through.wait()
+            else:
+                await asyncio.sleep(each)  # the relay's own latency
+            return await accept(server, session, envelope)
+
+        sink.handler.handle_DATA = handle_data  # type: ignore[method-assign]
+
+
+async def test_a_relay_that_keeps_answering_keeps_the_whole_burst(
+    store_url: str, smtp_sink: SmtpSink
+) -> None:
+    # a burst that lasts several renewals, each mail answered well within one
+    mails = 25
+    SlowRelay(smtp_sink, each=0.1)
+    expected = await queue_many(store_url, mails)
+    engine = make_engine(store_url)
+    try:
+        outbox = OutboxSender(
+            smtp_sink.smtp_config(), make_sessionmaker(engine), timeout=30.0, claim_for=CLAIM_FOR
+        )
+        # one pass sends the whole burst: no row behind a mail in flight was handed back
+        assert await outbox.send_due() == mails
+    finally:
+        await engine.dispose()
+    assert list(at_sink(smtp_sink)) == [f"claims-{i}@example.org" for i in range(mails)]
+    assert set(at_sink(smtp_sink)) == expected
+    assert await statuses(store_url) == Counter(sent=mails)
+
+
+async def test_rows_behind_a_mail_the_relay_sits_on_go_to_another_sender(
+    store_url: str, smtp_sink: SmtpSink
+) -> None:
+    mails = 6
+    relay = SlowRelay(smtp_sink, each=0.0, stuck="rep0@pangeo.example")
+    expected = await queue_many(store_url, mails)
+    engines = [make_engine(store_url) for _ in range(2)]
+    a, b = (
+        OutboxSender(
+            smtp_sink.smtp_config(),
+            make_sessionmaker(engine),
+            timeout=PATIENCE,
+            claim_for=timedelta(seconds=1.5),
+            instance=name,
+        )
+        for engine, name in zip(engines, ("sender-a", "sender-b"), strict=True)
+    )
+    stop = asyncio.Event()
+    a_pass = asyncio.create_task(a.send_due())
+    b_task: asyncio.Task[None] | None = None
+    try:
+        # A claimed the whole burst, and the relay sits on its first mail
+        async with asyncio.timeout(PATIENCE):
+            await relay.sitting.wait()
+        b_task = asyncio.create_task(b.run(stop))
+        # A hands the rest back after a whole renewal step; B sends it meanwhile
+        await smtp_sink.wait_for(mails - 1, timeout=PATIENCE)
+        assert not a_pass.done()
+        relay.let_through.set()
+        async with asyncio.timeout(PATIENCE):
+            assert await a_pass == 1
+    finally:
+        relay.let_through.set()
+        stop.set()
+        await asyncio.wait([a_pass, *([b_task] if b_task else [])], timeout=PATIENCE)
+        for engine in engines:
+            await engine.dispose()
+    counts = at_sink(smtp_sink)
+    assert set(counts) == expected
+    assert [mid for mid, n in counts.items() if n > 1] == []
+    assert await statuses(store_url) == Counter(sent=mails)
