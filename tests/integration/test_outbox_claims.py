@@ -1,4 +1,4 @@
-"""Burst claims: a sender frozen mid-burst, two senders at once, one slow mail among many.
+"""Burst claims: a sender frozen mid-burst, two senders at once, a slow relay and a stuck one.
 
 Real aiosmtpd sink, real SQLite file or PostgreSQL (``MAILD_TEST_DB=postgres``).
 What a user notices is the sink: every queued mail arrives exactly once (by
@@ -116,7 +116,7 @@ def at_sink(sink: SmtpSink) -> Counter[str]:
 class FrozenSender:
     """Sender A on its own loop and thread; ``freeze_when`` blocks that thread until thawed.
 
-    ``freeze_when(engine)`` installs the hook that calls :meth:`freeze` from A's
+    ``freeze_when(sender)`` installs the hook that calls :meth:`freeze` from A's
     thread at the chosen point; the hook runs inside A's event loop, so A's
     sends and renewals stop together.
     """
