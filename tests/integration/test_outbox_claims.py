@@ -167,6 +167,7 @@ def after_sends(count: int) -> Callable[[FrozenSender], None]:
     """
 
     def install(a: FrozenSender) -> None:
+        assert logging.getLogger("maild.mail.outbox").isEnabledFor(logging.INFO)
         sent = 0
 
         def hook(record: logging.LogRecord) -> bool:
@@ -374,3 +375,41 @@ async def test_rows_behind_a_mail_the_relay_sits_on_go_to_another_sender(
     assert set(counts) == expected
     assert [mid for mid, n in counts.items() if n > 1] == []
     assert await statuses(store_url) == Counter(sent=mails)
+
+
+async def test_a_claim_takes_one_burst_and_leaves_the_rest_to_others(
+    store_url: str, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    # what a frozen sender holds is one burst, not the whole queue
+    caplog.set_level(logging.INFO, logger="maild.mail.outbox")  # the freeze's hook
+    mails = 2 * BATCH_SIZE
+    expected = await queue_many(store_url, mails)
+    a = FrozenSender(store_url, smtp_sink, after_sends(1))
+    a_pass = asyncio.ensure_future(asyncio.to_thread(a.send_due))
+    try:
+        assert await asyncio.to_thread(a.frozen.wait, PATIENCE), "A never reached the freeze"
+        engine = make_engine(store_url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                claimed = await session.scalar(
+                    select(func.count()).where(Outbox.claimed_by.is_not(None))
+                )
+        finally:
+            await engine.dispose()
+        assert claimed == BATCH_SIZE - 1
+    finally:
+        a.thawed.set()
+        async with asyncio.timeout(PATIENCE):
+            await a_pass
+        a.uninstall()
+    # A, thawed, may or may not have found its claims still good; a second
+    # pass sends whatever it handed back
+    engine = make_engine(store_url)
+    try:
+        sender = OutboxSender(smtp_sink.smtp_config(), make_sessionmaker(engine), timeout=30.0)
+        await sender.send_due()
+    finally:
+        await engine.dispose()
+    counts = at_sink(smtp_sink)
+    assert set(counts) == expected
+    assert [mid for mid, n in counts.items() if n > 1] == []
