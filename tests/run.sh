@@ -64,7 +64,8 @@ MAILD_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider -rfEs "$@"
     tests/integration/test_clock_e2e.py tests/integration/test_store.py \
     tests/integration/test_cli.py tests/integration/test_abuse.py \
     tests/integration/test_handbook.py tests/integration/test_reports_clock.py \
-    tests/integration/test_batch.py tests/integration/test_scheduler_batch.py || status=$?
+    tests/integration/test_batch.py tests/integration/test_scheduler_batch.py \
+    tests/integration/test_outbox_claims.py || status=$?
 if [ "$status" = 5 ]; then
     echo "no PostgreSQL tests selected by: $*" >&2
 elif [ "$status" != 0 ]; then

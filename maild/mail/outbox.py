@@ -26,8 +26,10 @@ to the end of the claim), sends them one by one with no transaction open,
 then records each outcome only if the row is still its claim. The claims are
 renewed while the relay works; a sender that froze or died stops renewing,
 and once a claim runs out the row is due again for every instance, which
-sends it again with the same Message-ID. When one mail keeps the relay busy
-past a renewal, the rows waiting behind it are released at once.
+sends it again with the same Message-ID. A sender checks before each mail
+that its claims surely still hold, so one that wakes from a freeze sends
+nothing another instance may have taken over. When one mail keeps the relay
+busy for a whole renewal step, the rows waiting behind it are released.
 
 Times are aware UTC datetimes from the injected ``clock``.
 """
@@ -37,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +58,6 @@ from maild.core.backoff import Backoff
 from maild.core.durations import format_duration
 from maild.core.inbound import logged_message_id
 from maild.logs import describe
-from maild.service.lease import instance_id
 from maild.store.models import Outbox
 
 if TYPE_CHECKING:
@@ -115,7 +118,9 @@ class OutboxSender:
     ``sessions`` makes sessions on the maild database. ``clock`` returns the
     current aware UTC time. ``timeout`` (seconds) bounds every SMTP step.
     Temporary failures wait ``min(backoff_cap, backoff_base * 2**(attempts-1))``
-    plus up to 10 % jitter before the next attempt.
+    plus up to 10 % jitter before the next attempt. ``instance`` names this
+    sender in its claims (``claimed_by``); ``claim_for`` is how long a claim
+    lasts without a renewal.
     """
 
     def __init__(
@@ -128,7 +133,7 @@ class OutboxSender:
         backoff_base: timedelta = timedelta(seconds=30),
         backoff_cap: timedelta = timedelta(hours=1),
         poll_interval: float = POLL_INTERVAL,
-        instance: str = "",
+        instance: str | None = None,
         claim_for: timedelta = CLAIM_FOR,
     ) -> None:
         self._config = config
@@ -140,7 +145,8 @@ class OutboxSender:
             base=backoff_base.total_seconds(), cap=backoff_cap.total_seconds(), jitter=JITTER
         )
         self._poll_interval = poll_interval
-        self._instance = instance or instance_id()
+        # the daemon passes its instance id; a sender on its own gets a unique name
+        self._instance = instance or f"outbox:{os.getpid()}:{secrets.token_hex(4)}"
         self._claim_for = claim_for
         self._wake = asyncio.Event()
         self._stop: asyncio.Event | None = None
@@ -173,13 +179,14 @@ class OutboxSender:
         try:
             while not self._stopping():
                 claiming = time.monotonic()
-                rows = await self._claim_due(now, after)
-                if not rows:
+                ids = await self._claim_due(now, after)
+                if not ids:
                     break
-                after = rows[-1].id
-                burst = _Burst({row.id for row in rows}, claiming + self._claim_for.total_seconds())
+                after = ids[-1]
+                burst = _Burst(set(ids), claiming + self._claim_for.total_seconds())
                 holding = asyncio.create_task(self._hold(burst))
                 try:
+                    rows = await self._read_claimed(burst)
                     for row in rows:
                         if self._stopping():
                             break
@@ -267,11 +274,12 @@ class OutboxSender:
 
     # -- the database ------------------------------------------------------------
 
-    async def _claim_due(self, now: datetime, after: int) -> Sequence[Outbox]:
-        """Up to BATCH_SIZE due rows, oldest first, claimed for this instance in one transaction.
+    async def _claim_due(self, now: datetime, after: int) -> list[int]:
+        """The ids of up to BATCH_SIZE due rows, oldest first, claimed for this instance.
 
-        The claim is committed before the mail is sent, so no transaction (and
-        no row lock) is open while the relay talks: a frozen or dead sender
+        One short transaction that returns only the ids: the mail itself is read
+        after the commit (:meth:`_read_claimed`), so no row lock is held while
+        the bytes travel, and none while the relay talks. A frozen or dead sender
         holds nothing but its claims, which last ``claim_for`` (renewed while
         the relay works) and then let another instance send the rows.
         """
@@ -285,12 +293,21 @@ class OutboxSender:
                 .limit(BATCH_SIZE)
             )
             if self._lock_rows:
-                # rows another instance is claiming right now: skip, do not wait
-                due = due.with_for_update(skip_locked=True)
+                # Rows another instance is claiming right now: skip, do not wait.
+                # A statement of its own: as a subquery of the UPDATE, PostgreSQL
+                # may rescan it for every row updated (a nested loop semi join),
+                # each rescan skipping the rows just updated, and claim every
+                # due row instead of BATCH_SIZE.
+                locked = (await session.scalars(due.with_for_update(skip_locked=True))).all()
+                if not locked:
+                    return []
+                which = Outbox.id.in_(locked)
+            else:
+                which = Outbox.id.in_(due.scalar_subquery())
             claim = (
                 update(Outbox)
                 .where(
-                    Outbox.id.in_(due.scalar_subquery()),
+                    which,
                     Outbox.status == "queued",
                     Outbox.next_attempt_at <= now,
                 )
@@ -298,27 +315,48 @@ class OutboxSender:
                 .returning(Outbox.id)
                 .execution_options(synchronize_session=False)
             )
-            ids = (await session.scalars(claim)).all()
-            if not ids:
-                return []
-            return (
-                await session.scalars(select(Outbox).where(Outbox.id.in_(ids)).order_by(Outbox.id))
+            return sorted((await session.scalars(claim)).all())
+
+    async def _read_claimed(self, burst: _Burst) -> Sequence[Outbox]:
+        """The burst's rows that are still ours, oldest first, read after the claim's commit.
+
+        A row that is no longer ours (we stalled between the claim and this
+        read, and another instance took it over) is left out of the burst.
+        """
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Outbox)
+                    .where(
+                        Outbox.id.in_(burst.pending),
+                        Outbox.status == "queued",
+                        Outbox.claimed_by == self._instance,
+                    )
+                    .order_by(Outbox.id)
+                )
             ).all()
+        burst.released |= burst.pending - {row.id for row in rows}
+        return rows
 
     async def _hold(self, burst: _Burst) -> None:
         """Until the burst is done, keep our claims on its rows from running out.
 
-        When one mail keeps the relay busy past a renewal, the rows still
-        waiting behind it are released instead, for another instance to send.
+        When one mail keeps the relay busy for a whole renewal step (in flight
+        at two renewals in a row), the rows still waiting behind it are released
+        instead, for another instance to send. A relay that keeps answering
+        keeps the burst: a mail in flight at one renewal only is the usual case.
         """
         step = self._renew_step()
+        seen: int | None = None  # the mail in flight at the last renewal
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(burst.done.wait(), step)
             if burst.done.is_set():
                 return
+            stuck = burst.in_flight is not None and burst.in_flight == seen
+            seen = burst.in_flight
             waiting = burst.pending - burst.released - {burst.in_flight}
-            if burst.in_flight is not None and waiting:
+            if stuck and waiting:
                 await self._release(burst, waiting)
             ids = burst.pending - burst.released
             if not ids:
