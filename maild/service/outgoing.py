@@ -38,7 +38,14 @@ from maild.mail.render import (
     thread_index_for,
 )
 from maild.service.outcome import Outcome, PlannedMail
-from maild.store.batch import CHAIN_LOOKBACK, ChainRow, TicketLookups, load_sends
+from maild.store.batch import (
+    CHAIN_LOOKBACK,
+    ChainRow,
+    TicketLookups,
+    load_sends,
+    pending,
+    pending_chain,
+)
 from maild.store.models import AutomaticSend, Message, Outbox, Ticket
 from maild.store.timeline import record
 
@@ -481,26 +488,31 @@ class Outgoing:
         """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
         hold of it (see :mod:`maild.core.replychain`). ``named``: its recipients; for the
         requester's side, everyone on the ticket's side counts as one reader."""
-        rows: Sequence[ChainRow | Row[Any]] = (
-            known.chain.get(ticket.id, [])
-            if known is not None
-            else (
-                await session.execute(
-                    select(
-                        Message.message_id,
-                        Message.direction,
-                        Message.from_addr,
-                        Message.to_addrs,
-                        Message.cc_addrs,
-                        Outbox.rcpt_tos,
+        stored: Sequence[ChainRow | Row[Any]] = []
+        every: Sequence[ChainRow | Row[Any]] = []
+        if known is not None:
+            rows: Sequence[ChainRow | Row[Any]] = known.chain.get(ticket.id, [])
+        else:
+            # the stored mails without a flush, then this transaction's own (newer)
+            with session.no_autoflush:
+                stored = (
+                    await session.execute(
+                        select(
+                            Message.message_id,
+                            Message.direction,
+                            Message.from_addr,
+                            Message.to_addrs,
+                            Message.cc_addrs,
+                            Outbox.rcpt_tos,
+                        )
+                        .outerjoin(Outbox, Outbox.message_pk == Message.id)
+                        .where(Message.ticket_id == ticket.id)
+                        .order_by(Message.id.desc())
+                        .limit(CHAIN_LOOKBACK)
                     )
-                    .outerjoin(Outbox, Outbox.message_pk == Message.id)
-                    .where(Message.ticket_id == ticket.id)
-                    .order_by(Message.id.desc())
-                    .limit(CHAIN_LOOKBACK)
-                )
-            ).all()
-        )
+                ).all()
+            every = [*pending_chain(session, ticket.id), *stored]
+            rows = every[:CHAIN_LOOKBACK]
         mails = [
             Seen(
                 message_id=mid,
@@ -520,15 +532,16 @@ class Outgoing:
             audience = frozenset(a for a in people if a and a not in internal)
         if known is not None:
             opening = known.opening.get(ticket.id)
-        elif len(rows) < CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
-            opening = rows[-1][0] if rows else None
+        elif len(stored) < CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
+            opening = every[-1][0] if every else None
         else:
-            opening = await session.scalar(
-                select(Message.message_id)
-                .where(Message.ticket_id == ticket.id)
-                .order_by(Message.id)
-                .limit(1)
-            )
+            with session.no_autoflush:  # more than CHAIN_LOOKBACK stored: the oldest is stored
+                opening = await session.scalar(
+                    select(Message.message_id)
+                    .where(Message.ticket_id == ticket.id)
+                    .order_by(Message.id)
+                    .limit(1)
+                )
         root = ticket_root(ticket.id, self.config.support.message_id_domain)
         return reply_chain(
             mails, audience, trigger, root, opening=opening, prefer_own=not for_stewards
@@ -551,28 +564,42 @@ class Outgoing:
 
     async def latest_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The ticket's latest message either way, to thread a notice under."""
-        return await session.scalar(
-            select(Message)
-            .options(defer(Message.raw))
-            .where(Message.ticket_id == ticket.id)
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
+        # this transaction's messages are the newest: the store is asked only without one
+        for message in reversed(pending(session, Message)):
+            if message.ticket_id == ticket.id:
+                return message
+        with session.no_autoflush:
+            return await session.scalar(
+                select(Message)
+                .options(defer(Message.raw))
+                .where(Message.ticket_id == ticket.id)
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
 
     async def last_requester_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The requester side's latest mail: what a relay is threaded under."""
         people = [a for a in (ticket.requester, *ticket.cc) if a]
-        return await session.scalar(
-            select(Message)
-            .options(defer(Message.raw))
-            .where(
-                Message.ticket_id == ticket.id,
-                Message.direction == "in",
-                Message.from_addr.in_(people),
+        # this transaction's messages are the newest: the store is asked only without one
+        for message in reversed(pending(session, Message)):
+            if (
+                message.ticket_id == ticket.id
+                and message.direction == "in"
+                and message.from_addr in people
+            ):
+                return message
+        with session.no_autoflush:
+            return await session.scalar(
+                select(Message)
+                .options(defer(Message.raw))
+                .where(
+                    Message.ticket_id == ticket.id,
+                    Message.direction == "in",
+                    Message.from_addr.in_(people),
+                )
+                .order_by(Message.id.desc())
+                .limit(1)
             )
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
 
     def all_addresses_of(self, addr: str) -> tuple[str, ...]:
         """Every address of the steward who has ``addr`` (just ``addr`` for anyone else)."""

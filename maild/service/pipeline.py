@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -30,7 +31,6 @@ from maild.core.classify import Classification, classify, why_not_answer
 from maild.core.conversation import (
     Candidates,
     Decision,
-    TicketView,
     decide,
     referenced_ids,
     thread_root,
@@ -52,6 +52,7 @@ from maild.mail.render import Renderer, new_thread_root
 from maild.service.outcome import Action, Outcome, PlannedMail
 from maild.service.outgoing import Outgoing, forwarded
 from maild.service.steward import StewardMail, Stewards
+from maild.store.batch import flush_in_bulk
 from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
@@ -64,7 +65,7 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.timeline import move, record
-from maild.store.views import ticket_view
+from maild.store.views import ticket_views
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -250,6 +251,9 @@ class Pipeline:
                 outcome = await self._process(session, mail, raw, source, now, too_large, verdict)
                 if dry_run:
                     raise _DryRun(outcome)
+                # the mail's rows: its messages and the ticket in one flush, the rows
+                # nobody reads back (events, outbox, ...) an INSERT per table
+                await flush_in_bulk(session)
         except _DryRun as dry:
             dry.outcome.dry_run = True
             return dry.outcome
@@ -384,8 +388,10 @@ class Pipeline:
         existing_ticket: Ticket | None = None
         if decision.ticket_id is not None:
             # PostgreSQL: lock the row so the scheduler cannot change it under us
-            # (SQLite's WAL refuses a stale writer by itself)
-            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=True)
+            # (SQLite's WAL refuses a stale writer by itself, and the candidate
+            # look-up just read the row in this transaction: no second query)
+            lock = session.get_bind().dialect.name == "postgresql"
+            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=lock)
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
@@ -423,7 +429,7 @@ class Pipeline:
             now,
             "note" if message.is_note else "received",
             cls.steward.name if cls.steward else (mail.from_addr or ""),
-            message_pk=message.id,
+            message=message,
             text=decision.reason,
         )
         if steward is not None:
@@ -479,7 +485,9 @@ class Pipeline:
             )
         ticket.updated_at = now
         ticket.last_activity_at = now
-        await refresh_dues(session, ticket, self.config, self.calendar)
+        # only the scheduler records reminders: a ticket opened here has none
+        sent = frozenset[tuple[str, str]]() if action == "created" else None
+        await refresh_dues(session, ticket, self.config, self.calendar, sent)
         return outcome
 
     async def _bounce(
@@ -516,7 +524,7 @@ class Pipeline:
             now,
             "received",
             mail.from_addr or "",
-            message_pk=message.id,
+            message=message,
             text=reason,
         )
         return Outcome(source, mail.message_id, ticket.id, "appended", reason, cls)
@@ -524,7 +532,6 @@ class Pipeline:
     async def _candidates(
         self, session: AsyncSession, mail: InboundMail, now: datetime
     ) -> Candidates:
-        by_message_id: dict[str, TicketView] = {}
         refs = referenced_ids(mail)[:100]
         if refs:
             rows = (
@@ -534,34 +541,28 @@ class Pipeline:
                     .where(Message.message_id.in_(refs))
                 )
             ).all()
-            for mid, ticket in rows:
-                by_message_id[mid] = await self._view(session, ticket)
-            if by_message_id:
+            if rows:
                 # rule 1 decides; the later rules' look-ups would be wasted
-                return Candidates(by_message_id)
+                views = await ticket_views(session, [ticket for _, ticket in rows])
+                return Candidates({mid: views[ticket.id] for mid, ticket in rows})
 
-        by_root: TicketView | None = None
+        rooted: Ticket | None = None
         root = thread_root(mail.thread_index)
         if root is not None:
             rooted = await session.scalar(
                 select(Ticket).where(Ticket.thread_root == root).order_by(Ticket.id.desc()).limit(1)
             )
-            if rooted is not None:
-                by_root = await self._view(session, rooted)
 
-        by_number: dict[int, TicketView] = {}
+        numbered: Sequence[Ticket] = ()
         numbers = find_ticket_refs(mail.subject, self.config.support.tag)[:20]
         if numbers:
-            for ticket in (
-                await session.scalars(select(Ticket).where(Ticket.id.in_(numbers)))
-            ).all():
-                by_number[ticket.id] = await self._view(session, ticket)
+            numbered = (await session.scalars(select(Ticket).where(Ticket.id.in_(numbers)))).all()
 
-        by_subject: list[TicketView] = []
+        by_subject: Sequence[Ticket] = ()
         if mail.from_addr and is_reply_subject(mail.subject):
             key = normalize_for_match(mail.subject, self.config.support.tag)[:_SUBJECT_KEY_MAX]
             since = now - timedelta(days=self.config.tickets.subject_match_days)
-            tickets = (
+            by_subject = (
                 await session.scalars(
                     select(Ticket)
                     .join(Participant, Participant.ticket_id == Ticket.id)
@@ -574,11 +575,16 @@ class Pipeline:
                     .limit(20)
                 )
             ).all()
-            by_subject = [await self._view(session, t) for t in tickets]
-        return Candidates(by_message_id, by_root, by_number, by_subject)
-
-    async def _view(self, session: AsyncSession, ticket: Ticket) -> TicketView:
-        return await ticket_view(session, ticket)
+        # every candidate's participants in one look-up
+        views = await ticket_views(
+            session, [*([rooted] if rooted is not None else []), *numbered, *by_subject]
+        )
+        return Candidates(
+            {},
+            views[rooted.id] if rooted is not None else None,
+            {t.id: views[t.id] for t in numbered},
+            [views[t.id] for t in by_subject],
+        )
 
     def _cc_from(
         self,
@@ -689,7 +695,8 @@ class Pipeline:
         *,
         is_note: bool = False,
     ) -> Message:
-        """Add the inbound message and its attachments; flushed, so ``message.id`` is set."""
+        """Add the inbound message and its attachments (not flushed: rows that point at
+        it take the object, and get its id at the flush)."""
         message = Message(
             ticket_id=ticket.id,
             direction="in",
@@ -713,12 +720,11 @@ class Pipeline:
             raw=header_only(raw) if stub else raw,
         )
         session.add(message)
-        await session.flush()
         ticket.message_count = (ticket.message_count or 0) + 1
         for att in mail.attachments:
             session.add(
                 Attachment(
-                    message_pk=message.id,
+                    message=message,
                     filename=att.filename,
                     content_type=att.content_type,
                     size=att.size,
@@ -874,8 +880,9 @@ class Pipeline:
         """Addresses of who works the ticket (assignee, IC, stewards who wrote on it),
         else of the stewards on duty: who a requester's reply goes to."""
         names = {s.name for s in self.config.stewards}
-        actors = (
-            await session.scalars(
+        # no flush: this mail's own rows are not a steward's (its sender is no steward)
+        with session.no_autoflush:
+            actors = await session.scalars(
                 select(Event.actor)
                 .where(
                     Event.ticket_id == ticket.id,
@@ -885,9 +892,8 @@ class Pipeline:
                 )
                 .order_by(Event.id)
             )
-        ).all()
         chosen = reply_recipients(
-            ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
+            ticket.assignee, ticket.incident_commander, actors.all(), on_duty(self.config, now)
         )
         return self.outgoing.steward_addresses(chosen)
 

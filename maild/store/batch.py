@@ -15,14 +15,23 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.schema import ColumnDefault
 
-from maild.store.models import AutomaticSend, Base, Event, Message, Outbox, Reminder, Ticket
+from maild.store.models import (
+    Attachment,
+    AutomaticSend,
+    Base,
+    Event,
+    Message,
+    Outbox,
+    Reminder,
+    Ticket,
+)
 
 __all__ = [
     "CHAIN_LOOKBACK",
@@ -31,7 +40,11 @@ __all__ = [
     "TicketLookups",
     "flush_in_bulk",
     "load_sends",
+    "pending",
+    "pending_chain",
 ]
+
+_Row = TypeVar("_Row", bound=Base)
 
 # how many of a ticket's latest mails an outgoing mail's References are chosen from
 CHAIN_LOOKBACK = 200
@@ -70,22 +83,60 @@ class SendLedger:
             self.last_hour_total += 1
 
 
+def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
+    """``model``'s rows added to ``session`` and not flushed yet, in the order added.
+
+    A look-up run without autoflush sees the stored rows only; these are the
+    rest, so the caller need not flush the whole transaction to read them.
+    """
+    rows = [o for o in session.new if isinstance(o, model)]
+    rows.sort(key=lambda o: inspect(o).insert_order or 0)
+    return rows
+
+
+def pending_chain(session: AsyncSession, ticket_id: int) -> list[ChainRow]:
+    """The messages on ticket ``ticket_id`` not flushed yet, as :data:`ChainRow` s, newest
+    first: the mails an outgoing mail's References are chosen from that a query without
+    autoflush does not see (they are all newer than the stored ones)."""
+    messages = [m for m in pending(session, Message) if m.ticket_id == ticket_id]
+    if not messages:
+        return []
+    rcpts: dict[int, list[Any]] = {}
+    for row in pending(session, Outbox):
+        linked = row.__dict__.get("message")
+        if linked is not None:
+            rcpts.setdefault(id(linked), row.rcpt_tos)
+    return [
+        (m.message_id, m.direction, m.from_addr or "", m.to_addrs, m.cc_addrs, rcpts.get(id(m)))
+        for m in reversed(messages)
+    ]
+
+
 async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime) -> SendLedger:
-    """The automatic mail sent to ``keys`` in the last 24 hours and to anyone in the hour."""
+    """The automatic mail sent to ``keys`` in the last 24 hours and to anyone in the hour,
+    counting the rows of this transaction not flushed yet (read without a flush)."""
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
     times: dict[str, list[datetime]] = {}
-    if keys:
-        rows = await session.execute(
-            select(AutomaticSend.address, AutomaticSend.at).where(
-                AutomaticSend.address.in_(sorted(set(keys))), AutomaticSend.at > day_ago
+    wanted = set(keys)
+    with session.no_autoflush:
+        if keys:
+            rows = await session.execute(
+                select(AutomaticSend.address, AutomaticSend.at).where(
+                    AutomaticSend.address.in_(sorted(wanted)), AutomaticSend.at > day_ago
+                )
             )
+            for key, at in rows.all():
+                times.setdefault(key, []).append(at)
+        total = await session.scalar(
+            select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
         )
-        for key, at in rows.all():
-            times.setdefault(key, []).append(at)
-    total = await session.scalar(
-        select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
-    )
-    return SendLedger(frozenset(keys), times, total or 0, hour_ago)
+    total = total or 0
+    for send in pending(session, AutomaticSend):
+        if send.address in wanted and send.at > day_ago:
+            times.setdefault(send.address, []).append(send.at)
+        if send.at > hour_ago:
+            total += 1
+    return SendLedger(frozenset(keys), times, total, hour_ago)
 
 
 @dataclass
@@ -246,12 +297,12 @@ class TicketLookups:
 
 
 # rows a batch adds many of and nobody reads the ids of
-_WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend)
+_WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend, Attachment)
 
 
 async def flush_in_bulk(session: AsyncSession) -> None:
-    """Flush ``session``, its new outbox, event and automatic-send rows as one INSERT
-    per table.
+    """Flush ``session``, its new outbox, event, automatic-send and attachment rows as
+    one INSERT per table.
 
     The unit of work inserts rows whose ids it must read back one at a time on
     SQLite (it cannot match many returned ids to their rows without a column

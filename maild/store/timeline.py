@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core import lifecycle
 from maild.core.commands import Change
-from maild.store.models import Event, Participant, Ticket
+from maild.store.models import Event, Message, Participant, Ticket
 from maild.store.ticketstate import apply_changes, apply_event
 
 __all__ = ["EventKind", "move", "record", "record_changes", "set_fields"]
@@ -34,11 +34,16 @@ def record(
     *,
     text: str | None = None,
     message_pk: int | None = None,
+    message: Message | None = None,
     field: str | None = None,
     old: str | None = None,
     new: str | None = None,
 ) -> Event:
-    """Add one row to ticket ``ticket_id``'s timeline (a change names its ``field``)."""
+    """Add one row to ticket ``ticket_id``'s timeline (a change names its ``field``).
+
+    ``message``: the message the row is about, when it may not be flushed yet
+    (instead of its ``message_pk``): the row gets its id at the flush.
+    """
     event = Event(
         ticket_id=ticket_id,
         at=at,
@@ -50,6 +55,8 @@ def record(
         new=new,
         text=text,
     )
+    if message is not None:
+        event.message = message
     session.add(event)
     return event
 
