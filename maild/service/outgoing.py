@@ -287,8 +287,10 @@ class Outgoing:
         message: Message,
         now: datetime,
         outcome: Outcome,
+        known: TicketLookups | None = None,
     ) -> PlannedMail | None:
-        """An automatic reply to the sender of ``message``, threaded under it."""
+        """An automatic reply to the sender of ``message``, threaded under it (``known``:
+        the ticket's look-ups, if done in advance)."""
         return await self.queue(
             session,
             ticket,
@@ -299,6 +301,7 @@ class Outgoing:
             automatic="auto-replied",
             now=now,
             outcome=outcome,
+            known=known,
         )
 
     async def notify_requester(

@@ -52,7 +52,7 @@ from maild.mail.render import Renderer, new_thread_root
 from maild.service.outcome import Action, Outcome, PlannedMail
 from maild.service.outgoing import Outgoing, forwarded
 from maild.service.steward import StewardMail, Stewards
-from maild.store.batch import flush_in_bulk
+from maild.store.batch import TicketLookups, flush_in_bulk
 from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
@@ -347,9 +347,16 @@ class Pipeline:
         too_large: bool,
         verdict: authn.Verdict | None = None,
     ) -> Outcome:
-        existing = await session.scalar(
-            select(Message.ticket_id).where(Message.message_id == mail.message_id)
-        )
+        # one look-up: is the mail stored already, and which tickets hold the mails it names
+        refs = referenced_ids(mail)[:100]
+        rows = (
+            await session.execute(
+                select(Message.message_id, Ticket)
+                .join(Ticket, Ticket.id == Message.ticket_id)
+                .where(Message.message_id.in_([mail.message_id, *refs]))
+            )
+        ).all()
+        existing = next((t.id for mid, t in rows if mid == mail.message_id), None)
         if existing is not None:
             return Outcome(
                 source,
@@ -364,7 +371,8 @@ class Pipeline:
             if outcome is not None:
                 return outcome
 
-        candidates = await self._candidates(session, mail, now)
+        referenced = [(mid, ticket) for mid, ticket in rows if mid != mail.message_id]
+        candidates = await self._candidates(session, mail, referenced, now)
         decision = decide(mail, cls, candidates, self.config, now)
         if decision.follow_up_of is not None and mail.from_addr:
             # a second reply to the same closed thread joins the follow-up already open
@@ -530,21 +538,18 @@ class Pipeline:
         return Outcome(source, mail.message_id, ticket.id, "appended", reason, cls)
 
     async def _candidates(
-        self, session: AsyncSession, mail: InboundMail, now: datetime
+        self,
+        session: AsyncSession,
+        mail: InboundMail,
+        referenced: Sequence[tuple[str, Ticket]],
+        now: datetime,
     ) -> Candidates:
-        refs = referenced_ids(mail)[:100]
-        if refs:
-            rows = (
-                await session.execute(
-                    select(Message.message_id, Ticket)
-                    .join(Ticket, Ticket.id == Message.ticket_id)
-                    .where(Message.message_id.in_(refs))
-                )
-            ).all()
-            if rows:
-                # rule 1 decides; the later rules' look-ups would be wasted
-                views = await ticket_views(session, [ticket for _, ticket in rows])
-                return Candidates({mid: views[ticket.id] for mid, ticket in rows})
+        """The tickets each threading rule points at. ``referenced``: the stored mails the
+        mail names (In-Reply-To, References) with their tickets, looked up already."""
+        if referenced:
+            # rule 1 decides; the later rules' look-ups would be wasted
+            views = await ticket_views(session, [ticket for _, ticket in referenced])
+            return Candidates({mid: views[ticket.id] for mid, ticket in referenced})
 
         rooted: Ticket | None = None
         root = thread_root(mail.thread_index)
@@ -830,10 +835,12 @@ class Pipeline:
 
         why_not = why_not_answer(sender, cls, self.config, dmarc_fail=_dmarc_fail(verdict))
         if action == "created" and cls.role != "steward":
+            # the ticket's one mail is this one: its reply chain needs no look-up
+            known = TicketLookups.opened(ticket, message, now)
             if why_not is None:
                 template = "too_large" if too_large else "ack"
                 await self.outgoing.answer(
-                    session, ticket, template, ctx, sender, message, now, outcome
+                    session, ticket, template, ctx, sender, message, now, outcome, known
                 )
             else:
                 outcome.suppressed.append(f"ack: {why_not}")
@@ -852,6 +859,7 @@ class Pipeline:
                     from_name=via,
                     attachments=forwarded(mail),
                     outcome=outcome,
+                    known=known,
                 )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
             if too_large and side != "stranger" and why_not is None:

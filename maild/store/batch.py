@@ -160,6 +160,33 @@ class TicketLookups:
     sends: SendLedger = field(default_factory=lambda: SendLedger(frozenset(), {}, 0, datetime.min))
 
     @classmethod
+    def opened(cls, ticket: Ticket, message: Message, now: datetime) -> TicketLookups:
+        """The look-ups of a ticket that ``message`` opened in this transaction: nothing
+        to ask the store, its one mail is ``message`` (the automatic mail counts are
+        still looked up, per address, when a mail needs them)."""
+        out = cls(sends=SendLedger(frozenset(), {}, 0, now - timedelta(hours=1)))
+        tid = ticket.id
+        out.reminders[tid] = set()
+        out.latest[tid] = message
+        sender = message.from_addr
+        if message.direction == "in" and sender in [a for a in (ticket.requester, *ticket.cc) if a]:
+            out.requester_last[tid] = message
+            if message.from_name and sender == ticket.requester:
+                out.requester_name[tid] = message.from_name
+        out.chain[tid] = [
+            (
+                message.message_id,
+                message.direction,
+                sender or "",
+                list(message.to_addrs),
+                list(message.cc_addrs),
+                None,
+            )
+        ]
+        out.opening[tid] = message.message_id
+        return out
+
+    @classmethod
     async def load(
         cls,
         session: AsyncSession,
@@ -336,4 +363,6 @@ async def flush_in_bulk(session: AsyncSession) -> None:
             values["message_pk"] = message.id
         by_model.setdefault(type(row), []).append(values)
     for model, values_list in by_model.items():
-        await session.execute(insert(model), values_list)
+        # every row names every column (NULL included): one executemany per table,
+        # not one per set of columns that happen to be set
+        await session.execute(insert(model).execution_options(render_nulls=True), values_list)
