@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -57,6 +57,24 @@ log = logging.getLogger(__name__)
 FORWARD_LIMIT = 10 * 1024 * 1024
 # the Auto-Submitted value of an automatic mail (RFC 3834); None: a person's mail
 Automatic = Literal["auto-replied", "auto-generated"] | None
+
+
+# built once: a statement built per mail costs more than SQLite takes to run it
+# a ticket's latest mails, newest first, with whom each went to
+_CHAIN = (
+    select(
+        Message.message_id,
+        Message.direction,
+        Message.from_addr,
+        Message.to_addrs,
+        Message.cc_addrs,
+        Outbox.rcpt_tos,
+    )
+    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+    .where(Message.ticket_id == bindparam("ticket_id"))
+    .order_by(Message.id.desc())
+    .limit(CHAIN_LOOKBACK)
+)
 
 
 class Outgoing:
@@ -498,22 +516,7 @@ class Outgoing:
         else:
             # the stored mails without a flush, then this transaction's own (newer)
             with session.no_autoflush:
-                stored = (
-                    await session.execute(
-                        select(
-                            Message.message_id,
-                            Message.direction,
-                            Message.from_addr,
-                            Message.to_addrs,
-                            Message.cc_addrs,
-                            Outbox.rcpt_tos,
-                        )
-                        .outerjoin(Outbox, Outbox.message_pk == Message.id)
-                        .where(Message.ticket_id == ticket.id)
-                        .order_by(Message.id.desc())
-                        .limit(CHAIN_LOOKBACK)
-                    )
-                ).all()
+                stored = (await session.execute(_CHAIN, {"ticket_id": ticket.id})).all()
             every = [*pending_chain(session, ticket.id), *stored]
             rows = every[:CHAIN_LOOKBACK]
         mails = [

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
@@ -72,6 +72,25 @@ __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 log = logging.getLogger(__name__)
 
 _SUBJECT_KEY_MAX = 500
+
+# built once: a statement built per mail costs more than SQLite takes to run it
+# the stored mails of some Message-IDs, with their tickets
+_STORED_WITH_TICKETS = (
+    select(Message.message_id, Ticket)
+    .join(Ticket, Ticket.id == Message.ticket_id)
+    .where(Message.message_id.in_(bindparam("ids", expanding=True)))
+)
+# who of some stewards wrote on a ticket, oldest first
+_STEWARDS_WHO_WROTE = (
+    select(Event.actor)
+    .where(
+        Event.ticket_id == bindparam("ticket_id"),
+        Event.kind.in_(("received", "note")),
+        Event.message_pk.is_not(None),
+        Event.actor.in_(bindparam("names", expanding=True)),
+    )
+    .order_by(Event.id)
+)
 
 
 class _DryRun(Exception):
@@ -350,11 +369,7 @@ class Pipeline:
         # one look-up: is the mail stored already, and which tickets hold the mails it names
         refs = referenced_ids(mail)[:100]
         rows = (
-            await session.execute(
-                select(Message.message_id, Ticket)
-                .join(Ticket, Ticket.id == Message.ticket_id)
-                .where(Message.message_id.in_([mail.message_id, *refs]))
-            )
+            await session.execute(_STORED_WITH_TICKETS, {"ids": [mail.message_id, *refs]})
         ).all()
         existing = next((t.id for mid, t in rows if mid == mail.message_id), None)
         if existing is not None:
@@ -891,14 +906,7 @@ class Pipeline:
         # no flush: this mail's own rows are not a steward's (its sender is no steward)
         with session.no_autoflush:
             actors = await session.scalars(
-                select(Event.actor)
-                .where(
-                    Event.ticket_id == ticket.id,
-                    Event.kind.in_(("received", "note")),
-                    Event.message_pk.is_not(None),
-                    Event.actor.in_(names),
-                )
-                .order_by(Event.id)
+                _STEWARDS_WHO_WROTE, {"ticket_id": ticket.id, "names": sorted(names)}
             )
         chosen = reply_recipients(
             ticket.assignee, ticket.incident_commander, actors.all(), on_duty(self.config, now)

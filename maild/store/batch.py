@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import Insert, Table, bindparam, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.schema import ColumnDefault
@@ -83,6 +83,16 @@ class SendLedger:
             self.last_hour_total += 1
 
 
+# built once: a statement built per call costs more than SQLite takes to run it
+_SENDS = select(AutomaticSend.address, AutomaticSend.at).where(
+    AutomaticSend.address.in_(bindparam("keys", expanding=True)),
+    AutomaticSend.at > bindparam("day_ago"),
+)
+_SENDS_TOTAL = (
+    select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > bindparam("hour_ago"))
+)
+
+
 def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     """``model``'s rows added to ``session`` and not flushed yet, in the order added.
 
@@ -120,16 +130,10 @@ async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime
     wanted = set(keys)
     with session.no_autoflush:
         if keys:
-            rows = await session.execute(
-                select(AutomaticSend.address, AutomaticSend.at).where(
-                    AutomaticSend.address.in_(sorted(wanted)), AutomaticSend.at > day_ago
-                )
-            )
+            rows = await session.execute(_SENDS, {"keys": sorted(wanted), "day_ago": day_ago})
             for key, at in rows.all():
                 times.setdefault(key, []).append(at)
-        total = await session.scalar(
-            select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
-        )
+        total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago})
     total = total or 0
     for send in pending(session, AutomaticSend):
         if send.address in wanted and send.at > day_ago:
@@ -327,6 +331,44 @@ class TicketLookups:
 _WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend, Attachment)
 
 
+@dataclass(frozen=True)
+class _Writer:
+    """How a write-only model's rows are inserted: a Core INSERT of every column but
+    the id, and each column's scalar default (what the ORM would have filled in)."""
+
+    insert: Insert
+    columns: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, model: type[Base]) -> _Writer:
+        table = cast(Table, model.__table__)
+        columns = tuple(
+            (
+                column.key,
+                column.default.arg
+                if isinstance(column.default, ColumnDefault) and column.default.is_scalar
+                else None,
+            )
+            for column in table.columns
+            if not column.primary_key
+        )
+        return cls(insert(table), columns)
+
+    def values(self, row: Base) -> dict[str, Any]:
+        state = row.__dict__
+        values = {
+            key: default if (value := state.get(key)) is None else value
+            for key, default in self.columns
+        }
+        message = state.get("message")
+        if message is not None:
+            values["message_pk"] = message.id
+        return values
+
+
+_WRITERS = {model: _Writer.of(model) for model in _WRITE_ONLY}
+
+
 async def flush_in_bulk(session: AsyncSession) -> None:
     """Flush ``session``, its new outbox, event, automatic-send and attachment rows as
     one INSERT per table.
@@ -335,9 +377,9 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     SQLite (it cannot match many returned ids to their rows without a column
     like ``Message.message_id``): for a batch of mails, a statement per row.
     Nothing reads these rows' ids, so they are taken out of the session and
-    written with one executemany each, in the order they were added, after
-    the flush that gives their messages an id. They are not in the session
-    afterwards.
+    written with one executemany each (a Core INSERT naming every column), in
+    the order they were added, after the flush that gives their messages an
+    id. They are not in the session afterwards.
     """
     rows = sorted(
         (o for o in session.new if isinstance(o, _WRITE_ONLY)),
@@ -348,21 +390,6 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     await session.flush()
     by_model: dict[type[Base], list[dict[str, Any]]] = {}
     for row in rows:
-        mapper = inspect(type(row))
-        values: dict[str, Any] = {}
-        for column in mapper.columns:
-            if column.primary_key:
-                continue
-            value = row.__dict__.get(column.key)
-            default = column.default
-            if value is None and isinstance(default, ColumnDefault) and default.is_scalar:
-                value = default.arg
-            values[column.key] = value
-        message = row.__dict__.get("message")
-        if message is not None:
-            values["message_pk"] = message.id
-        by_model.setdefault(type(row), []).append(values)
+        by_model.setdefault(type(row), []).append(_WRITERS[type(row)].values(row))
     for model, values_list in by_model.items():
-        # every row names every column (NULL included): one executemany per table,
-        # not one per set of columns that happen to be set
-        await session.execute(insert(model).execution_options(render_nulls=True), values_list)
+        await session.execute(_WRITERS[model].insert, values_list)

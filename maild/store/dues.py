@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.config import Config
@@ -19,6 +19,11 @@ from maild.store.views import clocked
 
 __all__ = ["refresh_dues", "reminders_sent"]
 
+# built once: a statement built per call costs more than SQLite takes to run it
+_REMINDERS = select(Reminder.kind, Reminder.stage).where(
+    Reminder.ticket_id == bindparam("ticket_id")
+)
+
 
 async def reminders_sent(session: AsyncSession, ticket_id: int) -> frozenset[tuple[str, str]]:
     """The (kind, stage) of every reminder recorded for the ticket.
@@ -28,9 +33,7 @@ async def reminders_sent(session: AsyncSession, ticket_id: int) -> frozenset[tup
     commit instead of one more here.
     """
     with session.no_autoflush:
-        rows = await session.execute(
-            select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket_id)
-        )
+        rows = await session.execute(_REMINDERS, {"ticket_id": ticket_id})
     return frozenset((kind, stage) for kind, stage in rows.all())
 
 

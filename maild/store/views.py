@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core.commands import TicketState
@@ -20,6 +20,12 @@ from maild.core.lifecycle import Clocked
 from maild.store.models import Participant, Ticket
 
 __all__ = ["as_state", "as_view", "clocked", "ticket_view", "ticket_views"]
+
+
+# built once: a statement built per call costs more than SQLite takes to run it
+_MEMBERS = select(Participant.ticket_id, Participant.address).where(
+    Participant.ticket_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def as_view(ticket: Ticket, members: Iterable[str]) -> TicketView:
@@ -47,11 +53,7 @@ async def ticket_views(session: AsyncSession, tickets: Sequence[Ticket]) -> dict
     """:func:`as_view` of each of ``tickets`` by id, their participants read in one look-up."""
     members: dict[int, list[str]] = {t.id: [] for t in tickets}
     if members:
-        rows = await session.execute(
-            select(Participant.ticket_id, Participant.address).where(
-                Participant.ticket_id.in_(sorted(members))
-            )
-        )
+        rows = await session.execute(_MEMBERS, {"ids": sorted(members)})
         for ticket_id, address in rows.all():
             members[ticket_id].append(address)
     return {t.id: as_view(t, members[t.id]) for t in tickets}
