@@ -42,6 +42,7 @@ from maild.store.batch import (
     CHAIN_LOOKBACK,
     ChainRow,
     TicketLookups,
+    keep_for_bulk,
     load_sends,
     pending,
     pending_chain,
@@ -207,24 +208,24 @@ class Outgoing:
         recipients = list(dict.fromkeys([*to, *cc, *bcc]))
         # the rows point at ``out`` itself: its id comes with the flush at commit,
         # which then writes the whole transaction's rows together
-        session.add(
-            Outbox(
-                ticket_id=ticket.id if ticket is not None else None,
-                message=out,
-                template=template,
-                automatic=automatic is not None,
-                mail_from=self.config.support.address,
-                rcpt_tos=recipients,
-                primary_rcpt=recipients[0] if recipients else "",
-                raw=raw,
-                status="queued",
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
-            )
-        )
+        row = {
+            "ticket_id": ticket.id if ticket is not None else None,
+            "template": template,
+            "automatic": automatic is not None,
+            "mail_from": self.config.support.address,
+            "rcpt_tos": recipients,
+            "primary_rcpt": recipients[0] if recipients else "",
+            "raw": raw,
+            "status": "queued",
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        # a mail on no ticket is always an object: the ceiling alert's look-up reads it back
+        if out is None or not keep_for_bulk(session, Outbox, row, out):
+            session.add(Outbox(**row, message=out))
         if ticket is not None and out is not None:
-            record(session, ticket.id, now, "sent", text=template).message = out
+            record(session, ticket.id, now, "sent", text=template, message=out)
             ticket.message_count = (ticket.message_count or 0) + 1
             counted = (
                 [policy.limit_key(a) for a in recipients if a not in internal]
@@ -232,9 +233,9 @@ class Outgoing:
                 else []
             )
             for key in counted:
-                session.add(
-                    AutomaticSend(address=key, at=now, ticket_id=ticket.id, template=template)
-                )
+                send = {"address": key, "at": now, "ticket_id": ticket.id, "template": template}
+                if not keep_for_bulk(session, AutomaticSend, send, None):
+                    session.add(AutomaticSend(**send))
             if known is not None:
                 known.queued(ticket.id, out, recipients, counted, now)
         planned = PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)

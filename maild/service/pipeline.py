@@ -483,7 +483,7 @@ class Pipeline:
             await self.stewards.handle(
                 session, ticket, mail, message, steward, outcome, now, len(raw) if too_large else 0
             )
-            if message.is_note:
+            if message.is_note and received is not None:
                 received.kind = "note"
         else:
             side: policy.Standing = "requester"

@@ -39,12 +39,17 @@ __all__ = [
     "SendLedger",
     "TicketLookups",
     "flush_in_bulk",
+    "keep_for_bulk",
     "load_sends",
     "pending",
     "pending_chain",
+    "write_later",
 ]
 
 _Row = TypeVar("_Row", bound=Base)
+
+# session.info key: the rows kept as values for flush_in_bulk (see write_later)
+_LATER = "maild.write_later"
 
 # how many of a ticket's latest mails an outgoing mail's References are chosen from
 CHAIN_LOOKBACK = 200
@@ -104,6 +109,32 @@ def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     return rows
 
 
+def write_later(session: AsyncSession) -> None:
+    """From now on ``session`` keeps its new event rows, and the outbox and automatic-send
+    rows of mail on tickets, as plain values until :func:`flush_in_bulk` writes them:
+    no ORM object per row. For a transaction in which nothing reads those rows back
+    (the scheduler's batches: their look-ups are :class:`TicketLookups`); the session
+    is discarded if the transaction fails."""
+    session.info[_LATER] = []
+
+
+def keep_for_bulk(
+    session: AsyncSession, model: type[Base], values: dict[str, Any], message: Message | None
+) -> bool:
+    """Keep a row's ``values`` (and the ``message`` it is about, for its id) for
+    :func:`flush_in_bulk` if ``session`` writes later (:func:`write_later`); False: the
+    caller adds the row as an object."""
+    later: list[tuple[type[Base], dict[str, Any], Message | None]] | None = session.info.get(_LATER)
+    if later is None:
+        return False
+    later.append((model, values, message))
+    return True
+
+
+def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Message | None]]:
+    return [(v, m) for kind, v, m in session.info.get(_LATER, ()) if kind is model]
+
+
 def pending_chain(session: AsyncSession, ticket_id: int) -> list[ChainRow]:
     """The messages on ticket ``ticket_id`` not flushed yet, as :data:`ChainRow` s, newest
     first: the mails an outgoing mail's References are chosen from that a query without
@@ -116,6 +147,9 @@ def pending_chain(session: AsyncSession, ticket_id: int) -> list[ChainRow]:
         linked = row.__dict__.get("message")
         if linked is not None:
             rcpts.setdefault(id(linked), row.rcpt_tos)
+    for values, linked in _kept(session, Outbox):
+        if linked is not None:
+            rcpts.setdefault(id(linked), values["rcpt_tos"])
     return [
         (m.message_id, m.direction, m.from_addr or "", m.to_addrs, m.cc_addrs, rcpts.get(id(m)))
         for m in reversed(messages)
@@ -135,10 +169,11 @@ async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime
                 times.setdefault(key, []).append(at)
         total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago})
     total = total or 0
-    for send in pending(session, AutomaticSend):
-        if send.address in wanted and send.at > day_ago:
-            times.setdefault(send.address, []).append(send.at)
-        if send.at > hour_ago:
+    kept = [(v["address"], v["at"]) for v, _ in _kept(session, AutomaticSend)]
+    for address, at in [(s.address, s.at) for s in pending(session, AutomaticSend)] + kept:
+        if address in wanted and at > day_ago:
+            times.setdefault(address, []).append(at)
+        if at > hour_ago:
             total += 1
     return SendLedger(frozenset(keys), times, total, hour_ago)
 
@@ -354,13 +389,13 @@ class _Writer:
         )
         return cls(insert(table), columns)
 
-    def values(self, row: Base) -> dict[str, Any]:
-        state = row.__dict__
+    def values(self, given: Mapping[str, Any], message: Message | None) -> dict[str, Any]:
+        """The row to insert: ``given`` (an object's state or kept values), the defaults
+        for what is not set, and the id of ``message`` if it is about one."""
         values = {
-            key: default if (value := state.get(key)) is None else value
+            key: default if (value := given.get(key)) is None else value
             for key, default in self.columns
         }
-        message = state.get("message")
         if message is not None:
             values["message_pk"] = message.id
         return values
@@ -387,9 +422,18 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     )
     for row in rows:
         session.expunge(row)
+    kept = session.info.get(_LATER)
+    if kept is not None:
+        session.info[_LATER] = []
     await session.flush()
     by_model: dict[type[Base], list[dict[str, Any]]] = {}
+    # the kept rows (on tickets: in the order they came), then the objects
+    for model, given, message in kept or ():
+        by_model.setdefault(model, []).append(_WRITERS[model].values(given, message))
     for row in rows:
-        by_model.setdefault(type(row), []).append(_WRITERS[type(row)].values(row))
+        state = row.__dict__
+        by_model.setdefault(type(row), []).append(
+            _WRITERS[type(row)].values(state, state.get("message"))
+        )
     for model, values_list in by_model.items():
         await session.execute(_WRITERS[model].insert, values_list)

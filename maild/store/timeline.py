@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core import lifecycle
 from maild.core.commands import Change
+from maild.store.batch import keep_for_bulk
 from maild.store.models import Event, Message, Participant, Ticket
 from maild.store.ticketstate import apply_changes, apply_event
 
@@ -38,23 +39,28 @@ def record(
     field: str | None = None,
     old: str | None = None,
     new: str | None = None,
-) -> Event:
+) -> Event | None:
     """Add one row to ticket ``ticket_id``'s timeline (a change names its ``field``).
 
     ``message``: the message the row is about, when it may not be flushed yet
-    (instead of its ``message_pk``): the row gets its id at the flush.
+    (instead of its ``message_pk``): the row gets its id at the flush. Returns
+    the row, or None when the session keeps its rows as values to write them in
+    bulk (:func:`maild.store.batch.write_later`).
     """
-    event = Event(
-        ticket_id=ticket_id,
-        at=at,
-        kind=kind,
-        actor=actor,
-        message_pk=message_pk,
-        field=field,
-        old=old,
-        new=new,
-        text=text,
-    )
+    values = {
+        "ticket_id": ticket_id,
+        "at": at,
+        "kind": kind,
+        "actor": actor,
+        "message_pk": message_pk,
+        "field": field,
+        "old": old,
+        "new": new,
+        "text": text,
+    }
+    if keep_for_bulk(session, Event, values, message):
+        return None
+    event = Event(**values)
     if message is not None:
         event.message = message
     session.add(event)
