@@ -52,11 +52,18 @@ async def refresh_dues(
     if sent is None:
         sent = await reminders_sent(session, ticket.id)
     dues = compute_dues(clocked(ticket), config, calendar, frozenset(sent))
-    ticket.triage_due_at = dues.triage_due_at
-    ticket.response_due_at = dues.response_due_at
-    ticket.close_due_at = dues.close_due_at
-    ticket.next_update_at = dues.next_update_at
-    ticket.next_due_kind = dues.next_due_kind
-    ticket.next_due_at = dues.next_due_at
-    ticket.next_action_at = dues.next_action_at
+    loaded = ticket.__dict__
+    for name, value in (
+        ("triage_due_at", dues.triage_due_at),
+        ("response_due_at", dues.response_due_at),
+        ("close_due_at", dues.close_due_at),
+        ("next_update_at", dues.next_update_at),
+        ("next_due_kind", dues.next_due_kind),
+        ("next_due_at", dues.next_due_at),
+        ("next_action_at", dues.next_action_at),
+    ):
+        # a field set to the value it holds changes nothing: the ORM's set is not
+        # free, and a ticket's dues are refreshed several times in a transaction
+        if name not in loaded or loaded[name] != value:
+            setattr(ticket, name, value)
     return dues
