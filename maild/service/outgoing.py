@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -38,7 +38,15 @@ from maild.mail.render import (
     thread_index_for,
 )
 from maild.service.outcome import Outcome, PlannedMail
-from maild.store.batch import CHAIN_LOOKBACK, ChainRow, TicketLookups, load_sends
+from maild.store.batch import (
+    CHAIN_LOOKBACK,
+    ChainRow,
+    TicketLookups,
+    keep_for_bulk,
+    load_sends,
+    pending,
+    pending_chain,
+)
 from maild.store.models import AutomaticSend, Message, Outbox, Ticket
 from maild.store.timeline import record
 
@@ -50,6 +58,24 @@ log = logging.getLogger(__name__)
 FORWARD_LIMIT = 10 * 1024 * 1024
 # the Auto-Submitted value of an automatic mail (RFC 3834); None: a person's mail
 Automatic = Literal["auto-replied", "auto-generated"] | None
+
+
+# built once: a statement built per mail costs more than SQLite takes to run it
+# a ticket's latest mails, newest first, with whom each went to
+_CHAIN = (
+    select(
+        Message.message_id,
+        Message.direction,
+        Message.from_addr,
+        Message.to_addrs,
+        Message.cc_addrs,
+        Outbox.rcpt_tos,
+    )
+    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+    .where(Message.ticket_id == bindparam("ticket_id"))
+    .order_by(Message.id.desc())
+    .limit(CHAIN_LOOKBACK)
+)
 
 
 class Outgoing:
@@ -182,24 +208,24 @@ class Outgoing:
         recipients = list(dict.fromkeys([*to, *cc, *bcc]))
         # the rows point at ``out`` itself: its id comes with the flush at commit,
         # which then writes the whole transaction's rows together
-        session.add(
-            Outbox(
-                ticket_id=ticket.id if ticket is not None else None,
-                message=out,
-                template=template,
-                automatic=automatic is not None,
-                mail_from=self.config.support.address,
-                rcpt_tos=recipients,
-                primary_rcpt=recipients[0] if recipients else "",
-                raw=raw,
-                status="queued",
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
-            )
-        )
+        row = {
+            "ticket_id": ticket.id if ticket is not None else None,
+            "template": template,
+            "automatic": automatic is not None,
+            "mail_from": self.config.support.address,
+            "rcpt_tos": recipients,
+            "primary_rcpt": recipients[0] if recipients else "",
+            "raw": raw,
+            "status": "queued",
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        # a mail on no ticket is always an object: the ceiling alert's look-up reads it back
+        if out is None or not keep_for_bulk(session, Outbox, row, out):
+            session.add(Outbox(**row, message=out))
         if ticket is not None and out is not None:
-            record(session, ticket.id, now, "sent", text=template).message = out
+            record(session, ticket.id, now, "sent", text=template, message=out)
             ticket.message_count = (ticket.message_count or 0) + 1
             counted = (
                 [policy.limit_key(a) for a in recipients if a not in internal]
@@ -207,9 +233,9 @@ class Outgoing:
                 else []
             )
             for key in counted:
-                session.add(
-                    AutomaticSend(address=key, at=now, ticket_id=ticket.id, template=template)
-                )
+                send = {"address": key, "at": now, "ticket_id": ticket.id, "template": template}
+                if not keep_for_bulk(session, AutomaticSend, send, None):
+                    session.add(AutomaticSend(**send))
             if known is not None:
                 known.queued(ticket.id, out, recipients, counted, now)
         planned = PlannedMail(template, tuple(to), tuple(cc), rendered.subject, message_id)
@@ -280,8 +306,10 @@ class Outgoing:
         message: Message,
         now: datetime,
         outcome: Outcome,
+        known: TicketLookups | None = None,
     ) -> PlannedMail | None:
-        """An automatic reply to the sender of ``message``, threaded under it."""
+        """An automatic reply to the sender of ``message``, threaded under it (``known``:
+        the ticket's look-ups, if done in advance)."""
         return await self.queue(
             session,
             ticket,
@@ -292,6 +320,7 @@ class Outgoing:
             automatic="auto-replied",
             now=now,
             outcome=outcome,
+            known=known,
         )
 
     async def notify_requester(
@@ -481,26 +510,16 @@ class Outgoing:
         """In-Reply-To/References of a mail on ``ticket``: the mails its readers already
         hold of it (see :mod:`maild.core.replychain`). ``named``: its recipients; for the
         requester's side, everyone on the ticket's side counts as one reader."""
-        rows: Sequence[ChainRow | Row[Any]] = (
-            known.chain.get(ticket.id, [])
-            if known is not None
-            else (
-                await session.execute(
-                    select(
-                        Message.message_id,
-                        Message.direction,
-                        Message.from_addr,
-                        Message.to_addrs,
-                        Message.cc_addrs,
-                        Outbox.rcpt_tos,
-                    )
-                    .outerjoin(Outbox, Outbox.message_pk == Message.id)
-                    .where(Message.ticket_id == ticket.id)
-                    .order_by(Message.id.desc())
-                    .limit(CHAIN_LOOKBACK)
-                )
-            ).all()
-        )
+        stored: Sequence[ChainRow | Row[Any]] = []
+        every: Sequence[ChainRow | Row[Any]] = []
+        if known is not None:
+            rows: Sequence[ChainRow | Row[Any]] = known.chain.get(ticket.id, [])
+        else:
+            # the stored mails without a flush, then this transaction's own (newer)
+            with session.no_autoflush:
+                stored = (await session.execute(_CHAIN, {"ticket_id": ticket.id})).all()
+            every = [*pending_chain(session, ticket.id), *stored]
+            rows = every[:CHAIN_LOOKBACK]
         mails = [
             Seen(
                 message_id=mid,
@@ -520,15 +539,16 @@ class Outgoing:
             audience = frozenset(a for a in people if a and a not in internal)
         if known is not None:
             opening = known.opening.get(ticket.id)
-        elif len(rows) < CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
-            opening = rows[-1][0] if rows else None
+        elif len(stored) < CHAIN_LOOKBACK:  # all of the ticket's mails: the oldest is the opening
+            opening = every[-1][0] if every else None
         else:
-            opening = await session.scalar(
-                select(Message.message_id)
-                .where(Message.ticket_id == ticket.id)
-                .order_by(Message.id)
-                .limit(1)
-            )
+            with session.no_autoflush:  # more than CHAIN_LOOKBACK stored: the oldest is stored
+                opening = await session.scalar(
+                    select(Message.message_id)
+                    .where(Message.ticket_id == ticket.id)
+                    .order_by(Message.id)
+                    .limit(1)
+                )
         root = ticket_root(ticket.id, self.config.support.message_id_domain)
         return reply_chain(
             mails, audience, trigger, root, opening=opening, prefer_own=not for_stewards
@@ -551,28 +571,42 @@ class Outgoing:
 
     async def latest_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The ticket's latest message either way, to thread a notice under."""
-        return await session.scalar(
-            select(Message)
-            .options(defer(Message.raw))
-            .where(Message.ticket_id == ticket.id)
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
+        # this transaction's messages are the newest: the store is asked only without one
+        for message in reversed(pending(session, Message)):
+            if message.ticket_id == ticket.id:
+                return message
+        with session.no_autoflush:
+            return await session.scalar(
+                select(Message)
+                .options(defer(Message.raw))
+                .where(Message.ticket_id == ticket.id)
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
 
     async def last_requester_message(self, session: AsyncSession, ticket: Ticket) -> Message | None:
         """The requester side's latest mail: what a relay is threaded under."""
         people = [a for a in (ticket.requester, *ticket.cc) if a]
-        return await session.scalar(
-            select(Message)
-            .options(defer(Message.raw))
-            .where(
-                Message.ticket_id == ticket.id,
-                Message.direction == "in",
-                Message.from_addr.in_(people),
+        # this transaction's messages are the newest: the store is asked only without one
+        for message in reversed(pending(session, Message)):
+            if (
+                message.ticket_id == ticket.id
+                and message.direction == "in"
+                and message.from_addr in people
+            ):
+                return message
+        with session.no_autoflush:
+            return await session.scalar(
+                select(Message)
+                .options(defer(Message.raw))
+                .where(
+                    Message.ticket_id == ticket.id,
+                    Message.direction == "in",
+                    Message.from_addr.in_(people),
+                )
+                .order_by(Message.id.desc())
+                .limit(1)
             )
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
 
     def all_addresses_of(self, addr: str) -> tuple[str, ...]:
         """Every address of the steward who has ``addr`` (just ``addr`` for anyone else)."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
@@ -30,7 +31,6 @@ from maild.core.classify import Classification, classify, why_not_answer
 from maild.core.conversation import (
     Candidates,
     Decision,
-    TicketView,
     decide,
     referenced_ids,
     thread_root,
@@ -52,6 +52,7 @@ from maild.mail.render import Renderer, new_thread_root
 from maild.service.outcome import Action, Outcome, PlannedMail
 from maild.service.outgoing import Outgoing, forwarded
 from maild.service.steward import StewardMail, Stewards
+from maild.store.batch import TicketLookups, flush_in_bulk
 from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
@@ -64,13 +65,32 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.timeline import move, record
-from maild.store.views import ticket_view
+from maild.store.views import ticket_views
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
 log = logging.getLogger(__name__)
 
 _SUBJECT_KEY_MAX = 500
+
+# built once: a statement built per mail costs more than SQLite takes to run it
+# the stored mails of some Message-IDs, with their tickets
+_STORED_WITH_TICKETS = (
+    select(Message.message_id, Ticket)
+    .join(Ticket, Ticket.id == Message.ticket_id)
+    .where(Message.message_id.in_(bindparam("ids", expanding=True)))
+)
+# who of some stewards wrote on a ticket, oldest first
+_STEWARDS_WHO_WROTE = (
+    select(Event.actor)
+    .where(
+        Event.ticket_id == bindparam("ticket_id"),
+        Event.kind.in_(("received", "note")),
+        Event.message_pk.is_not(None),
+        Event.actor.in_(bindparam("names", expanding=True)),
+    )
+    .order_by(Event.id)
+)
 
 
 class _DryRun(Exception):
@@ -250,6 +270,9 @@ class Pipeline:
                 outcome = await self._process(session, mail, raw, source, now, too_large, verdict)
                 if dry_run:
                     raise _DryRun(outcome)
+                # the mail's rows: its messages and the ticket in one flush, the rows
+                # nobody reads back (events, outbox, ...) an INSERT per table
+                await flush_in_bulk(session)
         except _DryRun as dry:
             dry.outcome.dry_run = True
             return dry.outcome
@@ -343,9 +366,12 @@ class Pipeline:
         too_large: bool,
         verdict: authn.Verdict | None = None,
     ) -> Outcome:
-        existing = await session.scalar(
-            select(Message.ticket_id).where(Message.message_id == mail.message_id)
-        )
+        # one look-up: is the mail stored already, and which tickets hold the mails it names
+        refs = referenced_ids(mail)[:100]
+        rows = (
+            await session.execute(_STORED_WITH_TICKETS, {"ids": [mail.message_id, *refs]})
+        ).all()
+        existing = next((t.id for mid, t in rows if mid == mail.message_id), None)
         if existing is not None:
             return Outcome(
                 source,
@@ -360,7 +386,8 @@ class Pipeline:
             if outcome is not None:
                 return outcome
 
-        candidates = await self._candidates(session, mail, now)
+        referenced = [(mid, ticket) for mid, ticket in rows if mid != mail.message_id]
+        candidates = await self._candidates(session, mail, referenced, now)
         decision = decide(mail, cls, candidates, self.config, now)
         if decision.follow_up_of is not None and mail.from_addr:
             # a second reply to the same closed thread joins the follow-up already open
@@ -384,8 +411,10 @@ class Pipeline:
         existing_ticket: Ticket | None = None
         if decision.ticket_id is not None:
             # PostgreSQL: lock the row so the scheduler cannot change it under us
-            # (SQLite's WAL refuses a stale writer by itself)
-            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=True)
+            # (SQLite's WAL refuses a stale writer by itself, and the candidate
+            # look-up just read the row in this transaction: no second query)
+            lock = session.get_bind().dialect.name == "postgresql"
+            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=lock)
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
@@ -423,7 +452,7 @@ class Pipeline:
             now,
             "note" if message.is_note else "received",
             cls.steward.name if cls.steward else (mail.from_addr or ""),
-            message_pk=message.id,
+            message=message,
             text=decision.reason,
         )
         if steward is not None:
@@ -454,7 +483,7 @@ class Pipeline:
             await self.stewards.handle(
                 session, ticket, mail, message, steward, outcome, now, len(raw) if too_large else 0
             )
-            if message.is_note:
+            if message.is_note and received is not None:
                 received.kind = "note"
         else:
             side: policy.Standing = "requester"
@@ -479,7 +508,9 @@ class Pipeline:
             )
         ticket.updated_at = now
         ticket.last_activity_at = now
-        await refresh_dues(session, ticket, self.config, self.calendar)
+        # only the scheduler records reminders: a ticket opened here has none
+        sent = frozenset[tuple[str, str]]() if action == "created" else None
+        await refresh_dues(session, ticket, self.config, self.calendar, sent)
         return outcome
 
     async def _bounce(
@@ -516,52 +547,42 @@ class Pipeline:
             now,
             "received",
             mail.from_addr or "",
-            message_pk=message.id,
+            message=message,
             text=reason,
         )
         return Outcome(source, mail.message_id, ticket.id, "appended", reason, cls)
 
     async def _candidates(
-        self, session: AsyncSession, mail: InboundMail, now: datetime
+        self,
+        session: AsyncSession,
+        mail: InboundMail,
+        referenced: Sequence[tuple[str, Ticket]],
+        now: datetime,
     ) -> Candidates:
-        by_message_id: dict[str, TicketView] = {}
-        refs = referenced_ids(mail)[:100]
-        if refs:
-            rows = (
-                await session.execute(
-                    select(Message.message_id, Ticket)
-                    .join(Ticket, Ticket.id == Message.ticket_id)
-                    .where(Message.message_id.in_(refs))
-                )
-            ).all()
-            for mid, ticket in rows:
-                by_message_id[mid] = await self._view(session, ticket)
-            if by_message_id:
-                # rule 1 decides; the later rules' look-ups would be wasted
-                return Candidates(by_message_id)
+        """The tickets each threading rule points at. ``referenced``: the stored mails the
+        mail names (In-Reply-To, References) with their tickets, looked up already."""
+        if referenced:
+            # rule 1 decides; the later rules' look-ups would be wasted
+            views = await ticket_views(session, [ticket for _, ticket in referenced])
+            return Candidates({mid: views[ticket.id] for mid, ticket in referenced})
 
-        by_root: TicketView | None = None
+        rooted: Ticket | None = None
         root = thread_root(mail.thread_index)
         if root is not None:
             rooted = await session.scalar(
                 select(Ticket).where(Ticket.thread_root == root).order_by(Ticket.id.desc()).limit(1)
             )
-            if rooted is not None:
-                by_root = await self._view(session, rooted)
 
-        by_number: dict[int, TicketView] = {}
+        numbered: Sequence[Ticket] = ()
         numbers = find_ticket_refs(mail.subject, self.config.support.tag)[:20]
         if numbers:
-            for ticket in (
-                await session.scalars(select(Ticket).where(Ticket.id.in_(numbers)))
-            ).all():
-                by_number[ticket.id] = await self._view(session, ticket)
+            numbered = (await session.scalars(select(Ticket).where(Ticket.id.in_(numbers)))).all()
 
-        by_subject: list[TicketView] = []
+        by_subject: Sequence[Ticket] = ()
         if mail.from_addr and is_reply_subject(mail.subject):
             key = normalize_for_match(mail.subject, self.config.support.tag)[:_SUBJECT_KEY_MAX]
             since = now - timedelta(days=self.config.tickets.subject_match_days)
-            tickets = (
+            by_subject = (
                 await session.scalars(
                     select(Ticket)
                     .join(Participant, Participant.ticket_id == Ticket.id)
@@ -574,11 +595,16 @@ class Pipeline:
                     .limit(20)
                 )
             ).all()
-            by_subject = [await self._view(session, t) for t in tickets]
-        return Candidates(by_message_id, by_root, by_number, by_subject)
-
-    async def _view(self, session: AsyncSession, ticket: Ticket) -> TicketView:
-        return await ticket_view(session, ticket)
+        # every candidate's participants in one look-up
+        views = await ticket_views(
+            session, [*([rooted] if rooted is not None else []), *numbered, *by_subject]
+        )
+        return Candidates(
+            {},
+            views[rooted.id] if rooted is not None else None,
+            {t.id: views[t.id] for t in numbered},
+            [views[t.id] for t in by_subject],
+        )
 
     def _cc_from(
         self,
@@ -689,7 +715,8 @@ class Pipeline:
         *,
         is_note: bool = False,
     ) -> Message:
-        """Add the inbound message and its attachments; flushed, so ``message.id`` is set."""
+        """Add the inbound message and its attachments (not flushed: rows that point at
+        it take the object, and get its id at the flush)."""
         message = Message(
             ticket_id=ticket.id,
             direction="in",
@@ -713,12 +740,11 @@ class Pipeline:
             raw=header_only(raw) if stub else raw,
         )
         session.add(message)
-        await session.flush()
         ticket.message_count = (ticket.message_count or 0) + 1
         for att in mail.attachments:
             session.add(
                 Attachment(
-                    message_pk=message.id,
+                    message=message,
                     filename=att.filename,
                     content_type=att.content_type,
                     size=att.size,
@@ -824,10 +850,12 @@ class Pipeline:
 
         why_not = why_not_answer(sender, cls, self.config, dmarc_fail=_dmarc_fail(verdict))
         if action == "created" and cls.role != "steward":
+            # the ticket's one mail is this one: its reply chain needs no look-up
+            known = TicketLookups.opened(ticket, message, now)
             if why_not is None:
                 template = "too_large" if too_large else "ack"
                 await self.outgoing.answer(
-                    session, ticket, template, ctx, sender, message, now, outcome
+                    session, ticket, template, ctx, sender, message, now, outcome, known
                 )
             else:
                 outcome.suppressed.append(f"ack: {why_not}")
@@ -846,6 +874,7 @@ class Pipeline:
                     from_name=via,
                     attachments=forwarded(mail),
                     outcome=outcome,
+                    known=known,
                 )
         elif action == "appended" and cls.role != "steward" and not cls.automated:
             if too_large and side != "stranger" and why_not is None:
@@ -874,20 +903,13 @@ class Pipeline:
         """Addresses of who works the ticket (assignee, IC, stewards who wrote on it),
         else of the stewards on duty: who a requester's reply goes to."""
         names = {s.name for s in self.config.stewards}
-        actors = (
-            await session.scalars(
-                select(Event.actor)
-                .where(
-                    Event.ticket_id == ticket.id,
-                    Event.kind.in_(("received", "note")),
-                    Event.message_pk.is_not(None),
-                    Event.actor.in_(names),
-                )
-                .order_by(Event.id)
+        # no flush: this mail's own rows are not a steward's (its sender is no steward)
+        with session.no_autoflush:
+            actors = await session.scalars(
+                _STEWARDS_WHO_WROTE, {"ticket_id": ticket.id, "names": sorted(names)}
             )
-        ).all()
         chosen = reply_recipients(
-            ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
+            ticket.assignee, ticket.incident_commander, actors.all(), on_duty(self.config, now)
         )
         return self.outgoing.steward_addresses(chosen)
 

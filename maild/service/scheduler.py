@@ -36,7 +36,7 @@ from maild.core import policy
 from maild.core.roster import duty_at
 from maild.mail.render import support_context
 from maild.service.pipeline import Outcome, Pipeline
-from maild.store.batch import TicketLookups, flush_in_bulk
+from maild.store.batch import TicketLookups, flush_in_bulk, write_later
 from maild.store.dues import refresh_dues, reminders_sent
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
@@ -166,6 +166,9 @@ class Scheduler:
     async def _together(self, ids: list[int], now: datetime, result: PassResult) -> None:
         done = PassResult()
         async with self.sessions() as session, session.begin():
+            # nothing in the batch reads its events and outbox rows back: they are
+            # written as plain rows by flush_in_bulk, not built as ORM objects
+            write_later(session)
             stmt = (
                 select(Ticket)
                 .where(Ticket.id.in_(ids), Ticket.next_action_at <= now)

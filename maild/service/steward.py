@@ -218,6 +218,8 @@ class Stewards:
         """Keep an unauthenticated steward mail as a note and ask its steward to confirm."""
         token = secrets.token_urlsafe(12)
         expires = now + self.config.commands.confirm_within
+        if message.id is None:
+            await session.flush()  # the held row names the message by its id
         session.add(
             HeldCommand(
                 token=token,

@@ -15,14 +15,23 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import Insert, Table, bindparam, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.schema import ColumnDefault
 
-from maild.store.models import AutomaticSend, Base, Event, Message, Outbox, Reminder, Ticket
+from maild.store.models import (
+    Attachment,
+    AutomaticSend,
+    Base,
+    Event,
+    Message,
+    Outbox,
+    Reminder,
+    Ticket,
+)
 
 __all__ = [
     "CHAIN_LOOKBACK",
@@ -30,8 +39,17 @@ __all__ = [
     "SendLedger",
     "TicketLookups",
     "flush_in_bulk",
+    "keep_for_bulk",
     "load_sends",
+    "pending",
+    "pending_chain",
+    "write_later",
 ]
+
+_Row = TypeVar("_Row", bound=Base)
+
+# session.info key: the rows kept as values for flush_in_bulk (see write_later)
+_LATER = "maild.write_later"
 
 # how many of a ticket's latest mails an outgoing mail's References are chosen from
 CHAIN_LOOKBACK = 200
@@ -70,22 +88,94 @@ class SendLedger:
             self.last_hour_total += 1
 
 
+# built once: a statement built per call costs more than SQLite takes to run it
+_SENDS = select(AutomaticSend.address, AutomaticSend.at).where(
+    AutomaticSend.address.in_(bindparam("keys", expanding=True)),
+    AutomaticSend.at > bindparam("day_ago"),
+)
+_SENDS_TOTAL = (
+    select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > bindparam("hour_ago"))
+)
+
+
+def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
+    """``model``'s rows added to ``session`` and not flushed yet, in the order added.
+
+    A look-up run without autoflush sees the stored rows only; these are the
+    rest, so the caller need not flush the whole transaction to read them.
+    """
+    rows = [o for o in session.new if isinstance(o, model)]
+    rows.sort(key=lambda o: inspect(o).insert_order or 0)
+    return rows
+
+
+def write_later(session: AsyncSession) -> None:
+    """From now on ``session`` keeps its new event rows, and the outbox and automatic-send
+    rows of mail on tickets, as plain values until :func:`flush_in_bulk` writes them:
+    no ORM object per row. For a transaction in which nothing reads those rows back
+    (the scheduler's batches: their look-ups are :class:`TicketLookups`); the session
+    is discarded if the transaction fails."""
+    session.info[_LATER] = []
+
+
+def keep_for_bulk(
+    session: AsyncSession, model: type[Base], values: dict[str, Any], message: Message | None
+) -> bool:
+    """Keep a row's ``values`` (and the ``message`` it is about, for its id) for
+    :func:`flush_in_bulk` if ``session`` writes later (:func:`write_later`); False: the
+    caller adds the row as an object."""
+    later: list[tuple[type[Base], dict[str, Any], Message | None]] | None = session.info.get(_LATER)
+    if later is None:
+        return False
+    later.append((model, values, message))
+    return True
+
+
+def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Message | None]]:
+    return [(v, m) for kind, v, m in session.info.get(_LATER, ()) if kind is model]
+
+
+def pending_chain(session: AsyncSession, ticket_id: int) -> list[ChainRow]:
+    """The messages on ticket ``ticket_id`` not flushed yet, as :data:`ChainRow` s, newest
+    first: the mails an outgoing mail's References are chosen from that a query without
+    autoflush does not see (they are all newer than the stored ones)."""
+    messages = [m for m in pending(session, Message) if m.ticket_id == ticket_id]
+    if not messages:
+        return []
+    rcpts: dict[int, list[Any]] = {}
+    for row in pending(session, Outbox):
+        linked = row.__dict__.get("message")
+        if linked is not None:
+            rcpts.setdefault(id(linked), row.rcpt_tos)
+    for values, linked in _kept(session, Outbox):
+        if linked is not None:
+            rcpts.setdefault(id(linked), values["rcpt_tos"])
+    return [
+        (m.message_id, m.direction, m.from_addr or "", m.to_addrs, m.cc_addrs, rcpts.get(id(m)))
+        for m in reversed(messages)
+    ]
+
+
 async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime) -> SendLedger:
-    """The automatic mail sent to ``keys`` in the last 24 hours and to anyone in the hour."""
+    """The automatic mail sent to ``keys`` in the last 24 hours and to anyone in the hour,
+    counting the rows of this transaction not flushed yet (read without a flush)."""
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
     times: dict[str, list[datetime]] = {}
-    if keys:
-        rows = await session.execute(
-            select(AutomaticSend.address, AutomaticSend.at).where(
-                AutomaticSend.address.in_(sorted(set(keys))), AutomaticSend.at > day_ago
-            )
-        )
-        for key, at in rows.all():
-            times.setdefault(key, []).append(at)
-    total = await session.scalar(
-        select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > hour_ago)
-    )
-    return SendLedger(frozenset(keys), times, total or 0, hour_ago)
+    wanted = set(keys)
+    with session.no_autoflush:
+        if keys:
+            rows = await session.execute(_SENDS, {"keys": sorted(wanted), "day_ago": day_ago})
+            for key, at in rows.all():
+                times.setdefault(key, []).append(at)
+        total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago})
+    total = total or 0
+    kept = [(v["address"], v["at"]) for v, _ in _kept(session, AutomaticSend)]
+    for address, at in [(s.address, s.at) for s in pending(session, AutomaticSend)] + kept:
+        if address in wanted and at > day_ago:
+            times.setdefault(address, []).append(at)
+        if at > hour_ago:
+            total += 1
+    return SendLedger(frozenset(keys), times, total, hour_ago)
 
 
 @dataclass
@@ -107,6 +197,33 @@ class TicketLookups:
     chain: dict[int, list[ChainRow]] = field(default_factory=dict)
     opening: dict[int, str] = field(default_factory=dict)
     sends: SendLedger = field(default_factory=lambda: SendLedger(frozenset(), {}, 0, datetime.min))
+
+    @classmethod
+    def opened(cls, ticket: Ticket, message: Message, now: datetime) -> TicketLookups:
+        """The look-ups of a ticket that ``message`` opened in this transaction: nothing
+        to ask the store, its one mail is ``message`` (the automatic mail counts are
+        still looked up, per address, when a mail needs them)."""
+        out = cls(sends=SendLedger(frozenset(), {}, 0, now - timedelta(hours=1)))
+        tid = ticket.id
+        out.reminders[tid] = set()
+        out.latest[tid] = message
+        sender = message.from_addr
+        if message.direction == "in" and sender in [a for a in (ticket.requester, *ticket.cc) if a]:
+            out.requester_last[tid] = message
+            if message.from_name and sender == ticket.requester:
+                out.requester_name[tid] = message.from_name
+        out.chain[tid] = [
+            (
+                message.message_id,
+                message.direction,
+                sender or "",
+                list(message.to_addrs),
+                list(message.cc_addrs),
+                None,
+            )
+        ]
+        out.opening[tid] = message.message_id
+        return out
 
     @classmethod
     async def load(
@@ -246,20 +363,58 @@ class TicketLookups:
 
 
 # rows a batch adds many of and nobody reads the ids of
-_WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend)
+_WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend, Attachment)
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """How a write-only model's rows are inserted: a Core INSERT of every column but
+    the id, and each column's scalar default (what the ORM would have filled in)."""
+
+    insert: Insert
+    columns: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, model: type[Base]) -> _Writer:
+        table = cast(Table, model.__table__)
+        columns = tuple(
+            (
+                column.key,
+                column.default.arg
+                if isinstance(column.default, ColumnDefault) and column.default.is_scalar
+                else None,
+            )
+            for column in table.columns
+            if not column.primary_key
+        )
+        return cls(insert(table), columns)
+
+    def values(self, given: Mapping[str, Any], message: Message | None) -> dict[str, Any]:
+        """The row to insert: ``given`` (an object's state or kept values), the defaults
+        for what is not set, and the id of ``message`` if it is about one."""
+        values = {
+            key: default if (value := given.get(key)) is None else value
+            for key, default in self.columns
+        }
+        if message is not None:
+            values["message_pk"] = message.id
+        return values
+
+
+_WRITERS = {model: _Writer.of(model) for model in _WRITE_ONLY}
 
 
 async def flush_in_bulk(session: AsyncSession) -> None:
-    """Flush ``session``, its new outbox, event and automatic-send rows as one INSERT
-    per table.
+    """Flush ``session``, its new outbox, event, automatic-send and attachment rows as
+    one INSERT per table.
 
     The unit of work inserts rows whose ids it must read back one at a time on
     SQLite (it cannot match many returned ids to their rows without a column
     like ``Message.message_id``): for a batch of mails, a statement per row.
     Nothing reads these rows' ids, so they are taken out of the session and
-    written with one executemany each, in the order they were added, after
-    the flush that gives their messages an id. They are not in the session
-    afterwards.
+    written with one executemany each (a Core INSERT naming every column), in
+    the order they were added, after the flush that gives their messages an
+    id. They are not in the session afterwards.
     """
     rows = sorted(
         (o for o in session.new if isinstance(o, _WRITE_ONLY)),
@@ -267,22 +422,18 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     )
     for row in rows:
         session.expunge(row)
+    kept = session.info.get(_LATER)
+    if kept is not None:
+        session.info[_LATER] = []
     await session.flush()
     by_model: dict[type[Base], list[dict[str, Any]]] = {}
+    # the kept rows (on tickets: in the order they came), then the objects
+    for model, given, message in kept or ():
+        by_model.setdefault(model, []).append(_WRITERS[model].values(given, message))
     for row in rows:
-        mapper = inspect(type(row))
-        values: dict[str, Any] = {}
-        for column in mapper.columns:
-            if column.primary_key:
-                continue
-            value = row.__dict__.get(column.key)
-            default = column.default
-            if value is None and isinstance(default, ColumnDefault) and default.is_scalar:
-                value = default.arg
-            values[column.key] = value
-        message = row.__dict__.get("message")
-        if message is not None:
-            values["message_pk"] = message.id
-        by_model.setdefault(type(row), []).append(values)
+        state = row.__dict__
+        by_model.setdefault(type(row), []).append(
+            _WRITERS[type(row)].values(state, state.get("message"))
+        )
     for model, values_list in by_model.items():
-        await session.execute(insert(model), values_list)
+        await session.execute(_WRITERS[model].insert, values_list)

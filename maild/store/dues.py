@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.config import Config
@@ -19,6 +19,11 @@ from maild.store.views import clocked
 
 __all__ = ["refresh_dues", "reminders_sent"]
 
+# built once: a statement built per call costs more than SQLite takes to run it
+_REMINDERS = select(Reminder.kind, Reminder.stage).where(
+    Reminder.ticket_id == bindparam("ticket_id")
+)
+
 
 async def reminders_sent(session: AsyncSession, ticket_id: int) -> frozenset[tuple[str, str]]:
     """The (kind, stage) of every reminder recorded for the ticket.
@@ -28,9 +33,7 @@ async def reminders_sent(session: AsyncSession, ticket_id: int) -> frozenset[tup
     commit instead of one more here.
     """
     with session.no_autoflush:
-        rows = await session.execute(
-            select(Reminder.kind, Reminder.stage).where(Reminder.ticket_id == ticket_id)
-        )
+        rows = await session.execute(_REMINDERS, {"ticket_id": ticket_id})
     return frozenset((kind, stage) for kind, stage in rows.all())
 
 
@@ -49,11 +52,18 @@ async def refresh_dues(
     if sent is None:
         sent = await reminders_sent(session, ticket.id)
     dues = compute_dues(clocked(ticket), config, calendar, frozenset(sent))
-    ticket.triage_due_at = dues.triage_due_at
-    ticket.response_due_at = dues.response_due_at
-    ticket.close_due_at = dues.close_due_at
-    ticket.next_update_at = dues.next_update_at
-    ticket.next_due_kind = dues.next_due_kind
-    ticket.next_due_at = dues.next_due_at
-    ticket.next_action_at = dues.next_action_at
+    loaded = ticket.__dict__
+    for name, value in (
+        ("triage_due_at", dues.triage_due_at),
+        ("response_due_at", dues.response_due_at),
+        ("close_due_at", dues.close_due_at),
+        ("next_update_at", dues.next_update_at),
+        ("next_due_kind", dues.next_due_kind),
+        ("next_due_at", dues.next_due_at),
+        ("next_action_at", dues.next_action_at),
+    ):
+        # a field set to the value it holds changes nothing: the ORM's set is not
+        # free, and a ticket's dues are refreshed several times in a transaction
+        if name not in loaded or loaded[name] != value:
+            setattr(ticket, name, value)
     return dues

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core import lifecycle
 from maild.core.commands import Change
-from maild.store.models import Event, Participant, Ticket
+from maild.store.batch import keep_for_bulk
+from maild.store.models import Event, Message, Participant, Ticket
 from maild.store.ticketstate import apply_changes, apply_event
 
 __all__ = ["EventKind", "move", "record", "record_changes", "set_fields"]
@@ -34,22 +35,34 @@ def record(
     *,
     text: str | None = None,
     message_pk: int | None = None,
+    message: Message | None = None,
     field: str | None = None,
     old: str | None = None,
     new: str | None = None,
-) -> Event:
-    """Add one row to ticket ``ticket_id``'s timeline (a change names its ``field``)."""
-    event = Event(
-        ticket_id=ticket_id,
-        at=at,
-        kind=kind,
-        actor=actor,
-        message_pk=message_pk,
-        field=field,
-        old=old,
-        new=new,
-        text=text,
-    )
+) -> Event | None:
+    """Add one row to ticket ``ticket_id``'s timeline (a change names its ``field``).
+
+    ``message``: the message the row is about, when it may not be flushed yet
+    (instead of its ``message_pk``): the row gets its id at the flush. Returns
+    the row, or None when the session keeps its rows as values to write them in
+    bulk (:func:`maild.store.batch.write_later`).
+    """
+    values = {
+        "ticket_id": ticket_id,
+        "at": at,
+        "kind": kind,
+        "actor": actor,
+        "message_pk": message_pk,
+        "field": field,
+        "old": old,
+        "new": new,
+        "text": text,
+    }
+    if keep_for_bulk(session, Event, values, message):
+        return None
+    event = Event(**values)
+    if message is not None:
+        event.message = message
     session.add(event)
     return event
 
