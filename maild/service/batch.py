@@ -183,14 +183,18 @@ class ChunkIngest:
             return
         self._ahead = (raws, future)
 
-    async def ingest(self, chunk: Sequence[Item]) -> list[Outcome]:
+    async def ingest(self, chunk: Sequence[Item], upcoming: Sequence[bytes] = ()) -> list[Outcome]:
         """Commit the chunk (one transaction, a savepoint per mail); its outcomes once committed.
+
+        ``upcoming``: the mails of the next call, parsed in the worker meanwhile
+        (see :meth:`prepare`).
 
         Raises what :func:`commit_chunk` raises: a store error (nothing of
         the chunk committed).
         """
         raws = _raws(chunk)
         ahead, self._ahead = self._ahead, None
+        self.prepare(upcoming)
         parsed: list[Parsed] | None = None
         if ahead is not None and ahead[0] == raws:
             try:

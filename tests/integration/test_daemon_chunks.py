@@ -191,7 +191,7 @@ def gone(pid: int) -> bool:
 def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_once(
     maild: MaildProcess, dovecot: Dovecot, imap_user: str
 ) -> None:
-    raws = requests(30, "k")  # chunks of 8: the worker parses the next one meanwhile
+    raws = requests(30, "k")  # chunks of 4: the worker parses the next one meanwhile
     dovecot.deliver_many(imap_user, raws)
     with ThreadedSink() as sink:
         # the restarted daemon waits for the dead one's lease to run out: keep it short
@@ -208,7 +208,7 @@ def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_o
 
         # the first chunk is in the store, but nothing was marked on the server
         first = Daemon.chunk_size(timedelta(seconds=2))
-        assert first == 8
+        assert first == 4
         assert maild.count("select count(*) from messages where direction='in'") == first, (
             killed.stderr.decode()[-3000:]
         )
@@ -260,7 +260,7 @@ def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_o
 def test_the_parsing_worker_ends_with_a_stopped_daemon(
     maild: MaildProcess, dovecot: Dovecot, imap_user: str
 ) -> None:
-    dovecot.deliver_many(imap_user, requests(150, "w"))
+    dovecot.deliver_many(imap_user, requests(150, "w"))  # chunks of 60
     maild.configure(imap=(dovecot, imap_user))
     maild.cli("db", "upgrade")
     maild.start()
