@@ -29,8 +29,11 @@ until :meth:`ChunkIngest.aclose`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
+import sys
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -229,11 +232,38 @@ class ChunkIngest:
 
 
 def _parse_worker() -> ProcessPoolExecutor:
-    """One process that parses mail. Spawned, not forked: this process has threads
-    (the store's, the loop's helpers); Ctrl-C is ours to handle and it ends with us."""
-    return ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker
-    )
+    """One process that parses mail, started now. Spawned, not forked: this process has
+    threads (the store's, the loop's helpers); Ctrl-C is ours to handle and it ends with us.
+
+    Its stderr (and that of multiprocessing's resource tracker, started with it) is
+    /dev/null: a worker whose parent is killed while it starts up prints a traceback
+    from multiprocessing's bootstrap, and the tracker a warning about the dead
+    parent's semaphores, into the daemon's log. A worker that fails is reported here
+    (the pool breaks and the chunk is parsed in this process).
+    """
+    with _stderr_to_devnull():
+        pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker
+        )
+        pool.submit(int)  # spawns the process, inside this block
+    return pool
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 on /dev/null for the block: what a child started in it inherits."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 async def commit_chunk(
