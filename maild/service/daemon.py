@@ -46,6 +46,8 @@ __all__ = ["Daemon", "Notifier", "run_daemon"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 20.0
+#: The daemon parses IMAP chunks in a worker process from this many usable CPUs on.
+PARSE_AHEAD_CORES = 4
 #: Between two chunks the sender sends for up to this long a mail of the chunk to come.
 SENDER_TURN_PER_MAIL = 0.03
 HEARTBEAT_SECONDS = 30.0
@@ -114,8 +116,10 @@ class Daemon:
         # the leader's work (IMAP ingestion, the scheduler) commits only under the lease
         self.leader_sessions = self.lease.fenced_sessions()
         self.leader_pipeline = Pipeline(config, self.leader_sessions)
-        # IMAP mail a fetch at a time: one transaction each, parsed ahead in a worker
-        self.chunks = ChunkIngest(self.leader_pipeline)
+        # IMAP mail a fetch at a time, one transaction each; parsed ahead in a worker
+        # process only where that has a core to itself: on 2 cores shared with the
+        # sender and the MTA it made the daemon slower (bench/README.md, e2e)
+        self.chunks = ChunkIngest(self.leader_pipeline, parse_ahead=_cores() >= PARSE_AHEAD_CORES)
         # SQLite: the sender's turn between chunks (see _sender_turn)
         self._queued = False
         self._sending: asyncio.Task[int] | None = None
@@ -565,6 +569,14 @@ class Daemon:
                 row = await session.get(State, f"heartbeat:{self.instance}")
                 if row is not None:
                     await session.delete(row)
+
+
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _report_turn(task: asyncio.Task[int]) -> None:

@@ -14,6 +14,7 @@ the server; the parsing worker dies with the daemon.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
@@ -154,7 +155,7 @@ async def test_a_replaced_leader_commits_nothing_of_its_chunk(
     assert maild.count("select count(*) from outbox") == 0
 
 
-CRASH_AFTER_FIRST_CHUNK = textwrap.dedent(
+RUN_DAEMON = textwrap.dedent(
     """
     import asyncio, logging, multiprocessing, os, signal, sys
     from pathlib import Path
@@ -162,21 +163,40 @@ CRASH_AFTER_FIRST_CHUNK = textwrap.dedent(
     from maild.service.daemon import Daemon
 
     logging.basicConfig(level=logging.INFO)
-    config, pids = Path(sys.argv[1]), Path(sys.argv[2])
+    config, pids, crash = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "crash"
     daemon = Daemon(load_config(config), config)
+    daemon.chunks.parse_ahead = True  # whatever the CPUs: the worker is under test
     handle = daemon.handle_batch
 
-    async def committed_then_killed(mails, upcoming):
+    async def watched(mails, upcoming):
         verdicts = await handle(mails, upcoming)
-        # committed, not yet marked on the server: the process dies here
         pids.write_text(" ".join(str(p.pid) for p in multiprocessing.active_children()))
-        os.kill(os.getpid(), signal.SIGKILL)
+        if crash:
+            # committed, not yet marked on the server: the process dies here
+            os.kill(os.getpid(), signal.SIGKILL)
         return verdicts
 
-    daemon.handle_batch = committed_then_killed
+    daemon.handle_batch = watched
     asyncio.run(daemon.run())
     """
 )
+
+
+def run_daemon(maild: MaildProcess, pids: Path, how: str) -> subprocess.Popen[bytes]:
+    """``maild run`` with the parsing worker on, noting its pid after each chunk in ``pids``;
+    with ``how == "crash"`` it kills itself (SIGKILL) after the first chunk committed.
+    Its log goes to ``maild.root / "worker-run.log"``."""
+    with (maild.root / "worker-run.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", RUN_DAEMON, str(maild.config), str(pids), how],
+            env=maild_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def run_log(maild: MaildProcess) -> str:
+    return (maild.root / "worker-run.log").read_text(errors="replace")
 
 
 def gone(pid: int) -> bool:
@@ -198,20 +218,15 @@ def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_o
         maild.configure(imap=(dovecot, imap_user), smtp_port=sink.port, leader_lease="2s")
         maild.cli("db", "upgrade")
         pids = maild.root / "worker-pids"
-        killed = subprocess.run(
-            [sys.executable, "-c", CRASH_AFTER_FIRST_CHUNK, str(maild.config), str(pids)],
-            env=maild_env(),
-            capture_output=True,
-            timeout=120,
-        )
-        assert killed.returncode == -9, killed.stderr.decode()[-3000:]
+        killed = run_daemon(maild, pids, "crash")
+        assert killed.wait(timeout=120) == -9, run_log(maild)[-3000:]
 
         # the first chunk is in the store, but nothing was marked on the server
         first = Daemon.chunk_size(timedelta(seconds=2))
         assert first == 4
-        assert maild.count("select count(*) from messages where direction='in'") == first, (
-            killed.stderr.decode()[-3000:]
-        )
+        assert maild.count("select count(*) from messages where direction='in'") == first, run_log(
+            maild
+        )[-3000:]
         assert dovecot.count(imap_user, "INBOX") == 30
         assert dovecot.count(imap_user, "Processed") == 0
         # the parsing worker did not outlive the daemon
@@ -254,7 +269,7 @@ def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_o
     assert set(at_sink) == queued and set(at_sink.values()) == {1}
     # the first chunk, read again, was recognised by its Message-IDs, not stored again
     assert maild.this_run().count("duplicate ticket=") == first
-    assert "Traceback" not in maild.logtext()
+    assert "Traceback" not in maild.logtext() + run_log(maild)
 
 
 def test_the_parsing_worker_ends_with_a_stopped_daemon(
@@ -263,11 +278,18 @@ def test_the_parsing_worker_ends_with_a_stopped_daemon(
     dovecot.deliver_many(imap_user, requests(150, "w"))  # chunks of 60
     maild.configure(imap=(dovecot, imap_user))
     maild.cli("db", "upgrade")
-    maild.start()
-    wait_until(lambda: dovecot.count(imap_user, "INBOX") == 0, 120, "the backlog filed")
-    assert maild.proc is not None
-    children = Path(f"/proc/{maild.proc.pid}/task/{maild.proc.pid}/children").read_text().split()
-    assert children, "no parsing worker was started for a backlog"
-    assert maild.stop() == 0
-    wait_until(lambda: all(gone(int(pid)) for pid in children), 15, "the worker to end")
+    pids = maild.root / "worker-pids"
+    proc = run_daemon(maild, pids, "run")
+    try:
+        wait_until(lambda: dovecot.count(imap_user, "INBOX") == 0, 120, "the backlog filed")
+        workers = [int(pid) for pid in pids.read_text().split()]
+        assert workers, "no parsing worker was started for a backlog"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, run_log(maild)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: all(gone(pid) for pid in workers), 15, "the worker to end")
     assert maild.count("select count(*) from tickets") == 150
+    assert "Traceback" not in run_log(maild)
