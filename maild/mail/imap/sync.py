@@ -101,7 +101,8 @@ class ImapSource:
     marked per command regardless). With ``batch_handler`` the mails of each
     fetch go to it together (and ``handler`` is not used): the next fetch is
     made before handing over, so the handler can prepare it meanwhile; each
-    mail is marked once the call returned its verdict. ``command_timeout`` bounds every IMAP
+    mail is marked once the call returned its verdict; a call that raises
+    leaves them all on the server. ``command_timeout`` bounds every IMAP
     command. ``on_sync`` is called after each successful pass (e.g. a
     watchdog ping). ``ssl_context`` replaces ``ssl.create_default_context()``
     for ``tls``/``starttls`` (a private CA, or tests). After a ``retry``
