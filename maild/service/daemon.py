@@ -195,8 +195,8 @@ class Daemon:
         busy handler it would send almost nothing until a backlog is all in
         (no acknowledgment for minutes). So a sending pass runs first, for at
         most ``budget`` seconds of waiting (a slow relay does not hold up
-        ingestion for longer; the pass goes on meanwhile). The next chunk is
-        being parsed in the worker meanwhile.
+        ingestion for longer; the pass goes on meanwhile). A parse worker, if
+        any, parses the coming chunk meanwhile.
         """
         sender = self.sender
         outbox = self.tasks.get("outbox")
