@@ -19,13 +19,21 @@ nothing of that chunk was committed. Any other failure of a chunk's commit
 one through :meth:`Pipeline.ingest`, so a mail is never lost for another's
 sake. The first chunk is parsed here while the worker starts up; an input
 of one chunk never starts one (it would cost more than it saves).
+
+:class:`ChunkIngest` is the same for a caller that has its chunks one at a
+time (the daemon's IMAP fetches): it commits each chunk it is given the same
+way, and parses the chunk announced as next in a worker process that lives
+until :meth:`ChunkIngest.aclose`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
+import sys
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,7 +46,15 @@ from maild.core.intake import Parsed, parse_many
 from maild.service.pipeline import Outcome, Pipeline
 from maild.service.worker import start_worker
 
-__all__ = ["CHUNK", "CHUNK_BYTES", "BatchIngest", "Item", "split_chunks"]
+__all__ = [
+    "CHUNK",
+    "CHUNK_BYTES",
+    "BatchIngest",
+    "ChunkIngest",
+    "Item",
+    "commit_chunk",
+    "split_chunks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +107,8 @@ class BatchIngest:
                 following: asyncio.Future[list[Parsed]] | None = None
                 if upcoming is not None and self.parse_ahead:
                     if pool is None:
-                        # more than a chunk: worth a worker. Spawned, not forked:
-                        # this process has threads (the store's, the loop's helpers)
-                        pool = ProcessPoolExecutor(
-                            max_workers=1,
-                            mp_context=multiprocessing.get_context("spawn"),
-                            # Ctrl-C is ours to handle; the worker ends with us
-                            initializer=start_worker,
-                        )
+                        # more than a chunk: worth a worker
+                        pool = _parse_worker()
                     try:
                         following = loop.run_in_executor(pool, parse_many, _raws(upcoming), limit)
                     except BrokenProcessPool:
@@ -140,49 +150,172 @@ class BatchIngest:
         return parse_many(_raws(chunk), self.pipeline.config.tickets.max_message_bytes)
 
     async def _commit(self, chunk: Sequence[Item], parsed: Sequence[Parsed]) -> list[Outcome]:
-        """One transaction for the chunk, a savepoint per mail; the outcomes once committed."""
-        pipeline = self.pipeline
-        # decided before the transaction: a steward's DKIM check may wait for DNS
-        verdicts = [
-            await pipeline.verdict(p, raw) for (_, raw, _), p in zip(chunk, parsed, strict=True)
-        ]
-        dry_run = self.dry_run
+        return await commit_chunk(self.pipeline, chunk, parsed, dry_run=self.dry_run)
 
-        async def transaction(sessions: async_sessionmaker[AsyncSession]) -> list[Outcome]:
-            async with sessions() as session:
-                try:
-                    async with session.begin():
-                        outcomes = [
-                            await pipeline.ingest_within(
-                                session, raw, source, now, p, verdict, dry_run=dry_run
-                            )
-                            for (source, raw, now), p, verdict in zip(
-                                chunk, parsed, verdicts, strict=True
-                            )
-                        ]
-                        if dry_run:
-                            raise _Discard(outcomes)
-                except _Discard as discard:
-                    return discard.outcomes
-            return outcomes
 
+class ChunkIngest:
+    """Chunks handed in one at a time, each committed as :class:`BatchIngest` commits one.
+
+    :meth:`prepare` announces the next chunk's mails: they are parsed in a
+    worker process meanwhile (started at the first call, spawned, ended by
+    :meth:`aclose` or with this process). A chunk that was not announced, or
+    whose parse failed, is parsed here. Without ``parse_ahead`` nothing is
+    parsed elsewhere.
+    """
+
+    def __init__(self, pipeline: Pipeline, *, parse_ahead: bool = True) -> None:
+        self.pipeline = pipeline
+        self.parse_ahead = parse_ahead
+        self._pool: ProcessPoolExecutor | None = None
+        self._ahead: tuple[list[bytes], asyncio.Future[list[Parsed]]] | None = None
+
+    def prepare(self, raws: Sequence[bytes]) -> None:
+        """Start parsing the mails of the next :meth:`ingest` call elsewhere."""
+        self._forget()
+        if not self.parse_ahead or not raws:
+            return
+        raws = list(raws)
+        limit = self.pipeline.config.tickets.max_message_bytes
         try:
-            if pipeline.store is not None:
-                outcomes = await pipeline.store.run(transaction)
-            else:
-                outcomes = await transaction(pipeline.sessions)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
-            log.exception("a chunk of %d mails failed to commit; one by one instead", len(chunk))
-            return [
-                await pipeline.ingest(raw, source, now, dry_run=dry_run, parsed=p)
-                for (source, raw, now), p in zip(chunk, parsed, strict=True)
-            ]
-        if not dry_run:
-            for outcome in outcomes:
-                pipeline.log_outcome(outcome)
+            if self._pool is None:
+                self._pool = _parse_worker()
+            future = asyncio.get_running_loop().run_in_executor(self._pool, parse_many, raws, limit)
+        except BrokenProcessPool:
+            log.warning("the parsing worker died; parsing in this process")
+            self._stop_worker()
+            return
+        self._ahead = (raws, future)
+
+    async def ingest(self, chunk: Sequence[Item], upcoming: Sequence[bytes] = ()) -> list[Outcome]:
+        """Commit the chunk (one transaction, a savepoint per mail); its outcomes once committed.
+
+        ``upcoming``: the mails of the next call, parsed in the worker meanwhile
+        (see :meth:`prepare`).
+
+        Raises what :func:`commit_chunk` raises: a store error (nothing of
+        the chunk committed).
+        """
+        raws = _raws(chunk)
+        ahead, self._ahead = self._ahead, None
+        self.prepare(upcoming)
+        parsed: list[Parsed] | None = None
+        if ahead is not None and ahead[0] == raws:
+            try:
+                parsed = await ahead[1]
+            except Exception as exc:  # any failure of the worker: parse here
+                log.warning("the parsing worker failed (%s); parsing in this process", exc)
+                self._stop_worker()
+        elif ahead is not None:
+            _drop(ahead[1])
+        if parsed is None:
+            parsed = parse_many(raws, self.pipeline.config.tickets.max_message_bytes)
+        return await commit_chunk(self.pipeline, chunk, parsed)
+
+    async def aclose(self) -> None:
+        """End the worker (waiting for it), if one was started."""
+        self._forget()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    def _forget(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            _drop(ahead[1])
+
+    def _stop_worker(self) -> None:
+        # a worker that failed once is not trusted again: parse here from now on
+        self.parse_ahead = False
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _parse_worker() -> ProcessPoolExecutor:
+    """One process that parses mail, started now. Spawned, not forked: this process has
+    threads (the store's, the loop's helpers); Ctrl-C is ours to handle and it ends with us.
+
+    Its stderr (and that of multiprocessing's resource tracker, started with it) is
+    /dev/null: a worker whose parent is killed while it starts up prints a traceback
+    from multiprocessing's bootstrap, and the tracker a warning about the dead
+    parent's semaphores, into the daemon's log. A worker that fails is reported here
+    (the pool breaks and the chunk is parsed in this process).
+    """
+    with _stderr_to_devnull():
+        pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker
+        )
+        pool.submit(int)  # spawns the process, inside this block
+    return pool
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 on /dev/null for the block: what a child started in it inherits."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+async def commit_chunk(
+    pipeline: Pipeline, chunk: Sequence[Item], parsed: Sequence[Parsed], *, dry_run: bool = False
+) -> list[Outcome]:
+    """One transaction for the chunk, a savepoint per mail; the outcomes once committed.
+
+    A store error (``OperationalError``, ``InterfaceError``: locked, gone,
+    or a fenced commit refused) propagates and nothing of the chunk is
+    committed. Any other failure of the chunk makes its mails go again one
+    by one through :meth:`Pipeline.ingest`.
+    """
+    # decided before the transaction: a steward's DKIM check may wait for DNS
+    verdicts = [
+        await pipeline.verdict(p, raw) for (_, raw, _), p in zip(chunk, parsed, strict=True)
+    ]
+
+    async def transaction(sessions: async_sessionmaker[AsyncSession]) -> list[Outcome]:
+        async with sessions() as session:
+            try:
+                async with session.begin():
+                    outcomes = [
+                        await pipeline.ingest_within(
+                            session, raw, source, now, p, verdict, dry_run=dry_run
+                        )
+                        for (source, raw, now), p, verdict in zip(
+                            chunk, parsed, verdicts, strict=True
+                        )
+                    ]
+                    if dry_run:
+                        raise _Discard(outcomes)
+            except _Discard as discard:
+                return discard.outcomes
         return outcomes
+
+    try:
+        if pipeline.store is not None:
+            outcomes = await pipeline.store.run(transaction)
+        else:
+            outcomes = await transaction(pipeline.sessions)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        log.exception("a chunk of %d mails failed to commit; one by one instead", len(chunk))
+        return [
+            await pipeline.ingest(raw, source, now, dry_run=dry_run, parsed=p)
+            for (source, raw, now), p in zip(chunk, parsed, strict=True)
+        ]
+    if not dry_run:
+        for outcome in outcomes:
+            pipeline.log_outcome(outcome)
+    return outcomes
 
 
 class _Discard(Exception):

@@ -20,19 +20,21 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from maild.config import Config, ConfigError, load_config
 from maild.core.backoff import Backoff
 from maild.mail.imap import ImapSource, Verdict
 from maild.mail.outbox import OutboxSender
 from maild.mail.render import Renderer, TemplateError, sample_context
+from maild.service.batch import CHUNK, ChunkIngest
 from maild.service.lease import Deposed, Lease, instance_id
 from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker, prepare
@@ -44,6 +46,10 @@ __all__ = ["Daemon", "Notifier", "run_daemon"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 20.0
+#: The daemon parses IMAP chunks in a worker process from this many usable CPUs on.
+PARSE_AHEAD_CORES = 4
+#: Between two chunks the sender sends for up to this long a mail of the chunk to come.
+SENDER_TURN_PER_MAIL = 0.03
 HEARTBEAT_SECONDS = 30.0
 FORGET_GONE = timedelta(days=1)
 #: A failed component is restarted after 1 s, 2 s ... at most a minute later ...
@@ -110,6 +116,13 @@ class Daemon:
         # the leader's work (IMAP ingestion, the scheduler) commits only under the lease
         self.leader_sessions = self.lease.fenced_sessions()
         self.leader_pipeline = Pipeline(config, self.leader_sessions)
+        # IMAP mail a fetch at a time, one transaction each; parsed ahead in a worker
+        # process only where that has a core to itself: on 2 cores shared with the
+        # sender and the MTA it made the daemon slower (bench/README.md, e2e)
+        self.chunks = ChunkIngest(self.leader_pipeline, parse_ahead=_cores() >= PARSE_AHEAD_CORES)
+        # SQLite: the sender's turn between chunks (see _sender_turn)
+        self._queued = False
+        self._sending: asyncio.Task[int] | None = None
         # three missed heartbeats and `maild status` calls an instance gone
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(1.0, lease.total_seconds()))
 
@@ -139,6 +152,101 @@ class Daemon:
             self.sender.wake()
         return "quarantined" if outcome.action == "quarantined" else "processed"
 
+    async def handle_batch(
+        self, mails: Sequence[tuple[bytes, str]], upcoming: Sequence[bytes]
+    ) -> list[Verdict]:
+        """Run the mails of one IMAP fetch through the pipeline in one transaction (a
+        savepoint each, see :mod:`maild.service.batch`); a verdict for each, in order.
+
+        The transaction commits under the leader lease or not at all: a
+        deposed leader's chunk is left on the server whole for the new leader.
+        """
+        if not self.lease.valid:
+            return ["retry"] * len(mails)
+        if len(mails) > 1:
+            await self._sender_turn(len(mails) * SENDER_TURN_PER_MAIL)
+        if not await self._lease_for_a_chunk():
+            return ["retry"] * len(mails)
+        now = datetime.now(UTC)
+        try:
+            items = [(source, raw, now) for raw, source in mails]
+            outcomes = await self.chunks.ingest(items, upcoming)
+        except Deposed as exc:
+            log.info("%d mails left for the new leader, none committed: %s", len(mails), exc)
+            return ["retry"] * len(mails)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("store unavailable for %d mails, will retry: %s", len(mails), exc.orig)
+            return ["retry"] * len(mails)
+        except Exception:
+            log.exception(
+                "%d mails could not be stored; left on the server for a retry", len(mails)
+            )
+            return ["retry"] * len(mails)
+        if self.sender is not None and any(outcome.sends for outcome in outcomes):
+            self._queued = True
+            self.sender.wake()
+        return ["quarantined" if o.action == "quarantined" else "processed" for o in outcomes]
+
+    async def _sender_turn(self, budget: float) -> None:
+        """SQLite: let the sender send what the last chunk queued before the next one starts.
+
+        A chunk's transaction holds SQLite's only write lock throughout, and
+        the sender needs it once for every mail it sends; left to SQLite's
+        busy handler it would send almost nothing until a backlog is all in
+        (no acknowledgment for minutes). So a sending pass runs first, for at
+        most ``budget`` seconds of waiting (a slow relay does not hold up
+        ingestion for longer; the pass goes on meanwhile). A parse worker, if
+        any, parses the coming chunk meanwhile.
+        """
+        sender = self.sender
+        outbox = self.tasks.get("outbox")
+        if (
+            sender is None
+            or not self._queued
+            or self.leader_pipeline.store is None  # not SQLite: no single writer
+            or self.stop.is_set()
+            or outbox is None
+            or outbox.stop.is_set()
+        ):
+            return
+        self._queued = False
+        task = self._sending
+        if task is None or task.done():
+            task = self._sending = asyncio.create_task(sender.send_due(), name="maild-send-turn")
+            task.add_done_callback(_report_turn)
+        await asyncio.wait({task}, timeout=budget)
+
+    async def _end_sender_turn(self) -> None:
+        task = self._sending
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT)
+
+    async def _lease_for_a_chunk(self) -> bool:
+        """Whether we lead, with the lease renewed first unless it was renewed lately.
+
+        A chunk's transaction holds SQLite's write lock, so the election's
+        renewal waits for it (and may lose the race for the lock to the next
+        chunk): renewed here, between chunks, a lease outlasts any chunk of
+        :meth:`chunk_size` mails.
+        """
+        lease = self.lease
+        until = lease.valid_until
+        if until is None or not lease.valid:
+            return False
+        if until - lease.clock() < lease.ttl * 0.55:
+            try:
+                await lease.acquire()
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("could not renew the leader lease: %s", exc.orig)
+        return lease.valid
+
+    @staticmethod
+    def chunk_size(lease: timedelta) -> int:
+        """Mails per IMAP fetch and transaction: two a second of lease, at most 100 (the
+        default 30 s lease: 60; 2 s: 4). A chunk holds SQLite's write lock throughout, so
+        at ~50 ms a mail on a busy machine it takes a tenth of the lease at most."""
+        return max(1, min(CHUNK, int(lease.total_seconds() * 2)))
+
     # -- tasks -------------------------------------------------------------------
 
     def _components(self) -> list[_Task]:
@@ -166,7 +274,13 @@ class Daemon:
         """What only the leader runs: IMAP ingestion and the scheduler."""
         tasks: list[_Task] = []
         if self.config.mailbox is not None:
-            self.imap = ImapSource(self.config.mailbox, self.leader_sessions, self.handle_mail)
+            self.imap = ImapSource(
+                self.config.mailbox,
+                self.leader_sessions,
+                self.handle_mail,
+                batch_handler=self.handle_batch,
+                batch=self.chunk_size(self.config.database.leader_lease),
+            )
             tasks.append(_Task("imap", self.imap.run))
         tasks.append(_Task("scheduler", self._run_scheduler))
         return tasks
@@ -364,6 +478,8 @@ class Daemon:
             await prepare(self.engine)
             # each mail's transaction in a thread of its own (SQLite): see maild.store.inline
             self.pipeline.store = StoreThread.for_url(self.config.database.url)
+            # the leader's: its transactions commit only under the lease, like leader_sessions
+            self.leader_pipeline.store = self._fenced_store()
             if self.config.stewards and not self.config.commands.require_authenticated:
                 # check-config says it as a warning; here once, as a fact
                 log.info(
@@ -380,15 +496,29 @@ class Daemon:
             await self._watch()
             self.notifier.send("STOPPING=1")
             log.info("shutting down")
+            # a sending pass begun between chunks ends while the sender still runs: it
+            # sends what is due then, or stops after the mail in flight with the sender
+            await self._end_sender_turn()
             await self._stop_all(SHUTDOWN_TIMEOUT)
+            await self._end_sender_turn()
             await self._forget_heartbeat()
             return 0
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if self.pipeline.store is not None:
-                await self.pipeline.store.aclose()
+            await self.chunks.aclose()
+            for store in (self.pipeline.store, self.leader_pipeline.store):
+                if store is not None:
+                    await store.aclose()
             await self.engine.dispose()
+
+    def _fenced_store(self) -> StoreThread | None:
+        """A store thread (SQLite) whose sessions are fenced by the leader lease."""
+        store = StoreThread.for_url(self.config.database.url)
+        if store is not None:
+            fenced = self.leader_sessions.kw
+            store.sessions = async_sessionmaker(**{**fenced, "bind": store.engine})
+        return store
 
     async def _watch(self) -> None:
         """Until stop: ping the watchdog while every component task is alive, and leave
@@ -439,6 +569,25 @@ class Daemon:
                 row = await session.get(State, f"heartbeat:{self.instance}")
                 if row is not None:
                     await session.delete(row)
+
+
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _report_turn(task: asyncio.Task[int]) -> None:
+    """A sending pass run between chunks failed: log it (the sender's own loop retries)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, OperationalError | InterfaceError):
+        log.warning("outbox pass between chunks failed, store unavailable: %s", exc.orig)
+    elif exc is not None:
+        log.error("outbox pass between chunks failed", exc_info=exc)
 
 
 def run_daemon(config: Config, config_path: Path | None) -> int:

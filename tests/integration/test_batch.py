@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from maild.config import load_config
-from maild.service.batch import BatchIngest
+from maild.service.batch import BatchIngest, ChunkIngest
 from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker
 from maild.store.inline import StoreThread
@@ -37,7 +37,11 @@ def _mails() -> list[bytes]:
 
 
 async def _ingest(
-    new_instance: Factory, batched: bool, dry_run: bool = False, kill_worker: bool = False
+    new_instance: Factory,
+    batched: bool,
+    dry_run: bool = False,
+    kill_worker: bool = False,
+    handed: bool = False,
 ) -> tuple[list[tuple[str, int | None]], int, int, int]:
     """(action, ticket) per mail, and the messages, outbox rows and quarantined mails stored."""
     inst = new_instance()
@@ -49,7 +53,22 @@ async def _ingest(
     try:
         pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
         outcomes: list[Outcome] = []
-        if batched:
+        if handed:
+            # the daemon's way: chunks handed in one at a time, the next one announced
+            chunks = ChunkIngest(pipeline)
+            pairs = [items[i : i + 2] for i in range(0, len(items), 2)]
+            try:
+                for i, chunk in enumerate(pairs):
+                    upcoming = [raw for _, raw, _ in pairs[i + 1]] if i + 1 < len(pairs) else []
+                    outcomes += await chunks.ingest(chunk, upcoming)
+                    if kill_worker and i == 0:
+                        for child in multiprocessing.active_children():
+                            os.kill(child.pid or 0, signal.SIGKILL)
+                        await asyncio.sleep(1)
+            finally:
+                await chunks.aclose()
+            assert not multiprocessing.active_children()  # the worker ended with aclose
+        elif batched:
             # chunks of two: the next chunk is parsed in the worker process meanwhile
             async for outcome in BatchIngest(pipeline, chunk=2, dry_run=dry_run).run(items):
                 outcomes.append(outcome)
@@ -105,3 +124,11 @@ async def test_a_parsing_worker_that_dies_loses_no_mail_and_ends_no_ingest(
     batched = await _ingest(new_instance, batched=True, kill_worker=True)
     # the chunks after it are parsed in the ingesting process: the same outcome
     assert batched == one_by_one
+
+
+async def test_chunks_handed_in_one_at_a_time_decide_as_one_by_one_even_if_the_worker_dies(
+    new_instance: Factory,
+) -> None:
+    one_by_one = await _ingest(new_instance, batched=False)
+    assert await _ingest(new_instance, batched=False, handed=True) == one_by_one
+    assert await _ingest(new_instance, batched=False, handed=True, kill_worker=True) == one_by_one

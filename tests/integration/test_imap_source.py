@@ -12,7 +12,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -383,6 +383,44 @@ async def test_a_failing_handler_leaves_the_mail_for_a_later_pass(
 
 
 # -- 4. crash between commit and mark -----------------------------------------------------------
+
+
+async def test_a_batch_handler_gets_each_fetch_whole_and_its_verdicts_file_the_mail(
+    dovecot: Dovecot, imap_user: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    dovecot.deliver_many(
+        imap_user,
+        [
+            mail("m0"),
+            mail("bad", "X-Test-Quarantine: yes"),
+            mail("m2"),
+            mail("later", "X-Test-Retry: yes"),
+            mail("m4"),
+        ],
+    )
+    recorder = Recorder()
+    calls: list[tuple[int, int]] = []
+
+    async def batch(mails: Sequence[tuple[bytes, str]], upcoming: Sequence[bytes]) -> list[Verdict]:
+        calls.append((len(mails), len(upcoming)))
+        return [await recorder(raw, label) for raw, label in mails]
+
+    cfg = config(dovecot, imap_user)
+    async with ImapSource(cfg, sessions, recorder, batch_handler=batch, batch=2) as source:
+        assert await source.sync_once() == 4
+    # each fetch whole, with the next one (already fetched) announced
+    assert calls == [(2, 2), (2, 1), (1, 0)]
+    assert recorder.subjects == ["m0", "bad", "m2", "later", "m4"]
+    assert sorted(dovecot.subjects(imap_user, "Processed")) == ["m0", "m2", "m4"]
+    assert dovecot.subjects(imap_user, "Quarantine") == ["bad"]
+    assert dovecot.subjects(imap_user, "INBOX") == ["later"]  # retry: left for later
+
+    async def fails(mails: Sequence[tuple[bytes, str]], upcoming: Sequence[bytes]) -> list[Verdict]:
+        raise RuntimeError("the store is on fire")
+
+    async with ImapSource(cfg, sessions, recorder, batch_handler=fails) as source:
+        assert await source.sync_once() == 0
+    assert dovecot.subjects(imap_user, "INBOX") == ["later"]  # nothing marked
 
 
 async def test_crash_after_commit_before_mark_redelivers(

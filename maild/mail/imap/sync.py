@@ -2,10 +2,12 @@
 
 :class:`ImapSource` keeps one :class:`~maild.mail.imap.connection.ImapSession`
 to the support mailbox. It hands every unprocessed mail of the configured
-folder to a *handler* (the pipeline), one at a time in UID order, and only
-after the handler has returned -- that is, after the pipeline committed its
-transaction -- moves the mail to the processed (or quarantine) folder, or
-flags it ``$MaildProcessed`` in place.
+folder to a *handler* (the pipeline), one at a time in UID order -- or, with
+a *batch handler*, all the mails one ``UID FETCH`` returned at once (the
+pipeline commits them in one transaction) -- and only after the handler has
+returned -- that is, after the pipeline committed the transaction holding
+the mail -- moves the mail to the processed (or quarantine) folder, or flags
+it ``$MaildProcessed`` in place.
 
 Delivery is *at least once*: a crash between the commit and the mark leaves the
 mail in the folder, it is fetched again on the next pass, and the pipeline
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Literal, Self
@@ -55,6 +57,7 @@ from maild.store.models import ImapState
 __all__ = [
     "PROCESSED_KEYWORD",
     "QUARANTINED_KEYWORD",
+    "BatchHandler",
     "Handler",
     "ImapSource",
     "Verdict",
@@ -72,6 +75,17 @@ mail may be marked; ``retry`` means a temporary failure: leave the mail alone.
 Handler = Callable[[bytes, str], Awaitable[Verdict]]
 """``handler(raw_bytes, source_label) -> Verdict``; the label looks like ``imap:INBOX/uid=42``."""
 
+BatchHandler = Callable[
+    [Sequence[tuple[bytes, str]], Sequence[bytes]], Awaitable[Sequence[Verdict]]
+]
+"""``batch_handler(mails, upcoming) -> verdicts``: one verdict per ``(raw_bytes, label)``, in order.
+
+Each ``processed`` or ``quarantined`` verdict says the transaction holding
+that mail has committed. ``upcoming`` is the raw bytes of the mails the
+next call will most likely get (already fetched), for the handler to prepare
+meanwhile (parse them elsewhere); empty when none are known.
+"""
+
 PROCESSED_KEYWORD = "$MaildProcessed"
 QUARANTINED_KEYWORD = "$MaildQuarantined"
 
@@ -84,7 +98,11 @@ class ImapSource:
     """Feeds the mail of one IMAP folder to a handler; see the module docstring.
 
     ``batch`` is the number of mails fetched per ``UID FETCH`` (at most 200 are
-    marked per command regardless). ``command_timeout`` bounds every IMAP
+    marked per command regardless). With ``batch_handler`` the mails of each
+    fetch go to it together (and ``handler`` is not used): the next fetch is
+    made before handing over, so the handler can prepare it meanwhile; each
+    mail is marked once the call returned its verdict; a call that raises
+    leaves them all on the server. ``command_timeout`` bounds every IMAP
     command. ``on_sync`` is called after each successful pass (e.g. a
     watchdog ping). ``ssl_context`` replaces ``ssl.create_default_context()``
     for ``tls``/``starttls`` (a private CA, or tests). After a ``retry``
@@ -103,6 +121,7 @@ class ImapSource:
         sessions: async_sessionmaker[AsyncSession],
         handler: Handler,
         *,
+        batch_handler: BatchHandler | None = None,
         batch: int = 100,
         command_timeout: float = 30.0,
         on_sync: Callable[[], None] | None = None,
@@ -113,6 +132,7 @@ class ImapSource:
         self.config = config
         self.sessions = sessions
         self.handler = handler
+        self.batch_handler = batch_handler
         self.batch = batch
         self.command_timeout = command_timeout
         self.on_sync = on_sync
@@ -278,18 +298,33 @@ class ImapSource:
             conn.new_mail.clear()
             # an EXISTS during or after this search means it may have missed mail: look again
             todo = [uid for uid in await conn.search(self._criteria, stop) if uid not in seen]
-            for chunk in chunks(todo, self.batch):
+            groups = list(chunks(todo, self.batch))
+            fetched: list[FetchedMail] | None = None
+            for index, chunk in enumerate(groups):
                 if stop is not None and stop.is_set():
                     stopping = True
                     break
                 seen.update(chunk)
-                mails = await conn.fetch(chunk, stop)
+                mails = fetched if fetched is not None else await conn.fetch(chunk, stop)
                 marks: dict[Verdict, list[int]] = {"processed": [], "quarantined": []}
-                for mail in mails:
+                verdicts: list[tuple[FetchedMail, Verdict]] = []
+                if self.batch_handler is not None:
+                    # the next fetch first: the handler prepares it while it commits these
+                    fetched = None
+                    if index + 1 < len(groups):
+                        fetched = await conn.fetch(groups[index + 1], stop)
                     if stop is not None and stop.is_set():
                         stopping = True
-                        break
-                    verdict = await self._hand_over(mail)
+                        break  # nothing handed over yet: nothing to mark
+                    if mails:
+                        verdicts = await self._hand_over_batch(self.batch_handler, mails, fetched)
+                else:
+                    for mail in mails:
+                        if stop is not None and stop.is_set():
+                            stopping = True
+                            break
+                        verdicts.append((mail, await self._hand_over(mail)))
+                for mail, verdict in verdicts:
                     if verdict == "retry":
                         self._retry_pending = True
                     else:
@@ -337,6 +372,36 @@ class ImapSource:
             return "retry"
         log.debug("%s %s: %s", label, logged_message_id(mail.raw), verdict)
         return verdict
+
+    async def _hand_over_batch(
+        self,
+        handler: BatchHandler,
+        mails: list[FetchedMail],
+        upcoming: list[FetchedMail] | None,
+    ) -> list[tuple[FetchedMail, Verdict]]:
+        folder = self.config.folder
+        given = [(mail.raw, f"imap:{folder}/uid={mail.uid}") for mail in mails]
+        try:
+            verdicts = list(await handler(given, [mail.raw for mail in upcoming or ()]))
+        except Exception:
+            log.exception(
+                "handler failed for %d mails (uid %d to %d); leaving them on the server for "
+                "the next pass",
+                len(mails),
+                mails[0].uid,
+                mails[-1].uid,
+            )
+            return [(mail, "retry") for mail in mails]
+        if len(verdicts) != len(mails) or any(
+            v not in ("processed", "quarantined", "retry") for v in verdicts
+        ):
+            log.error(
+                "handler returned %r for %d mails; treating them all as retry", verdicts, len(mails)
+            )
+            return [(mail, "retry") for mail in mails]
+        for (raw, label), verdict in zip(given, verdicts, strict=True):
+            log.debug("%s %s: %s", label, logged_message_id(raw), verdict)
+        return list(zip(mails, verdicts, strict=True))
 
     async def _mark(self, conn: ImapSession, marks: dict[Verdict, list[int]]) -> None:
         cfg = self.config
