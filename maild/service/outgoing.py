@@ -39,6 +39,7 @@ from maild.mail.render import (
 )
 from maild.service.outcome import Outcome, PlannedMail
 from maild.store.batch import (
+    CHAIN_COLUMNS,
     CHAIN_LOOKBACK,
     ChainRow,
     TicketLookups,
@@ -63,14 +64,7 @@ Automatic = Literal["auto-replied", "auto-generated"] | None
 # built once: a statement built per mail costs more than SQLite takes to run it
 # a ticket's latest mails, newest first, with whom each went to
 _CHAIN = (
-    select(
-        Message.message_id,
-        Message.direction,
-        Message.from_addr,
-        Message.to_addrs,
-        Message.cc_addrs,
-        Outbox.rcpt_tos,
-    )
+    select(*CHAIN_COLUMNS)
     .outerjoin(Outbox, Outbox.message_pk == Message.id)
     .where(Message.ticket_id == bindparam("ticket_id"))
     .order_by(Message.id.desc())

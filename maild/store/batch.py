@@ -34,6 +34,7 @@ from maild.store.models import (
 )
 
 __all__ = [
+    "CHAIN_COLUMNS",
     "CHAIN_LOOKBACK",
     "ChainRow",
     "SendLedger",
@@ -52,6 +53,15 @@ _Row = TypeVar("_Row", bound=Base)
 _LATER = "maild.write_later"
 
 # how many of a ticket's latest mails an outgoing mail's References are chosen from
+# what a reply chain reads of each mail: its id, direction and whom it went to
+CHAIN_COLUMNS = (
+    Message.message_id,
+    Message.direction,
+    Message.from_addr,
+    Message.to_addrs,
+    Message.cc_addrs,
+    Outbox.rcpt_tos,
+)
 CHAIN_LOOKBACK = 200
 
 # (message_id, direction, from_addr, to_addrs, cc_addrs, outbox rcpt_tos), newest first
@@ -270,17 +280,7 @@ class TicketLookups:
             .label("rank")
         )
         recent = (
-            select(
-                Message.id,
-                Message.ticket_id,
-                Message.message_id,
-                Message.direction,
-                Message.from_addr,
-                Message.to_addrs,
-                Message.cc_addrs,
-                Outbox.rcpt_tos,
-                rank,
-            )
+            select(Message.id, Message.ticket_id, *CHAIN_COLUMNS, rank)
             .outerjoin(Outbox, Outbox.message_pk == Message.id)
             .where(Message.ticket_id.in_(ids))
             .subquery()
