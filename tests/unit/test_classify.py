@@ -112,9 +112,7 @@ def test_why_not_answer(
     to: str, cls: Classification, dmarc_fail: bool, why_not: str | None
 ) -> None:
     """The one rule deciding whether a mail's sender may get any automatic answer."""
-    config = dataclasses.replace(
-        CONFIG, commands=dataclasses.replace(CONFIG.commands, authserv_id="mx.example.org")
-    )
+    config = CONFIG._replace(commands=CONFIG.commands._replace(authserv_id="mx.example.org"))
     assert why_not_answer(to, cls, config, dmarc_fail=dmarc_fail) == why_not
 
 
