@@ -42,8 +42,10 @@ from maild.store.batch import (
     CHAIN_COLUMNS,
     CHAIN_LOOKBACK,
     ChainRow,
+    Mail,
     TicketLookups,
     keep_for_bulk,
+    keep_message,
     load_sends,
     pending,
     pending_chain,
@@ -94,7 +96,7 @@ class Outgoing:
         to: Sequence[str],
         cc: Sequence[str] = (),
         bcc: Sequence[str] = (),
-        reply_to_mail: Message | None = None,
+        reply_to_mail: Mail | None = None,
         automatic: Automatic,
         now: datetime,
         from_name: str | None = None,
@@ -172,32 +174,36 @@ class Outgoing:
             attachments=attachments,
         )
         raw = msg.as_bytes()
-        out: Message | None = None
+        out: Mail | None = None
         if ticket is not None:
-            out = Message(
-                ticket_id=ticket.id,
-                direction="out",
-                message_id=message_id,
-                from_addr=self.config.support.address,
-                from_name=from_name or self.config.support.name,
-                to_addrs=list(to),
-                cc_addrs=list(cc),
-                subject=rendered.subject,
-                date=now,
-                at=now,
-                in_reply_to=[in_reply_to] if in_reply_to else [],
-                references=references,
-                headers=[],
-                text=rendered.text,
-                new_text=rendered.text,
-                classification="normal",
-                defects=[],
-                is_note=False,
-                template=template,
-                stub=False,
-                raw=raw,
-            )
-            session.add(out)
+            stored = {
+                "ticket_id": ticket.id,
+                "direction": "out",
+                "message_id": message_id,
+                "from_addr": self.config.support.address,
+                "from_name": from_name or self.config.support.name,
+                "to_addrs": list(to),
+                "cc_addrs": list(cc),
+                "subject": rendered.subject,
+                "date": now,
+                "at": now,
+                "in_reply_to": [in_reply_to] if in_reply_to else [],
+                "references": references,
+                "headers": [],
+                "text": rendered.text,
+                "new_text": rendered.text,
+                "classification": "normal",
+                "defects": [],
+                "is_note": False,
+                "template": template,
+                "stub": False,
+                "raw": raw,
+            }
+            # a batch that writes later keeps it as values: no ORM object (store.batch)
+            out = keep_message(session, stored)
+            if out is None:
+                out = Message(**stored)
+                session.add(out)
         # Bcc exists only in the envelope: the message headers never name them.
         recipients = list(dict.fromkeys([*to, *cc, *bcc]))
         # the rows point at ``out`` itself: its id comes with the flush at commit,

@@ -37,10 +37,13 @@ __all__ = [
     "CHAIN_COLUMNS",
     "CHAIN_LOOKBACK",
     "ChainRow",
+    "Mail",
     "SendLedger",
+    "SentMail",
     "TicketLookups",
     "flush_in_bulk",
     "keep_for_bulk",
+    "keep_message",
     "load_sends",
     "pending",
     "pending_chain",
@@ -66,6 +69,26 @@ CHAIN_LOOKBACK = 200
 
 # (message_id, direction, from_addr, to_addrs, cc_addrs, outbox rcpt_tos), newest first
 ChainRow = tuple[str, str, str, list[Any] | None, list[Any] | None, list[Any] | None]
+
+
+@dataclass(eq=False)
+class SentMail:
+    """An outgoing mail on a ticket that a session writing later (:func:`write_later`)
+    keeps as plain values instead of a :class:`Message`: what the rest of the
+    transaction reads of it, and its ``id`` once :func:`flush_in_bulk` inserted it."""
+
+    ticket_id: int
+    message_id: str
+    from_addr: str | None
+    to_addrs: list[Any]
+    cc_addrs: list[Any]
+    text: str
+    direction: str = "out"
+    id: int | None = None
+
+
+# a mail on a ticket as the look-ups and the rows about it hold it
+Mail = Message | SentMail
 
 
 @dataclass
@@ -129,19 +152,38 @@ def write_later(session: AsyncSession) -> None:
 
 
 def keep_for_bulk(
-    session: AsyncSession, model: type[Base], values: dict[str, Any], message: Message | None
+    session: AsyncSession, model: type[Base], values: dict[str, Any], message: Mail | None
 ) -> bool:
     """Keep a row's ``values`` (and the ``message`` it is about, for its id) for
     :func:`flush_in_bulk` if ``session`` writes later (:func:`write_later`); False: the
     caller adds the row as an object."""
-    later: list[tuple[type[Base], dict[str, Any], Message | None]] | None = session.info.get(_LATER)
+    later: list[tuple[type[Base], dict[str, Any], Mail | None]] | None = session.info.get(_LATER)
     if later is None:
         return False
     later.append((model, values, message))
     return True
 
 
-def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Message | None]]:
+def keep_message(session: AsyncSession, values: dict[str, Any]) -> SentMail | None:
+    """Keep an outgoing message's ``values`` (every column of :class:`Message` but its
+    id) for :func:`flush_in_bulk` if ``session`` writes later, and return what the
+    transaction reads of it (the rows about it point at that, for its id); None: the
+    caller adds a :class:`Message`."""
+    if _LATER not in session.info:
+        return None
+    mail = SentMail(
+        values["ticket_id"],
+        values["message_id"],
+        values["from_addr"],
+        values["to_addrs"],
+        values["cc_addrs"],
+        values["text"],
+    )
+    keep_for_bulk(session, Message, values, mail)
+    return mail
+
+
+def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Mail | None]]:
     return [(v, m) for kind, v, m in session.info.get(_LATER, ()) if kind is model]
 
 
@@ -197,13 +239,14 @@ class TicketLookups:
     """
 
     reminders: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
-    # the latest message either way; the requester side's latest inbound mail
-    latest: dict[int, Message] = field(default_factory=dict)
-    requester_last: dict[int, Message] = field(default_factory=dict)
+    # the latest message either way (one queued in this transaction may be a SentMail);
+    # the requester side's latest inbound mail
+    latest: dict[int, Mail] = field(default_factory=dict)
+    requester_last: dict[int, Mail] = field(default_factory=dict)
     # the requester's display name from their latest mail that had one
     requester_name: dict[int, str] = field(default_factory=dict)
     # the latest relay to the stewards since the ticket's last incident update
-    relay_since_update: dict[int, Message] = field(default_factory=dict)
+    relay_since_update: dict[int, Mail] = field(default_factory=dict)
     chain: dict[int, list[ChainRow]] = field(default_factory=dict)
     opening: dict[int, str] = field(default_factory=dict)
     sends: SendLedger = field(default_factory=lambda: SendLedger(frozenset(), {}, 0, datetime.min))
@@ -258,7 +301,7 @@ class TicketLookups:
 
         by_id = {t.id: t for t in tickets}
         # message id -> the maps (by its ticket) it is the answer in
-        wanted: dict[int, list[dict[int, Message]]] = {}
+        wanted: dict[int, list[dict[int, Mail]]] = {}
         found: set[int] = set()
         inbound = await session.execute(
             select(Message.id, Message.ticket_id, Message.from_addr, Message.from_name)
@@ -336,7 +379,7 @@ class TicketLookups:
     def queued(
         self,
         ticket_id: int,
-        message: Message,
+        message: Mail,
         recipients: Sequence[str],
         automatic_keys: Sequence[str],
         now: datetime,
@@ -368,8 +411,8 @@ _WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend, Attachment)
 
 @dataclass(frozen=True)
 class _Writer:
-    """How a write-only model's rows are inserted: a Core INSERT of every column but
-    the id, and each column's scalar default (what the ORM would have filled in)."""
+    """How a model's rows are inserted with Core: an INSERT of every column but the
+    generated id, and each column's scalar default (what the ORM would have filled in)."""
 
     insert: Insert
     columns: tuple[tuple[str, Any], ...]
@@ -385,11 +428,11 @@ class _Writer:
                 else None,
             )
             for column in table.columns
-            if not column.primary_key
+            if column is not table.autoincrement_column
         )
         return cls(insert(table), columns)
 
-    def values(self, given: Mapping[str, Any], message: Message | None) -> dict[str, Any]:
+    def values(self, given: Mapping[str, Any], message: Mail | None) -> dict[str, Any]:
         """The row to insert: ``given`` (an object's state or kept values), the defaults
         for what is not set, and the id of ``message`` if it is about one."""
         values = {
@@ -401,12 +444,19 @@ class _Writer:
         return values
 
 
-_WRITERS = {model: _Writer.of(model) for model in _WRITE_ONLY}
+# the kept rows' models (write_later): the write-only ones, reminders and messages
+_KEPT: tuple[type[Base], ...] = (*_WRITE_ONLY, Reminder, Message)
+_WRITERS = {model: _Writer.of(model) for model in _KEPT}
+_MESSAGES = cast(Table, Message.__table__)
+# the kept messages' ids, matched to them by their unique Message-ID
+_INSERT_MESSAGES = _WRITERS[Message].insert.returning(
+    _MESSAGES.c.id, _MESSAGES.c.message_id, sort_by_parameter_order=True
+)
 
 
 async def flush_in_bulk(session: AsyncSession) -> None:
     """Flush ``session``, its new outbox, event, automatic-send and attachment rows as
-    one INSERT per table.
+    one INSERT per table; and the rows it kept as values (:func:`write_later`).
 
     The unit of work inserts rows whose ids it must read back one at a time on
     SQLite (it cannot match many returned ids to their rows without a column
@@ -414,7 +464,9 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     Nothing reads these rows' ids, so they are taken out of the session and
     written with one executemany each (a Core INSERT naming every column), in
     the order they were added, after the flush that gives their messages an
-    id. They are not in the session afterwards.
+    id. They are not in the session afterwards. The kept messages go first, in
+    one INSERT whose RETURNING gives each :class:`SentMail` its id, then the
+    rest of the kept rows in the order they came.
     """
     rows = sorted(
         (o for o in session.new if isinstance(o, _WRITE_ONLY)),
@@ -426,10 +478,20 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     if kept is not None:
         session.info[_LATER] = []
     await session.flush()
+    mails = [(v, m) for model, v, m in kept or () if isinstance(m, SentMail) and model is Message]
+    if mails:
+        writer = _WRITERS[Message]
+        inserted = await session.execute(
+            _INSERT_MESSAGES, [writer.values(given, None) for given, _ in mails]
+        )
+        ids = {message_id: pk for pk, message_id in inserted.tuples()}
+        for _, mail in mails:
+            mail.id = ids[mail.message_id]
     by_model: dict[type[Base], list[dict[str, Any]]] = {}
     # the kept rows (on tickets: in the order they came), then the objects
     for model, given, message in kept or ():
-        by_model.setdefault(model, []).append(_WRITERS[model].values(given, message))
+        if model is not Message:
+            by_model.setdefault(model, []).append(_WRITERS[model].values(given, message))
     for row in rows:
         state = row.__dict__
         by_model.setdefault(type(row), []).append(
