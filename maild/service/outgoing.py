@@ -80,11 +80,21 @@ class Outgoing:
     def __init__(self, config: Config, renderer: Renderer) -> None:
         self.config = config
         self.renderer = renderer
+        self._internal = (config, config.internal_addresses)
 
     def reconfigure(self, config: Config, renderer: Renderer) -> None:
         """Take a reloaded config and its checked templates."""
         self.config = config
         self.renderer = renderer
+
+    @property
+    def internal(self) -> frozenset[str]:
+        """The config's ``internal_addresses``, built once a config (a few per mail)."""
+        config, internal = self._internal
+        if config is not self.config:
+            internal = self.config.internal_addresses
+            self._internal = (self.config, internal)
+        return internal
 
     async def queue(
         self,
@@ -120,7 +130,7 @@ class Outgoing:
         ``known``: the ticket's look-ups done in advance for a batch of tickets
         (the scheduler); kept up to date here with the mail queued.
         """
-        internal = self.config.internal_addresses
+        internal = self.internal
         if ticket is not None:
             to, cc, bcc = await self._allowed(
                 session, ticket, template, to, cc, bcc, automatic, now, outcome, known
@@ -258,7 +268,7 @@ class Outgoing:
     ) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
         """SPEC 11: who of to, cc and bcc may get a mail on ``ticket``; whoever may not
         is named on the timeline (and in ``outcome``)."""
-        internal = self.config.internal_addresses
+        internal = self.internal
         to, cc, dropped = policy.cap_external(
             to, cc, internal=internal, max_cc=self.config.tickets.max_cc
         )
@@ -528,7 +538,7 @@ class Outgoing:
             )
             for mid, direction, sender, to, cc, rcpts in reversed(rows)
         ]
-        internal = self.config.internal_addresses
+        internal = self.internal
         if for_stewards:
             # every address of each steward it goes to: a steward may write from another
             audience = frozenset(a for r in named for a in self.all_addresses_of(r)) - {
