@@ -143,11 +143,12 @@ def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
 
 
 def write_later(session: AsyncSession) -> None:
-    """From now on ``session`` keeps its new event rows, and the outbox and automatic-send
-    rows of mail on tickets, as plain values until :func:`flush_in_bulk` writes them:
-    no ORM object per row. For a transaction in which nothing reads those rows back
-    (the scheduler's batches: their look-ups are :class:`TicketLookups`); the session
-    is discarded if the transaction fails."""
+    """From now on ``session`` keeps its new event rows, the outgoing messages on tickets
+    (:func:`keep_message`) with their outbox and automatic-send rows, and whatever
+    else its caller keeps (the scheduler's reminders), as plain values until
+    :func:`flush_in_bulk` writes them: no ORM object per row. For a transaction in
+    which nothing reads those rows back but through :class:`TicketLookups` (the
+    scheduler's batches); the session is discarded if the transaction fails."""
     session.info[_LATER] = []
 
 
