@@ -417,6 +417,14 @@ class _Writer:
 
     insert: Insert
     columns: tuple[tuple[str, Any], ...]
+    # every column with its default; the columns whose default is not None
+    blank: dict[str, Any] = field(init=False)
+    defaults: tuple[tuple[str, Any], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blank", dict(self.columns))
+        defaults = tuple((k, d) for k, d in self.columns if d is not None)
+        object.__setattr__(self, "defaults", defaults)
 
     @classmethod
     def of(cls, model: type[Base]) -> _Writer:
@@ -440,6 +448,17 @@ class _Writer:
             key: default if (value := given.get(key)) is None else value
             for key, default in self.columns
         }
+        if message is not None:
+            values["message_pk"] = message.id
+        return values
+
+    def kept(self, given: Mapping[str, Any], message: Mail | None) -> dict[str, Any]:
+        """:meth:`values` of kept values (:func:`keep_for_bulk`), whose keys are all
+        columns of the table: a copy laid over the defaults, without a look-up per column."""
+        values = {**self.blank, **given}
+        for key, default in self.defaults:
+            if values[key] is None:
+                values[key] = default
         if message is not None:
             values["message_pk"] = message.id
         return values
@@ -484,7 +503,7 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     mails = [(v, m) for model, v, m in kept or () if isinstance(m, SentMail) and model is Message]
     if mails:
         writer = _WRITERS[Message]
-        await session.execute(writer.insert, [writer.values(given, None) for given, _ in mails])
+        await session.execute(writer.insert, [writer.kept(given, None) for given, _ in mails])
         found = await session.execute(
             _MESSAGE_IDS, {"message_ids": [mail.message_id for _, mail in mails]}
         )
@@ -495,7 +514,7 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     # the kept rows (on tickets: in the order they came), then the objects
     for model, given, message in kept or ():
         if model is not Message:
-            by_model.setdefault(model, []).append(_WRITERS[model].values(given, message))
+            by_model.setdefault(model, []).append(_WRITERS[model].kept(given, message))
     for row in rows:
         state = row.__dict__
         by_model.setdefault(type(row), []).append(
