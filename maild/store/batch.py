@@ -83,7 +83,6 @@ class SentMail:
     to_addrs: list[Any]
     cc_addrs: list[Any]
     text: str
-    direction: str = "out"
     id: int | None = None
 
 
