@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Table, bindparam, func, insert, inspect, select
+from sqlalchemy import ColumnElement, Insert, Table, bindparam, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.schema import ColumnDefault
@@ -127,6 +127,55 @@ _SENDS = select(AutomaticSend.address, AutomaticSend.at).where(
 )
 _SENDS_TOTAL = (
     select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > bindparam("hour_ago"))
+)
+
+
+def _of_tickets() -> ColumnElement[bool]:
+    """``Message.ticket_id`` among the batch's tickets (the parameter ``ids``)."""
+    return Message.ticket_id.in_(bindparam("ids", expanding=True))
+
+
+# TicketLookups.load's queries, built once like the ones above
+_REMINDERS = select(Reminder.ticket_id, Reminder.kind, Reminder.stage).where(
+    Reminder.ticket_id.in_(bindparam("ids", expanding=True))
+)
+_INBOUND = (
+    select(Message.id, Message.ticket_id, Message.from_addr, Message.from_name)
+    .where(_of_tickets(), Message.direction == "in")
+    .order_by(Message.id.desc())
+)
+_RANK = (
+    func.row_number().over(partition_by=Message.ticket_id, order_by=Message.id.desc()).label("rank")
+)
+_RECENT = (
+    select(Message.id, Message.ticket_id, *CHAIN_COLUMNS, _RANK)
+    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+    .where(_of_tickets())
+    .subquery()
+)
+_CHAINS = (
+    select(_RECENT)
+    .where(_RECENT.c.rank <= CHAIN_LOOKBACK)
+    .order_by(_RECENT.c.ticket_id, _RECENT.c.rank)
+)
+_OPENINGS = select(Message.ticket_id, Message.message_id).where(
+    Message.id.in_(select(func.min(Message.id)).where(_of_tickets()).group_by(Message.ticket_id))
+)
+_RELAYS = (
+    select(func.max(Message.id))
+    .join(Ticket, Ticket.id == Message.ticket_id)
+    .where(
+        _of_tickets(),
+        Message.direction == "out",
+        Message.template == "relay",
+        Message.at > func.coalesce(Ticket.last_update_at, Ticket.created_at),
+    )
+    .group_by(Message.ticket_id)
+)
+_MESSAGES = (
+    select(Message)
+    .options(defer(Message.raw))
+    .where(Message.id.in_(bindparam("message_pks", expanding=True)))
 )
 
 
@@ -292,23 +341,15 @@ class TicketLookups:
         ids = [t.id for t in tickets]
         if not ids:
             return out
-        for tid, kind, stage in await session.execute(
-            select(Reminder.ticket_id, Reminder.kind, Reminder.stage).where(
-                Reminder.ticket_id.in_(ids)
-            )
-        ):
+        given = {"ids": ids}
+        for tid, kind, stage in await session.execute(_REMINDERS, given):
             out.reminders.setdefault(tid, set()).add((kind, stage))
 
         by_id = {t.id: t for t in tickets}
         # message id -> the maps (by its ticket) it is the answer in
         wanted: dict[int, list[dict[int, Mail]]] = {}
         found: set[int] = set()
-        inbound = await session.execute(
-            select(Message.id, Message.ticket_id, Message.from_addr, Message.from_name)
-            .where(Message.ticket_id.in_(ids), Message.direction == "in")
-            .order_by(Message.id.desc())
-        )
-        for mid, tid, sender, name in inbound:
+        for mid, tid, sender, name in await session.execute(_INBOUND, given):
             ticket = by_id[tid]
             if tid not in out.requester_name and name and sender == ticket.requester:
                 out.requester_name[tid] = name
@@ -317,22 +358,7 @@ class TicketLookups:
                 found.add(tid)
                 wanted.setdefault(mid, []).append(out.requester_last)
 
-        rank = (
-            func.row_number()
-            .over(partition_by=Message.ticket_id, order_by=Message.id.desc())
-            .label("rank")
-        )
-        recent = (
-            select(Message.id, Message.ticket_id, *CHAIN_COLUMNS, rank)
-            .outerjoin(Outbox, Outbox.message_pk == Message.id)
-            .where(Message.ticket_id.in_(ids))
-            .subquery()
-        )
-        for row in await session.execute(
-            select(recent)
-            .where(recent.c.rank <= CHAIN_LOOKBACK)
-            .order_by(recent.c.ticket_id, recent.c.rank)
-        ):
+        for row in await session.execute(_CHAINS, given):
             if row.rank == 1:
                 wanted.setdefault(row.id, []).append(out.latest)
             out.chain.setdefault(row.ticket_id, []).append(
@@ -345,32 +371,13 @@ class TicketLookups:
                     row.rcpt_tos,
                 )
             )
-        first = (
-            select(func.min(Message.id))
-            .where(Message.ticket_id.in_(ids))
-            .group_by(Message.ticket_id)
-        )
-        for tid, opening in await session.execute(
-            select(Message.ticket_id, Message.message_id).where(Message.id.in_(first))
-        ):
+        for tid, opening in await session.execute(_OPENINGS, given):
             out.opening[tid] = opening
 
-        for (relay,) in await session.execute(
-            select(func.max(Message.id))
-            .join(Ticket, Ticket.id == Message.ticket_id)
-            .where(
-                Message.ticket_id.in_(ids),
-                Message.direction == "out",
-                Message.template == "relay",
-                Message.at > func.coalesce(Ticket.last_update_at, Ticket.created_at),
-            )
-            .group_by(Message.ticket_id)
-        ):
+        for (relay,) in await session.execute(_RELAYS, given):
             wanted.setdefault(relay, []).append(out.relay_since_update)
         if wanted:
-            for message in await session.scalars(
-                select(Message).options(defer(Message.raw)).where(Message.id.in_(list(wanted)))
-            ):
+            for message in await session.scalars(_MESSAGES, {"message_pks": list(wanted)}):
                 for target in wanted[message.id]:
                     target[message.ticket_id] = message
         out.sends = await load_sends(session, send_keys, now)
