@@ -84,10 +84,11 @@ def limit_key(address: str) -> str:
     if not local:
         return address.strip().lower()
     local = local.split("+", 1)[0] or local
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
+    if not domain.isascii():  # the IDNA codec hands an ASCII domain back as it is, or refuses
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
     return f"{local}@{domain}"
 
 

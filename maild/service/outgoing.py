@@ -42,8 +42,10 @@ from maild.store.batch import (
     CHAIN_COLUMNS,
     CHAIN_LOOKBACK,
     ChainRow,
+    Mail,
     TicketLookups,
     keep_for_bulk,
+    keep_message,
     load_sends,
     pending,
     pending_chain,
@@ -78,11 +80,21 @@ class Outgoing:
     def __init__(self, config: Config, renderer: Renderer) -> None:
         self.config = config
         self.renderer = renderer
+        self._internal = (config, config.internal_addresses)
 
     def reconfigure(self, config: Config, renderer: Renderer) -> None:
         """Take a reloaded config and its checked templates."""
         self.config = config
         self.renderer = renderer
+
+    @property
+    def internal(self) -> frozenset[str]:
+        """The config's ``internal_addresses``, built once a config (a few per mail)."""
+        config, internal = self._internal
+        if config is not self.config:
+            internal = self.config.internal_addresses
+            self._internal = (self.config, internal)
+        return internal
 
     async def queue(
         self,
@@ -94,7 +106,7 @@ class Outgoing:
         to: Sequence[str],
         cc: Sequence[str] = (),
         bcc: Sequence[str] = (),
-        reply_to_mail: Message | None = None,
+        reply_to_mail: Mail | None = None,
         automatic: Automatic,
         now: datetime,
         from_name: str | None = None,
@@ -118,7 +130,7 @@ class Outgoing:
         ``known``: the ticket's look-ups done in advance for a batch of tickets
         (the scheduler); kept up to date here with the mail queued.
         """
-        internal = self.config.internal_addresses
+        internal = self.internal
         if ticket is not None:
             to, cc, bcc = await self._allowed(
                 session, ticket, template, to, cc, bcc, automatic, now, outcome, known
@@ -172,32 +184,36 @@ class Outgoing:
             attachments=attachments,
         )
         raw = msg.as_bytes()
-        out: Message | None = None
+        out: Mail | None = None
         if ticket is not None:
-            out = Message(
-                ticket_id=ticket.id,
-                direction="out",
-                message_id=message_id,
-                from_addr=self.config.support.address,
-                from_name=from_name or self.config.support.name,
-                to_addrs=list(to),
-                cc_addrs=list(cc),
-                subject=rendered.subject,
-                date=now,
-                at=now,
-                in_reply_to=[in_reply_to] if in_reply_to else [],
-                references=references,
-                headers=[],
-                text=rendered.text,
-                new_text=rendered.text,
-                classification="normal",
-                defects=[],
-                is_note=False,
-                template=template,
-                stub=False,
-                raw=raw,
-            )
-            session.add(out)
+            stored = {
+                "ticket_id": ticket.id,
+                "direction": "out",
+                "message_id": message_id,
+                "from_addr": self.config.support.address,
+                "from_name": from_name or self.config.support.name,
+                "to_addrs": list(to),
+                "cc_addrs": list(cc),
+                "subject": rendered.subject,
+                "date": now,
+                "at": now,
+                "in_reply_to": [in_reply_to] if in_reply_to else [],
+                "references": references,
+                "headers": [],
+                "text": rendered.text,
+                "new_text": rendered.text,
+                "classification": "normal",
+                "defects": [],
+                "is_note": False,
+                "template": template,
+                "stub": False,
+                "raw": raw,
+            }
+            # a batch that writes later keeps it as values: no ORM object (store.batch)
+            out = keep_message(session, stored)
+            if out is None:
+                out = Message(**stored)
+                session.add(out)
         # Bcc exists only in the envelope: the message headers never name them.
         recipients = list(dict.fromkeys([*to, *cc, *bcc]))
         # the rows point at ``out`` itself: its id comes with the flush at commit,
@@ -252,7 +268,7 @@ class Outgoing:
     ) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
         """SPEC 11: who of to, cc and bcc may get a mail on ``ticket``; whoever may not
         is named on the timeline (and in ``outcome``)."""
-        internal = self.config.internal_addresses
+        internal = self.internal
         to, cc, dropped = policy.cap_external(
             to, cc, internal=internal, max_cc=self.config.tickets.max_cc
         )
@@ -522,7 +538,7 @@ class Outgoing:
             )
             for mid, direction, sender, to, cc, rcpts in reversed(rows)
         ]
-        internal = self.config.internal_addresses
+        internal = self.internal
         if for_stewards:
             # every address of each steward it goes to: a steward may write from another
             audience = frozenset(a for r in named for a in self.all_addresses_of(r)) - {

@@ -36,7 +36,7 @@ from maild.core import policy
 from maild.core.roster import duty_at
 from maild.mail.render import support_context
 from maild.service.pipeline import Outcome, Pipeline
-from maild.store.batch import TicketLookups, flush_in_bulk, write_later
+from maild.store.batch import TicketLookups, flush_in_bulk, keep_for_bulk, write_later
 from maild.store.dues import refresh_dues, reminders_sent
 from maild.store.models import Message, Reminder, State, Ticket
 from maild.store.queries import ACTIVE_STATUSES
@@ -166,8 +166,9 @@ class Scheduler:
     async def _together(self, ids: list[int], now: datetime, result: PassResult) -> None:
         done = PassResult()
         async with self.sessions() as session, session.begin():
-            # nothing in the batch reads its events and outbox rows back: they are
-            # written as plain rows by flush_in_bulk, not built as ORM objects
+            # nothing in the batch reads its messages, reminders, events and outbox
+            # rows back: they are written as plain rows by flush_in_bulk, not built
+            # as ORM objects
             write_later(session)
             stmt = (
                 select(Ticket)
@@ -252,9 +253,14 @@ class Scheduler:
         due_reminders = [r for r in dues.reminders if r.at <= now]
         breached = {r.kind for r in due_reminders if r.stage == "breach"}
         for reminder in due_reminders:
-            session.add(
-                Reminder(ticket_id=ticket.id, kind=reminder.kind, stage=reminder.stage, at=now)
-            )
+            row = {
+                "ticket_id": ticket.id,
+                "kind": reminder.kind,
+                "stage": reminder.stage,
+                "at": now,
+            }
+            if not keep_for_bulk(session, Reminder, row, None):
+                session.add(Reminder(**row))
             sent.add((reminder.kind, reminder.stage))
             if reminder.stage == "warn" and reminder.kind in breached:
                 continue  # caught up late: the breach says it all, once

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Table, bindparam, func, insert, inspect, select
+from sqlalchemy import ColumnElement, Insert, Table, bindparam, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.schema import ColumnDefault
@@ -37,10 +37,13 @@ __all__ = [
     "CHAIN_COLUMNS",
     "CHAIN_LOOKBACK",
     "ChainRow",
+    "Mail",
     "SendLedger",
+    "SentMail",
     "TicketLookups",
     "flush_in_bulk",
     "keep_for_bulk",
+    "keep_message",
     "load_sends",
     "pending",
     "pending_chain",
@@ -66,6 +69,25 @@ CHAIN_LOOKBACK = 200
 
 # (message_id, direction, from_addr, to_addrs, cc_addrs, outbox rcpt_tos), newest first
 ChainRow = tuple[str, str, str, list[Any] | None, list[Any] | None, list[Any] | None]
+
+
+@dataclass(eq=False)
+class SentMail:
+    """An outgoing mail on a ticket that a session writing later (:func:`write_later`)
+    keeps as plain values instead of a :class:`Message`: what the rest of the
+    transaction reads of it, and its ``id`` once :func:`flush_in_bulk` inserted it."""
+
+    ticket_id: int
+    message_id: str
+    from_addr: str | None
+    to_addrs: list[Any]
+    cc_addrs: list[Any]
+    text: str
+    id: int | None = None
+
+
+# a mail on a ticket as the look-ups and the rows about it hold it
+Mail = Message | SentMail
 
 
 @dataclass
@@ -108,6 +130,55 @@ _SENDS_TOTAL = (
 )
 
 
+def _of_tickets() -> ColumnElement[bool]:
+    """``Message.ticket_id`` among the batch's tickets (the parameter ``ids``)."""
+    return Message.ticket_id.in_(bindparam("ids", expanding=True))
+
+
+# TicketLookups.load's queries, built once like the ones above
+_REMINDERS = select(Reminder.ticket_id, Reminder.kind, Reminder.stage).where(
+    Reminder.ticket_id.in_(bindparam("ids", expanding=True))
+)
+_INBOUND = (
+    select(Message.id, Message.ticket_id, Message.from_addr, Message.from_name)
+    .where(_of_tickets(), Message.direction == "in")
+    .order_by(Message.id.desc())
+)
+_RANK = (
+    func.row_number().over(partition_by=Message.ticket_id, order_by=Message.id.desc()).label("rank")
+)
+_RECENT = (
+    select(Message.id, Message.ticket_id, *CHAIN_COLUMNS, _RANK)
+    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+    .where(_of_tickets())
+    .subquery()
+)
+_CHAINS = (
+    select(_RECENT)
+    .where(_RECENT.c.rank <= CHAIN_LOOKBACK)
+    .order_by(_RECENT.c.ticket_id, _RECENT.c.rank)
+)
+_OPENINGS = select(Message.ticket_id, Message.message_id).where(
+    Message.id.in_(select(func.min(Message.id)).where(_of_tickets()).group_by(Message.ticket_id))
+)
+_RELAYS = (
+    select(func.max(Message.id))
+    .join(Ticket, Ticket.id == Message.ticket_id)
+    .where(
+        _of_tickets(),
+        Message.direction == "out",
+        Message.template == "relay",
+        Message.at > func.coalesce(Ticket.last_update_at, Ticket.created_at),
+    )
+    .group_by(Message.ticket_id)
+)
+_MESSAGES = (
+    select(Message)
+    .options(defer(Message.raw))
+    .where(Message.id.in_(bindparam("message_pks", expanding=True)))
+)
+
+
 def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     """``model``'s rows added to ``session`` and not flushed yet, in the order added.
 
@@ -120,28 +191,48 @@ def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
 
 
 def write_later(session: AsyncSession) -> None:
-    """From now on ``session`` keeps its new event rows, and the outbox and automatic-send
-    rows of mail on tickets, as plain values until :func:`flush_in_bulk` writes them:
-    no ORM object per row. For a transaction in which nothing reads those rows back
-    (the scheduler's batches: their look-ups are :class:`TicketLookups`); the session
-    is discarded if the transaction fails."""
+    """From now on ``session`` keeps its new event rows, the outgoing messages on tickets
+    (:func:`keep_message`) with their outbox and automatic-send rows, and whatever
+    else its caller keeps (the scheduler's reminders), as plain values until
+    :func:`flush_in_bulk` writes them: no ORM object per row. For a transaction in
+    which nothing reads those rows back but through :class:`TicketLookups` (the
+    scheduler's batches); the session is discarded if the transaction fails."""
     session.info[_LATER] = []
 
 
 def keep_for_bulk(
-    session: AsyncSession, model: type[Base], values: dict[str, Any], message: Message | None
+    session: AsyncSession, model: type[Base], values: dict[str, Any], message: Mail | None
 ) -> bool:
     """Keep a row's ``values`` (and the ``message`` it is about, for its id) for
     :func:`flush_in_bulk` if ``session`` writes later (:func:`write_later`); False: the
     caller adds the row as an object."""
-    later: list[tuple[type[Base], dict[str, Any], Message | None]] | None = session.info.get(_LATER)
+    later: list[tuple[type[Base], dict[str, Any], Mail | None]] | None = session.info.get(_LATER)
     if later is None:
         return False
     later.append((model, values, message))
     return True
 
 
-def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Message | None]]:
+def keep_message(session: AsyncSession, values: dict[str, Any]) -> SentMail | None:
+    """Keep an outgoing message's ``values`` (every column of :class:`Message` but its
+    id) for :func:`flush_in_bulk` if ``session`` writes later, and return what the
+    transaction reads of it (the rows about it point at that, for its id); None: the
+    caller adds a :class:`Message`."""
+    if _LATER not in session.info:
+        return None
+    mail = SentMail(
+        values["ticket_id"],
+        values["message_id"],
+        values["from_addr"],
+        values["to_addrs"],
+        values["cc_addrs"],
+        values["text"],
+    )
+    keep_for_bulk(session, Message, values, mail)
+    return mail
+
+
+def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Mail | None]]:
     return [(v, m) for kind, v, m in session.info.get(_LATER, ()) if kind is model]
 
 
@@ -197,13 +288,14 @@ class TicketLookups:
     """
 
     reminders: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
-    # the latest message either way; the requester side's latest inbound mail
-    latest: dict[int, Message] = field(default_factory=dict)
-    requester_last: dict[int, Message] = field(default_factory=dict)
+    # the latest message either way (one queued in this transaction may be a SentMail);
+    # the requester side's latest inbound mail
+    latest: dict[int, Mail] = field(default_factory=dict)
+    requester_last: dict[int, Mail] = field(default_factory=dict)
     # the requester's display name from their latest mail that had one
     requester_name: dict[int, str] = field(default_factory=dict)
     # the latest relay to the stewards since the ticket's last incident update
-    relay_since_update: dict[int, Message] = field(default_factory=dict)
+    relay_since_update: dict[int, Mail] = field(default_factory=dict)
     chain: dict[int, list[ChainRow]] = field(default_factory=dict)
     opening: dict[int, str] = field(default_factory=dict)
     sends: SendLedger = field(default_factory=lambda: SendLedger(frozenset(), {}, 0, datetime.min))
@@ -249,23 +341,15 @@ class TicketLookups:
         ids = [t.id for t in tickets]
         if not ids:
             return out
-        for tid, kind, stage in await session.execute(
-            select(Reminder.ticket_id, Reminder.kind, Reminder.stage).where(
-                Reminder.ticket_id.in_(ids)
-            )
-        ):
+        given = {"ids": ids}
+        for tid, kind, stage in await session.execute(_REMINDERS, given):
             out.reminders.setdefault(tid, set()).add((kind, stage))
 
         by_id = {t.id: t for t in tickets}
         # message id -> the maps (by its ticket) it is the answer in
-        wanted: dict[int, list[dict[int, Message]]] = {}
+        wanted: dict[int, list[dict[int, Mail]]] = {}
         found: set[int] = set()
-        inbound = await session.execute(
-            select(Message.id, Message.ticket_id, Message.from_addr, Message.from_name)
-            .where(Message.ticket_id.in_(ids), Message.direction == "in")
-            .order_by(Message.id.desc())
-        )
-        for mid, tid, sender, name in inbound:
+        for mid, tid, sender, name in await session.execute(_INBOUND, given):
             ticket = by_id[tid]
             if tid not in out.requester_name and name and sender == ticket.requester:
                 out.requester_name[tid] = name
@@ -274,22 +358,7 @@ class TicketLookups:
                 found.add(tid)
                 wanted.setdefault(mid, []).append(out.requester_last)
 
-        rank = (
-            func.row_number()
-            .over(partition_by=Message.ticket_id, order_by=Message.id.desc())
-            .label("rank")
-        )
-        recent = (
-            select(Message.id, Message.ticket_id, *CHAIN_COLUMNS, rank)
-            .outerjoin(Outbox, Outbox.message_pk == Message.id)
-            .where(Message.ticket_id.in_(ids))
-            .subquery()
-        )
-        for row in await session.execute(
-            select(recent)
-            .where(recent.c.rank <= CHAIN_LOOKBACK)
-            .order_by(recent.c.ticket_id, recent.c.rank)
-        ):
+        for row in await session.execute(_CHAINS, given):
             if row.rank == 1:
                 wanted.setdefault(row.id, []).append(out.latest)
             out.chain.setdefault(row.ticket_id, []).append(
@@ -302,32 +371,13 @@ class TicketLookups:
                     row.rcpt_tos,
                 )
             )
-        first = (
-            select(func.min(Message.id))
-            .where(Message.ticket_id.in_(ids))
-            .group_by(Message.ticket_id)
-        )
-        for tid, opening in await session.execute(
-            select(Message.ticket_id, Message.message_id).where(Message.id.in_(first))
-        ):
+        for tid, opening in await session.execute(_OPENINGS, given):
             out.opening[tid] = opening
 
-        for (relay,) in await session.execute(
-            select(func.max(Message.id))
-            .join(Ticket, Ticket.id == Message.ticket_id)
-            .where(
-                Message.ticket_id.in_(ids),
-                Message.direction == "out",
-                Message.template == "relay",
-                Message.at > func.coalesce(Ticket.last_update_at, Ticket.created_at),
-            )
-            .group_by(Message.ticket_id)
-        ):
+        for (relay,) in await session.execute(_RELAYS, given):
             wanted.setdefault(relay, []).append(out.relay_since_update)
         if wanted:
-            for message in await session.scalars(
-                select(Message).options(defer(Message.raw)).where(Message.id.in_(list(wanted)))
-            ):
+            for message in await session.scalars(_MESSAGES, {"message_pks": list(wanted)}):
                 for target in wanted[message.id]:
                     target[message.ticket_id] = message
         out.sends = await load_sends(session, send_keys, now)
@@ -336,7 +386,7 @@ class TicketLookups:
     def queued(
         self,
         ticket_id: int,
-        message: Message,
+        message: Mail,
         recipients: Sequence[str],
         automatic_keys: Sequence[str],
         now: datetime,
@@ -368,11 +418,19 @@ _WRITE_ONLY: tuple[type[Base], ...] = (Outbox, Event, AutomaticSend, Attachment)
 
 @dataclass(frozen=True)
 class _Writer:
-    """How a write-only model's rows are inserted: a Core INSERT of every column but
-    the id, and each column's scalar default (what the ORM would have filled in)."""
+    """How a model's rows are inserted with Core: an INSERT of every column but the
+    generated id, and each column's scalar default (what the ORM would have filled in)."""
 
     insert: Insert
     columns: tuple[tuple[str, Any], ...]
+    # every column with its default; the columns whose default is not None
+    blank: dict[str, Any] = field(init=False)
+    defaults: tuple[tuple[str, Any], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blank", dict(self.columns))
+        defaults = tuple((k, d) for k, d in self.columns if d is not None)
+        object.__setattr__(self, "defaults", defaults)
 
     @classmethod
     def of(cls, model: type[Base]) -> _Writer:
@@ -385,11 +443,11 @@ class _Writer:
                 else None,
             )
             for column in table.columns
-            if not column.primary_key
+            if column is not table.autoincrement_column
         )
         return cls(insert(table), columns)
 
-    def values(self, given: Mapping[str, Any], message: Message | None) -> dict[str, Any]:
+    def values(self, given: Mapping[str, Any], message: Mail | None) -> dict[str, Any]:
         """The row to insert: ``given`` (an object's state or kept values), the defaults
         for what is not set, and the id of ``message`` if it is about one."""
         values = {
@@ -400,13 +458,32 @@ class _Writer:
             values["message_pk"] = message.id
         return values
 
+    def kept(self, given: Mapping[str, Any], message: Mail | None) -> dict[str, Any]:
+        """:meth:`values` of kept values (:func:`keep_for_bulk`), whose keys are all
+        columns of the table: a copy laid over the defaults, without a look-up per column."""
+        values = {**self.blank, **given}
+        for key, default in self.defaults:
+            if values[key] is None:
+                values[key] = default
+        if message is not None:
+            values["message_pk"] = message.id
+        return values
 
-_WRITERS = {model: _Writer.of(model) for model in _WRITE_ONLY}
+
+# the kept rows' models (write_later): the write-only ones, reminders and messages
+_KEPT: tuple[type[Base], ...] = (*_WRITE_ONLY, Reminder, Message)
+_WRITERS = {model: _Writer.of(model) for model in _KEPT}
+# the kept messages' ids, by their unique Message-ID: an executemany INSERT and this
+# SELECT take less than an INSERT .. RETURNING of many rows (measured: rendered as
+# one statement per batch, its rows matched to the ids returned)
+_MESSAGE_IDS = select(Message.id, Message.message_id).where(
+    Message.message_id.in_(bindparam("message_ids", expanding=True))
+)
 
 
 async def flush_in_bulk(session: AsyncSession) -> None:
     """Flush ``session``, its new outbox, event, automatic-send and attachment rows as
-    one INSERT per table.
+    one INSERT per table; and the rows it kept as values (:func:`write_later`).
 
     The unit of work inserts rows whose ids it must read back one at a time on
     SQLite (it cannot match many returned ids to their rows without a column
@@ -414,7 +491,10 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     Nothing reads these rows' ids, so they are taken out of the session and
     written with one executemany each (a Core INSERT naming every column), in
     the order they were added, after the flush that gives their messages an
-    id. They are not in the session afterwards.
+    id. They are not in the session afterwards. The kept messages go first
+    (one executemany, then one SELECT of their ids by Message-ID gives each
+    :class:`SentMail` its id), then the rest of the kept rows in the order
+    they came.
     """
     rows = sorted(
         (o for o in session.new if isinstance(o, _WRITE_ONLY)),
@@ -426,10 +506,21 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     if kept is not None:
         session.info[_LATER] = []
     await session.flush()
+    mails = [(v, m) for model, v, m in kept or () if isinstance(m, SentMail) and model is Message]
+    if mails:
+        writer = _WRITERS[Message]
+        await session.execute(writer.insert, [writer.kept(given, None) for given, _ in mails])
+        found = await session.execute(
+            _MESSAGE_IDS, {"message_ids": [mail.message_id for _, mail in mails]}
+        )
+        ids = {message_id: pk for pk, message_id in found.tuples()}
+        for _, mail in mails:
+            mail.id = ids[mail.message_id]
     by_model: dict[type[Base], list[dict[str, Any]]] = {}
     # the kept rows (on tickets: in the order they came), then the objects
     for model, given, message in kept or ():
-        by_model.setdefault(model, []).append(_WRITERS[model].values(given, message))
+        if model is not Message:
+            by_model.setdefault(model, []).append(_WRITERS[model].kept(given, message))
     for row in rows:
         state = row.__dict__
         by_model.setdefault(type(row), []).append(

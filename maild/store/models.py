@@ -8,6 +8,7 @@ of the migration, so keep them in step with ``migrations/versions``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,9 @@ NAMING = {
 }
 
 
+_UNSEEN = object()
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, aware UTC datetimes out; stored as naive UTC."""
 
@@ -72,6 +76,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """The bound value of each datetime, remembered for the last few instants: a
+        batch binds the same ``now`` to a dozen columns a row (on SQLite each is also
+        formatted as a string). Equal aware datetimes are the same instant, so they
+        bind alike."""
+        process = super().bind_processor(dialect)
+        if process is None:
+            return None
+        seen: dict[datetime, Any] = {}
+
+        def bind(value: datetime | None) -> Any:
+            if value is None:
+                return process(value)
+            out = seen.get(value, _UNSEEN)
+            if out is not _UNSEEN:
+                return out
+            out = process(value)  # a naive datetime raises here: it is never remembered
+            if len(seen) >= 64:
+                seen.clear()
+            seen[value] = out
+            return out
+
+        return bind
 
 
 class Base(DeclarativeBase):

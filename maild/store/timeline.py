@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core import lifecycle
 from maild.core.commands import Change
-from maild.store.batch import keep_for_bulk
+from maild.store.batch import Mail, keep_for_bulk
 from maild.store.models import Event, Message, Participant, Ticket
 from maild.store.ticketstate import apply_changes, apply_event
 
@@ -35,7 +35,7 @@ def record(
     *,
     text: str | None = None,
     message_pk: int | None = None,
-    message: Message | None = None,
+    message: Mail | None = None,
     field: str | None = None,
     old: str | None = None,
     new: str | None = None,
@@ -43,7 +43,8 @@ def record(
     """Add one row to ticket ``ticket_id``'s timeline (a change names its ``field``).
 
     ``message``: the message the row is about, when it may not be flushed yet
-    (instead of its ``message_pk``): the row gets its id at the flush. Returns
+    (instead of its ``message_pk``): the row gets its id at the flush (a
+    :class:`~maild.store.batch.SentMail` only in a session that writes later). Returns
     the row, or None when the session keeps its rows as values to write them in
     bulk (:func:`maild.store.batch.write_later`).
     """
@@ -61,7 +62,7 @@ def record(
     if keep_for_bulk(session, Event, values, message):
         return None
     event = Event(**values)
-    if message is not None:
+    if isinstance(message, Message):
         event.message = message
     session.add(event)
     return event

@@ -159,3 +159,24 @@ def test_a_row_the_store_refuses_at_the_bulk_write_stops_no_other_ticket(
     # and the next passes are not stuck on it either
     result = tick(instance, at(361 + 180))
     assert [row[0] for row in updates(instance)] == [1, 3, 1, 3]
+
+
+def test_a_batch_writes_each_mail_with_its_rows_pointing_at_it(new_instance: Factory) -> None:
+    # a batch keeps its messages as values and inserts them in bulk: each outbox row and
+    # "sent" event must still name its own message, stored on its ticket in queue order
+    instance = new_instance()
+    incidents(instance, 3)
+    tick(instance, at(361))
+    linked = instance.sql(
+        "select o.ticket_id, m.ticket_id, m.template, o.raw = m.raw, e.message_pk = m.id"
+        " from outbox o join messages m on m.id = o.message_pk"
+        " join events e on e.message_pk = m.id and e.kind = 'sent'"
+        " where o.template = 'incident_update' order by o.id"
+    )
+    assert linked == [(t, t, "incident_update", 1, 1) for t in (1, 2, 3)]
+    by_id = "select ticket_id from messages where template = 'incident_update' order by id"
+    assert instance.sql(by_id) == [(1,), (2,), (3,)]
+    # the next round, three hours on: one more update each, nothing sent twice
+    tick(instance, at(361 + 181))
+    assert instance.sql(by_id) == [(1,), (2,), (3,)] * 2
+    assert [row[0] for row in updates(instance)] == [1, 2, 3] * 2
