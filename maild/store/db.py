@@ -82,6 +82,7 @@ def make_engine(url: str, *, lease: timedelta | None = None, **options: Any) -> 
         kwargs["connect_args"] = {"server_settings": session_settings(lease)}
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "postgresql":
+        _savepoints_by_depth(engine)
 
         @event.listens_for(engine.sync_engine, "handle_error")
         def _transient(ctx: ExceptionContext) -> BaseException | None:
@@ -116,6 +117,64 @@ def make_engine(url: str, *, lease: timedelta | None = None, **options: Any) -> 
             cur.close()
 
     return engine
+
+
+_SAVEPOINTS = "maild_savepoints"  # in a connection's info: the savepoints open, oldest first
+
+
+def _savepoints_by_depth(engine: AsyncEngine) -> None:
+    """PostgreSQL savepoints named by their depth, and never released.
+
+    SQLAlchemy names every savepoint anew (``sa_savepoint_1``, ``_2``, ...);
+    asyncpg prepares each statement text it has not seen, a round trip, and
+    its cache of 100 texts never sees one of those again. Named ``maild_1``,
+    ``maild_2``, ... by how deep they are, the texts repeat and stay prepared.
+
+    PostgreSQL keeps a savepoint that has the name of an older one and
+    ROLLBACK TO acts on the newest of that name, destroying every savepoint
+    opened after it. So ``maild_N`` always means the open savepoint at depth
+    N (any other of that name is older: closed as SQLAlchemy sees it), and a
+    RELEASE can be left out: a released savepoint only joins its parent,
+    which the commit (or a rollback to an outer savepoint) does all the same.
+    That saves a round trip a mail of a chunk; the subtransactions stay
+    stacked until the commit (~100 a chunk, a few kB each on the server).
+    """
+    dialect = engine.dialect
+
+    def opened(connection: Connection) -> list[str]:
+        # SQLAlchemy's names of the savepoints open on this connection, oldest first
+        names: list[str] = connection.info.setdefault(_SAVEPOINTS, [])
+        return names
+
+    def do_savepoint(connection: Connection, name: str) -> None:
+        names = opened(connection)
+        names.append(name)
+        connection.exec_driver_sql(f"SAVEPOINT maild_{len(names)}")
+
+    def do_rollback_to_savepoint(connection: Connection, name: str) -> None:
+        names = opened(connection)
+        if name not in names:  # not one of ours: as SQLAlchemy named it
+            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            return
+        depth = names.index(name) + 1
+        del names[depth - 1 :]
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT maild_{depth}")
+
+    def do_release_savepoint(connection: Connection, name: str) -> None:
+        names = opened(connection)
+        if name not in names:
+            connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+            return
+        del names[names.index(name) :]  # closed; PostgreSQL keeps it until the commit
+
+    setattr(dialect, "do_savepoint", do_savepoint)  # noqa: B010 -- this engine's dialect only
+    setattr(dialect, "do_rollback_to_savepoint", do_rollback_to_savepoint)  # noqa: B010
+    setattr(dialect, "do_release_savepoint", do_release_savepoint)  # noqa: B010
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _forget(conn: Connection) -> None:
+        # a transaction that ended with savepoints open took them along
+        conn.info.pop(_SAVEPOINTS, None)
 
 
 def begin_explicitly(engine: AsyncEngine, statement: str = "BEGIN") -> None:
