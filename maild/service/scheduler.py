@@ -204,19 +204,33 @@ class Scheduler:
                     return
                 await self._ticket(session, ticket, now, done, None)
         except IntegrityError:
-            # another scheduler did this ticket's work at the same moment
-            log.info("ticket #%s was handled by another pass", ticket_id)
+            if not await self._still_due(ticket_id, now):
+                # another scheduler did this ticket's work at the same moment
+                log.info("ticket #%s was handled by another pass", ticket_id)
+                return
+            # nobody else did it: the store refuses this ticket's rows (SQLite reports
+            # a trigger's or a CHECK's refusal so too), a failure like any other below
+            await self._failed(ticket_id, now, result)
             return
         except (OperationalError, InterfaceError):
             raise  # the store is away: the whole pass retries later
         except Exception:
             # one broken ticket (a bad template override...) must not
             # stop the clock for all the others: look again later
-            log.exception("scheduler failed on ticket #%s; retrying it later", ticket_id)
-            await self._postpone(ticket_id, now)
-            result.actions.append(f"#{ticket_id} failed, postponed")
+            await self._failed(ticket_id, now, result)
             return
         result.add(done)
+
+    async def _failed(self, ticket_id: int, now: datetime, result: PassResult) -> None:
+        """Called from an ``except``: log the failure and look at the ticket again later."""
+        log.exception("scheduler failed on ticket #%s; retrying it later", ticket_id)
+        await self._postpone(ticket_id, now)
+        result.actions.append(f"#{ticket_id} failed, postponed")
+
+    async def _still_due(self, ticket_id: int, now: datetime) -> bool:
+        async with self.sessions() as session:
+            due = await session.scalar(select(Ticket.next_action_at).where(Ticket.id == ticket_id))
+        return due is not None and due <= now
 
     async def _postpone(self, ticket_id: int, now: datetime) -> None:
         async with self.sessions() as session, session.begin():

@@ -156,6 +156,12 @@ def test_a_row_the_store_refuses_at_the_bulk_write_stops_no_other_ticket(
     # is left without its update
     assert [row[0] for row in updates(instance)] == [1, 3]
     assert "#2 incident update" not in result["actions"]
+    # put off like any failed ticket (SQLite calls a trigger's refusal an integrity
+    # error, as if another pass had done #2: it must not be taken for one), so the
+    # passes of the next minutes do not fail their batch on it again
+    assert "#2 failed, postponed" in result["actions"]
+    assert instance.sql("select next_action_at from tickets where id = 2") != [(None,)]
+    assert tick(instance, at(362))["actions"] == []
     # and the next passes are not stuck on it either
     result = tick(instance, at(361 + 180))
     assert [row[0] for row in updates(instance)] == [1, 3, 1, 3]
