@@ -30,6 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, TypeVar
 
+from maild.core.vocabulary import TYPES
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DATABASE_URL",
@@ -73,7 +75,7 @@ _SECURITIES: tuple[Security, ...] = ("tls", "starttls", "none")
 _PROTOCOLS: tuple[LmtpProtocol, ...] = ("lmtp", "smtp")
 _CLOCKS: tuple[SlaClock, ...] = ("working", "wall")
 _RECEIPTS: tuple[Receipts, ...] = ("errors", "always")
-_TICKET_TYPES = ("incident", "change", "guidance")
+_TICKET_TYPES = TYPES
 
 _IMAP_PORTS: Mapping[Security, int] = {"tls": 993, "starttls": 143, "none": 143}
 _SMTP_PORTS: Mapping[Security, int] = {"tls": 465, "starttls": 587, "none": 25}

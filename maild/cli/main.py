@@ -22,6 +22,8 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
+from maild.core.vocabulary import STATUSES, TYPES
+
 if TYPE_CHECKING:
     from maild.config import Config
     from maild.store.serialize import QueuePage
@@ -1292,14 +1294,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status",
         action="append",
-        choices=("new", "open", "waiting", "resolved", "closed"),
+        choices=STATUSES,
         help="only tickets in this status (repeat for several); "
         "resolved and closed ones need no --all",
     )
     p.add_argument(
         "--type",
         action="append",
-        choices=("incident", "change", "guidance", "null"),
+        choices=(*TYPES, "null"),
         help="only tickets of this type; null: not yet triaged (repeat for several)",
     )
     p.add_argument("--community", metavar="NAME", help="only this community's tickets")

@@ -10,6 +10,7 @@ time is a parameter. Where to look for a rule:
 - ``subjects``      ticket references and reply prefixes in subjects
 - ``tags``          the subject-command grammar (SPEC 7)
 - ``commands``      what a steward's tags do to a ticket, on plain values
+- ``vocabulary``    the words a ticket's status, type and priority take
 - ``lifecycle``     every status change (one table), its time stamps, the SLA clock
 - ``workhours``     working-hours arithmetic over calendars and holidays
 - ``roster``        who is on duty

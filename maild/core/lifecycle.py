@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Final, Literal, Protocol, get_args
 
 from maild.config import Config
+from maild.core.vocabulary import DONE_STATUSES, STATUSES
 from maild.core.workhours import Calendar
 
 __all__ = [
@@ -48,8 +49,7 @@ __all__ = [
     "step",
 ]
 
-STATUSES = ("new", "open", "waiting", "resolved", "closed")
-DONE = ("resolved", "closed")  # no clock runs; leaving them reopens the ticket
+DONE = DONE_STATUSES  # no clock runs; leaving them reopens the ticket
 
 # -- every status change: (current status, event) -> new status ----------------------
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from maild.core.durations import parse_duration
+from maild.core.vocabulary import PRIORITIES, STATUSES, TYPES
 
 __all__ = [
     "ACCEPTED",
@@ -31,9 +32,6 @@ __all__ = [
     "parse_subject",
 ]
 
-STATUSES = ("new", "open", "waiting", "resolved", "closed")
-TYPES = ("incident", "change", "guidance")
-PRIORITIES = ("low", "normal", "high", "urgent")
 
 _FLAGS: dict[str, tuple[str, str | None]] = {
     "open": ("status", "open"),

@@ -37,7 +37,6 @@ from maild.store.serialize import (
 
 __all__ = [
     "ACTIVE_STATUSES",
-    "STATUSES",
     "iso",
     "outbox_rows",
     "queue",
@@ -47,8 +46,6 @@ __all__ = [
     "ticket_detail",
     "ticket_json",
 ]
-
-STATUSES = ("new", "open", "waiting", "resolved", "closed")
 
 
 def ticket_json(ticket: Ticket, now: datetime) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from maild.core.vocabulary import ACTIVE_STATUSES, PRIORITY_RANK
+
 __all__ = [
     "ACTIVE_STATUSES",
     "PRIORITY_RANK",
@@ -28,11 +30,6 @@ __all__ = [
     "ticket_values",
     "utc_text",
 ]
-
-# the statuses `maild queue` lists without --all or --status
-ACTIVE_STATUSES = ("new", "open", "waiting")
-# the queue's order after the due time: most urgent first, unknown as normal
-PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
 
 class QueuePage(NamedTuple):
