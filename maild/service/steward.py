@@ -450,7 +450,7 @@ class Stewards:
                 reply_to_mail=parent,
                 automatic=None,
                 now=now,
-                from_name=f"{display} (Support)",
+                from_name=display,  # SPEC 3: the steward's name as the display name
                 attachments=forwarded(mail),
                 outcome=outcome,
             )

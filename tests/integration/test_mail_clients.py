@@ -228,7 +228,7 @@ def test_a_conversation_reads_right_in_every_mailbox(boxes: Mailboxes) -> None:
     )
     [relay] = sent
     assert relay["Subject"] == f"Re: [support #1] {SUBJECT}"
-    assert relay["From"].addresses[0].display_name == "Bob Builder (Support)"
+    assert relay["From"].addresses[0].display_name == "Bob Builder"
     assert boxes.sink.received[-1].rcpt_tos == [ROSA, REP2]  # carol had bob's mail already
     assert [m["Message-ID"] for m in boxes.inbox[CAROL]].count("<bob-1@example.org>") == 1
     assert relay["In-Reply-To"] == "<rosa-1@pangeo.example>"

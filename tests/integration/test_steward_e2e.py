@@ -78,7 +78,7 @@ def test_gmail_reply_with_tags_changes_the_ticket_and_relays_once(instance: Inst
     assert relay["Subject"] == "Re: [support #1] Hub is down"
     assert relay["To"].addresses[0].addr_spec == "rep@pangeo.example"
     assert [a.addr_spec for a in relay["Cc"].addresses] == ["rep2@pangeo.example"]
-    assert relay["From"].addresses[0].display_name == "Alice Liddell (Support)"
+    assert relay["From"].addresses[0].display_name == "Alice Liddell"
     assert relay["From"].addresses[0].addr_spec == "support@example.org"
     assert relay["Auto-Submitted"] is None  # a human's reply
     assert relay["In-Reply-To"] == REQUEST_ID  # under the requester's last mail
