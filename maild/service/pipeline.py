@@ -226,6 +226,7 @@ class Pipeline:
         verdict: authn.Verdict | None,
         *,
         dry_run: bool = False,
+        alone: bool = True,
     ) -> Outcome:
         """Process one mail in a SAVEPOINT of the caller's transaction (many mails, one commit).
 
@@ -236,10 +237,20 @@ class Pipeline:
         transaction is lost and the caller keeps every mail of it.
         Nothing is logged as stored here: the caller logs the outcomes
         (:meth:`log_outcome`) once the transaction committed.
+
+        ``alone`` False: no savepoint, and whatever the mail raises propagates
+        (the caller rolls the whole transaction back and goes again with a
+        savepoint a mail, see :func:`maild.service.batch.commit_chunk`).
         """
         mail = parsed.mail
         if mail is None:
             failed = Outcome(source, None, None, "quarantined", f"unparseable: {parsed.error}")
+        elif not alone and not dry_run:
+            outcome = await self._process(
+                session, mail, raw, source, now, parsed.too_large, verdict
+            )
+            await flush_in_bulk(session)
+            return outcome
         else:
             try:
                 return await self._decide(

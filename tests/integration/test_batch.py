@@ -8,10 +8,11 @@ import os
 import signal
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from maild.config import load_config
-from maild.service.batch import BatchIngest, ChunkIngest
+from maild.core.intake import parse_many
+from maild.service.batch import BatchIngest, ChunkIngest, commit_chunk
 from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker
 from maild.store.inline import StoreThread
@@ -132,3 +133,80 @@ async def test_chunks_handed_in_one_at_a_time_decide_as_one_by_one_even_if_the_w
     one_by_one = await _ingest(new_instance, batched=False)
     assert await _ingest(new_instance, batched=False, handed=True) == one_by_one
     assert await _ingest(new_instance, batched=False, handed=True, kill_worker=True) == one_by_one
+
+
+def test_a_chunk_takes_a_savepoint_a_mail_only_once_one_of_its_mails_failed(
+    new_instance: Factory,
+) -> None:
+    # a chunk goes first without savepoints (a round trip a mail on PostgreSQL); a mail
+    # that fails sends the chunk again, a savepoint a mail: it alone is quarantined
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    if inst.url.startswith("sqlite"):
+        inst.sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+            "WHEN NEW.message_id = 'bad@pangeo.example' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+    else:
+        inst.sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE integrity_constraint_violation USING MESSAGE = 'refused by the store'; "
+            "END $$"
+        )
+        inst.sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW "
+            "WHEN (NEW.message_id = 'bad@pangeo.example') EXECUTE FUNCTION refuse()"
+        )
+    good = [
+        make_mail(frm=f"u{n}@pangeo.example", subject=f"Q{n}", message_id=f"<q{n}@pangeo.example>")
+        for n in range(4)
+    ]
+    bad = make_mail(frm="bad@pangeo.example", subject="Bad", message_id="<bad@pangeo.example>")
+    reply = make_mail(
+        frm="u2@pangeo.example",
+        subject="Re: Q2",
+        message_id="<r2@pangeo.example>",
+        in_reply_to="<q2@pangeo.example>",
+    )
+    first = [(f"a{i}", m.as_bytes(), NOW) for i, m in enumerate(good[:2])]
+    second = [(f"b{i}", m.as_bytes(), NOW) for i, m in enumerate([good[2], bad, good[3], reply])]
+    config = load_config(inst.config)
+    savepoints: list[str] = []
+
+    async def go() -> None:
+        engine = make_engine(inst.url)
+        store = StoreThread.for_url(inst.url)
+
+        def _seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.upper().startswith(("SAVEPOINT", "ROLLBACK TO")):
+                savepoints.append(statement.split()[0].upper())
+
+        event.listen(
+            (store.engine if store else engine).sync_engine, "before_cursor_execute", _seen
+        )
+        try:
+            pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
+            limit = config.tickets.max_message_bytes
+            parsed = parse_many([raw for _, raw, _ in first], limit)
+            done = await commit_chunk(pipeline, first, parsed)
+            assert [o.action for o in done] == ["created", "created"]
+            assert savepoints == []  # nothing failed: no savepoint
+            parsed = parse_many([raw for _, raw, _ in second], limit)
+            outcomes = await commit_chunk(pipeline, second, parsed)
+            assert [o.action for o in outcomes] == ["created", "quarantined", "created", "appended"]
+            assert "refused by the store" in (outcomes[1].reason or "")
+            assert outcomes[3].ticket == outcomes[0].ticket
+            # the second go: a savepoint each of the four, and the bad one's rolled back
+            assert savepoints.count("SAVEPOINT") == 4 and savepoints.count("ROLLBACK") == 1
+        finally:
+            if store is not None:
+                await store.aclose()
+            await engine.dispose()
+
+    asyncio.run(go())
+    assert inst.sql("SELECT count(*) FROM messages WHERE direction = 'in'")[0][0] == 5
+    assert inst.sql("SELECT count(*) FROM quarantine")[0][0] == 1
+    assert inst.sql("SELECT count(*) FROM messages WHERE message_id = 'bad@pangeo.example'") == [
+        (0,)
+    ]
