@@ -80,6 +80,11 @@ _STORED_WITH_TICKETS = (
     .join(Ticket, Ticket.id == Message.ticket_id)
     .where(Message.message_id.in_(bindparam("ids", expanding=True)))
 )
+# PostgreSQL: the same, the tickets locked as they are read (the ticket a reply joins is
+# almost always one of them: no second read to lock it), their stored values read anew
+_STORED_WITH_TICKETS_LOCKED = _STORED_WITH_TICKETS.with_for_update(of=Ticket).execution_options(
+    populate_existing=True
+)
 # who of some stewards wrote on a ticket, oldest first
 _STEWARDS_WHO_WROTE = (
     select(Event.actor)
@@ -379,8 +384,14 @@ class Pipeline:
     ) -> Outcome:
         # one look-up: is the mail stored already, and which tickets hold the mails it names
         refs = referenced_ids(mail)[:100]
+        # PostgreSQL: lock the tickets it reads, so the scheduler cannot change the one
+        # this mail joins under us (SQLite's WAL refuses a stale writer by itself)
+        lock = session.get_bind().dialect.name == "postgresql"
         rows = (
-            await session.execute(_STORED_WITH_TICKETS, {"ids": [mail.message_id, *refs]})
+            await session.execute(
+                _STORED_WITH_TICKETS_LOCKED if lock else _STORED_WITH_TICKETS,
+                {"ids": [mail.message_id, *refs]},
+            )
         ).all()
         existing = next((t.id for mid, t in rows if mid == mail.message_id), None)
         if existing is not None:
@@ -421,11 +432,13 @@ class Pipeline:
                 )
         existing_ticket: Ticket | None = None
         if decision.ticket_id is not None:
-            # PostgreSQL: lock the row so the scheduler cannot change it under us
-            # (SQLite's WAL refuses a stale writer by itself, and the candidate
-            # look-up just read the row in this transaction: no second query)
-            lock = session.get_bind().dialect.name == "postgresql"
-            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=lock)
+            # PostgreSQL: lock the row unless the first look-up did (a ticket found by
+            # the later rules); SQLite: the candidate look-up just read the row in this
+            # transaction, no second query
+            locked = lock and any(t.id == decision.ticket_id for _, t in rows)
+            existing_ticket = await session.get(
+                Ticket, decision.ticket_id, with_for_update=lock and not locked
+            )
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 

@@ -8,10 +8,12 @@ import os
 import signal
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
 from maild.config import load_config
-from maild.core.intake import parse_many
+from maild.core.intake import parse_for_ingest, parse_many
 from maild.service.batch import BatchIngest, ChunkIngest, commit_chunk
 from maild.service.pipeline import Outcome, Pipeline
 from maild.store.db import make_engine, make_sessionmaker
@@ -210,3 +212,50 @@ def test_a_chunk_takes_a_savepoint_a_mail_only_once_one_of_its_mails_failed(
     assert inst.sql("SELECT count(*) FROM messages WHERE message_id = 'bad@pangeo.example'") == [
         (0,)
     ]
+
+
+def test_on_postgresql_a_reply_locks_its_ticket_with_its_first_look_up(
+    new_instance: Factory,
+) -> None:
+    # the reply's look-up of the mails it names reads their tickets FOR UPDATE: the
+    # scheduler cannot change the ticket under it, and no second read locks it
+    inst = new_instance()
+    if inst.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's row locks (SQLite's WAL refuses a stale writer)")
+    assert inst.run("db", "upgrade").returncode == 0
+    config = load_config(inst.config)
+    first = make_mail(subject="Printer on fire", message_id="<p1@pangeo.example>")
+    reply = make_mail(
+        subject="Re: Printer on fire",
+        message_id="<p2@pangeo.example>",
+        in_reply_to="<p1@pangeo.example>",
+    ).as_bytes()
+
+    async def go() -> None:
+        engine = make_engine(inst.url)
+        other = make_engine(inst.url)
+        sent: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        try:
+            pipeline = Pipeline(config, make_sessionmaker(engine))
+            opened = await pipeline.ingest(first.as_bytes(), "m0", NOW)
+            sent.clear()
+            async with make_sessionmaker(engine)() as session, session.begin():
+                parsed = parse_for_ingest(reply, config.tickets.max_message_bytes)
+                outcome = await pipeline.ingest_within(
+                    session, reply, "m1", NOW, parsed, None, alone=False
+                )
+                assert (outcome.action, outcome.ticket) == ("appended", opened.ticket)
+                async with other.connect() as conn:
+                    with pytest.raises(OperationalError):  # 55P03: the row is locked
+                        await conn.execute(
+                            text("SELECT id FROM tickets WHERE id = :id FOR UPDATE NOWAIT"),
+                            {"id": opened.ticket},
+                        )
+        finally:
+            await other.dispose()
+            await engine.dispose()
+        locking = [s for s in sent if "FOR UPDATE" in s]
+        assert len(locking) == 1 and "JOIN tickets" in locking[0]
+
+    asyncio.run(go())
