@@ -15,9 +15,13 @@ from sqlalchemy.exc import OperationalError
 from maild.config import load_config
 from maild.core.intake import parse_for_ingest, parse_many
 from maild.service.batch import BatchIngest, ChunkIngest, commit_chunk
-from maild.service.pipeline import Outcome, Pipeline
+from maild.service.outgoing import _CHAIN
+from maild.service.pipeline import _STEWARDS_WHO_WROTE, Outcome, Pipeline
+from maild.store.batch import load_reply, stored_chain
 from maild.store.db import make_engine, make_sessionmaker
+from maild.store.dues import reminders_sent
 from maild.store.inline import StoreThread
+from maild.store.models import Event
 from tests.conftest import Factory, make_mail
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -257,5 +261,55 @@ def test_on_postgresql_a_reply_locks_its_ticket_with_its_first_look_up(
             await engine.dispose()
         locking = [s for s in sent if "FOR UPDATE" in s]
         assert len(locking) == 1 and "JOIN tickets" in locking[0]
+
+    asyncio.run(go())
+
+
+def test_a_replys_look_ups_in_one_query_read_what_the_separate_ones_do(
+    new_instance: Factory,
+) -> None:
+    # store.batch.load_reply: a ticket's reminders, the stewards who wrote on it and its
+    # stored mails for a reply chain, in one round trip; the chain rows only until a flush
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    inst.ingest(make_mail(message_id="<req@pangeo.example>", subject="Hub is down"))
+    for who, body in (("alice", "Could you send the error page?"), ("carol", "[note] seen")):
+        inst.ingest(
+            make_mail(
+                frm=f"{who.title()} <{who}@example.org>",
+                subject="Re: [support #1] Hub is down",
+                message_id=f"<{who}@example.org>",
+                in_reply_to="<req@pangeo.example>",
+                body=body + "\n",
+            )
+        )
+    inst.sql(
+        "INSERT INTO reminders (ticket_id, kind, stage, at) VALUES (1, 'triage', 'warn', ?)",
+        NOW.replace(tzinfo=None),
+    )
+    config = load_config(inst.config)
+    names = [s.name for s in config.stewards]
+
+    async def go() -> None:
+        engine = make_engine(inst.url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                reply = await load_reply(session, 1, names)
+                chain = stored_chain(session, 1)
+                actors = await session.scalars(
+                    _STEWARDS_WHO_WROTE, {"ticket_id": 1, "names": sorted(names)}
+                )
+                assert reply.stewards_who_wrote == list(actors.all()) == ["alice", "carol"]
+                assert reply.reminders == await reminders_sent(session, 1)
+                assert reply.reminders == {("triage", "warn")}
+                stored = (await session.execute(_CHAIN, {"ticket_id": 1})).all()
+                assert chain == [tuple(row) for row in stored] and len(stored) > 3  # in, out, both
+                # a flush stores mails the rows do not hold: they are dropped
+                session.add(Event(ticket_id=1, at=NOW, kind="note", actor="", text="x"))
+                await session.flush()
+                assert not stored_chain(session, 1)
+                await session.rollback()
+        finally:
+            await engine.dispose()
 
     asyncio.run(go())
