@@ -56,6 +56,34 @@ from tests.integration.postgres import Postgres
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARMUP = 20
 
+# asyncpg calls that each wait for the server once: a prepare, a prepared statement's
+# fetch (every SQLAlchemy execute), an executemany (pipelined, one wait), a bare
+# execute (BEGIN, COMMIT). Counted while ROUND_TRIPS["on"] is set.
+ROUND_TRIPS = {"on": 0, "count": 0}
+
+
+def _count_round_trips() -> None:
+    from asyncpg.connection import Connection
+    from asyncpg.prepared_stmt import PreparedStatement
+
+    def wrap(cls: type, name: str) -> None:
+        original = getattr(cls, name)
+
+        async def counted(self: object, *args: object, **kwargs: object) -> object:
+            if ROUND_TRIPS["on"]:
+                ROUND_TRIPS["count"] += 1
+            return await original(self, *args, **kwargs)
+
+        setattr(cls, name, counted)
+
+    for cls, name in (
+        (Connection, "prepare"),
+        (Connection, "execute"),
+        (Connection, "executemany"),
+        (PreparedStatement, "fetch"),
+    ):
+        wrap(cls, name)
+
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -103,6 +131,7 @@ class Store:
     cpu: float = 0.0  # this process
     server: float = 0.0  # PostgreSQL's processes
     statements: int = 0
+    round_trips: int = 0  # PostgreSQL only
     outcomes: list[Outcome] = field(default_factory=list)
     queue_times: list[float] = field(default_factory=list)
     queue_rows: int = -1
@@ -138,10 +167,13 @@ async def ingest(
         first = len(store.outcomes)
         items = [(f"bench#{first + i}", mail.raw, mail.when) for i, mail in enumerate(mails)]
         cpu = time.process_time()
+        ROUND_TRIPS.update(on=1, count=0)
         with Timer() as timer:
             async for outcome in BatchIngest(pipeline).run(items):
                 store.outcomes.append(outcome)
         store.cpu += time.process_time() - cpu
+        ROUND_TRIPS["on"] = 0
+        store.round_trips += ROUND_TRIPS["count"]
         if store.pg is not None:
             store.server += server_cpu(store.pg) - server
         store.seconds += timer.seconds
@@ -175,6 +207,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each maild command")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
+    _count_round_trips()
 
     bindir = find_bindir()
     if bindir is None:
@@ -268,6 +301,7 @@ def report(args: argparse.Namespace, stores: tuple[Store, Store], help_time: flo
             f"{other.statements / m:.1f}",
             "",
         ),
+        ("  round trips per mail (asyncpg calls)", "-", f"{other.round_trips / m:.1f}", ""),
         (
             f"maild queue --json, {base.queue_rows:,} rows (ms)",
             f"{statistics.median(base.queue_times) * 1000:.0f}",

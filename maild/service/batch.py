@@ -34,10 +34,11 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -68,6 +69,8 @@ CHUNK_BYTES = 32 * 1024 * 1024
 
 # (source label, raw bytes, the time it counts as received)
 Item = tuple[str, bytes, datetime]
+# a chunk's transaction, as StoreThread.run takes it
+Transaction = Callable[[async_sessionmaker[AsyncSession]], Coroutine[Any, Any, list[Outcome]]]
 
 
 class BatchIngest:
@@ -269,7 +272,13 @@ def _stderr_to_devnull() -> Iterator[None]:
 async def commit_chunk(
     pipeline: Pipeline, chunk: Sequence[Item], parsed: Sequence[Parsed], *, dry_run: bool = False
 ) -> list[Outcome]:
-    """One transaction for the chunk, a savepoint per mail; the outcomes once committed.
+    """One transaction for the chunk; the outcomes once committed.
+
+    The chunk goes first without savepoints (a round trip a mail on
+    PostgreSQL). If any of its mails raises, that transaction is rolled back
+    whole and the chunk goes again with a savepoint a mail
+    (:meth:`Pipeline.ingest_within`): the mail that fails is rolled back and
+    quarantined alone, the others commit. A dry run always takes savepoints.
 
     A store error (``OperationalError``, ``InterfaceError``: locked, gone,
     or a fenced commit refused) propagates and nothing of the chunk is
@@ -281,29 +290,43 @@ async def commit_chunk(
         await pipeline.verdict(p, raw) for (_, raw, _), p in zip(chunk, parsed, strict=True)
     ]
 
-    async def transaction(sessions: async_sessionmaker[AsyncSession]) -> list[Outcome]:
-        async with sessions() as session:
-            try:
-                async with session.begin():
-                    outcomes = [
-                        await pipeline.ingest_within(
-                            session, raw, source, now, p, verdict, dry_run=dry_run
-                        )
-                        for (source, raw, now), p, verdict in zip(
-                            chunk, parsed, verdicts, strict=True
-                        )
-                    ]
-                    if dry_run:
-                        raise _Discard(outcomes)
-            except _Discard as discard:
-                return discard.outcomes
-        return outcomes
+    def transaction(alone: bool) -> Transaction:
+        async def run(sessions: async_sessionmaker[AsyncSession]) -> list[Outcome]:
+            async with sessions() as session:
+                try:
+                    async with session.begin():
+                        outcomes = [
+                            await pipeline.ingest_within(
+                                session, raw, source, now, p, verdict, dry_run=dry_run, alone=alone
+                            )
+                            for (source, raw, now), p, verdict in zip(
+                                chunk, parsed, verdicts, strict=True
+                            )
+                        ]
+                        if dry_run:
+                            raise _Discard(outcomes)
+                except _Discard as discard:
+                    return discard.outcomes
+            return outcomes
+
+        return run
+
+    async def attempt(alone: bool) -> list[Outcome]:
+        if pipeline.store is not None:
+            return await pipeline.store.run(transaction(alone))
+        return await transaction(alone)(pipeline.sessions)
 
     try:
-        if pipeline.store is not None:
-            outcomes = await pipeline.store.run(transaction)
-        else:
-            outcomes = await transaction(pipeline.sessions)
+        try:
+            outcomes = await attempt(dry_run)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            if dry_run:
+                raise
+            # a mail of the chunk failed: nothing of it stays; again, each mail alone
+            log.debug("a mail of a chunk of %d failed (%r); with a savepoint each", len(chunk), exc)
+            outcomes = await attempt(True)
     except (OperationalError, InterfaceError):
         raise
     except Exception:

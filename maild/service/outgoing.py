@@ -49,6 +49,7 @@ from maild.store.batch import (
     load_sends,
     pending,
     pending_chain,
+    stored_chain,
 )
 from maild.store.models import AutomaticSend, Message, Outbox, Ticket
 from maild.store.timeline import record
@@ -526,8 +527,10 @@ class Outgoing:
             rows: Sequence[ChainRow | Row[Any]] = known.chain.get(ticket.id, [])
         else:
             # the stored mails without a flush, then this transaction's own (newer)
-            with session.no_autoflush:
-                stored = (await session.execute(_CHAIN, {"ticket_id": ticket.id})).all()
+            stored = stored_chain(session, ticket.id) or []  # read by load_reply
+            if not stored:
+                with session.no_autoflush:
+                    stored = (await session.execute(_CHAIN, {"ticket_id": ticket.id})).all()
             every = [*pending_chain(session, ticket.id), *stored]
             rows = every[:CHAIN_LOOKBACK]
         mails = [

@@ -19,8 +19,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import JSON, ColumnElement, Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
@@ -31,6 +32,7 @@ from maild.core.classify import Classification, classify, why_not_answer
 from maild.core.conversation import (
     Candidates,
     Decision,
+    TicketView,
     decide,
     referenced_ids,
     thread_root,
@@ -52,7 +54,13 @@ from maild.mail.render import Renderer, new_thread_root
 from maild.service.outcome import Action, Outcome, PlannedMail
 from maild.service.outgoing import Outgoing, forwarded
 from maild.service.steward import StewardMail, Stewards
-from maild.store.batch import TicketLookups, flush_in_bulk
+from maild.store.batch import (
+    ReplyLookups,
+    TicketLookups,
+    flush_in_bulk,
+    forget_reply,
+    load_reply,
+)
 from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
@@ -65,7 +73,7 @@ from maild.store.models import (
     Ticket,
 )
 from maild.store.timeline import move, record
-from maild.store.views import ticket_views
+from maild.store.views import as_view, ticket_views
 
 __all__ = ["Action", "Outcome", "Pipeline", "PlannedMail"]
 
@@ -73,12 +81,33 @@ log = logging.getLogger(__name__)
 
 _SUBJECT_KEY_MAX = 500
 
+
 # built once: a statement built per mail costs more than SQLite takes to run it
-# the stored mails of some Message-IDs, with their tickets
-_STORED_WITH_TICKETS = (
-    select(Message.message_id, Ticket)
-    .join(Ticket, Ticket.id == Message.ticket_id)
-    .where(Message.message_id.in_(bindparam("ids", expanding=True)))
+# the stored mails of some Message-IDs, with their tickets and each ticket's participants'
+# addresses as a JSON array (rule 1 decides on those: no look-up of its own for them);
+# JSON, not a joined string, since an address may hold any separator
+def _stored_with_tickets(members: ColumnElement[Any]) -> Select[str, Ticket, list[str] | None]:
+    return (
+        select(
+            Message.message_id,
+            Ticket,
+            select(members)
+            .where(Participant.ticket_id == Ticket.id)
+            .scalar_subquery()
+            .label("members"),
+        )
+        .join(Ticket, Ticket.id == Message.ticket_id)
+        .where(Message.message_id.in_(bindparam("ids", expanding=True)))
+    )
+
+
+_STORED_WITH_TICKETS = _stored_with_tickets(func.json_group_array(Participant.address, type_=JSON))
+# PostgreSQL: the same, the tickets locked as they are read (the ticket a reply joins is
+# almost always one of them: no second read to lock it), their stored values read anew
+_STORED_WITH_TICKETS_LOCKED = (
+    _stored_with_tickets(func.json_agg(Participant.address, type_=JSON))
+    .with_for_update(of=Ticket)
+    .execution_options(populate_existing=True)
 )
 # who of some stewards wrote on a ticket, oldest first
 _STEWARDS_WHO_WROTE = (
@@ -226,6 +255,7 @@ class Pipeline:
         verdict: authn.Verdict | None,
         *,
         dry_run: bool = False,
+        alone: bool = True,
     ) -> Outcome:
         """Process one mail in a SAVEPOINT of the caller's transaction (many mails, one commit).
 
@@ -236,10 +266,20 @@ class Pipeline:
         transaction is lost and the caller keeps every mail of it.
         Nothing is logged as stored here: the caller logs the outcomes
         (:meth:`log_outcome`) once the transaction committed.
+
+        ``alone`` False: no savepoint, and whatever the mail raises propagates
+        (the caller rolls the whole transaction back and goes again with a
+        savepoint a mail, see :func:`maild.service.batch.commit_chunk`).
         """
         mail = parsed.mail
         if mail is None:
             failed = Outcome(source, None, None, "quarantined", f"unparseable: {parsed.error}")
+        elif not alone and not dry_run:
+            outcome = await self._process(
+                session, mail, raw, source, now, parsed.too_large, verdict
+            )
+            await flush_in_bulk(session)
+            return outcome
         else:
             try:
                 return await self._decide(
@@ -367,11 +407,18 @@ class Pipeline:
         verdict: authn.Verdict | None = None,
     ) -> Outcome:
         # one look-up: is the mail stored already, and which tickets hold the mails it names
+        forget_reply(session)
         refs = referenced_ids(mail)[:100]
+        # PostgreSQL: lock the tickets it reads, so the scheduler cannot change the one
+        # this mail joins under us (SQLite's WAL refuses a stale writer by itself)
+        lock = session.get_bind().dialect.name == "postgresql"
         rows = (
-            await session.execute(_STORED_WITH_TICKETS, {"ids": [mail.message_id, *refs]})
+            await session.execute(
+                _STORED_WITH_TICKETS_LOCKED if lock else _STORED_WITH_TICKETS,
+                {"ids": [mail.message_id, *refs]},
+            )
         ).all()
-        existing = next((t.id for mid, t in rows if mid == mail.message_id), None)
+        existing = next((t.id for mid, t, _ in rows if mid == mail.message_id), None)
         if existing is not None:
             return Outcome(
                 source,
@@ -386,7 +433,11 @@ class Pipeline:
             if outcome is not None:
                 return outcome
 
-        referenced = [(mid, ticket) for mid, ticket in rows if mid != mail.message_id]
+        referenced = [
+            (mid, as_view(ticket, members or ()))
+            for mid, ticket, members in rows
+            if mid != mail.message_id
+        ]
         candidates = await self._candidates(session, mail, referenced, now)
         decision = decide(mail, cls, candidates, self.config, now)
         if decision.follow_up_of is not None and mail.from_addr:
@@ -410,11 +461,13 @@ class Pipeline:
                 )
         existing_ticket: Ticket | None = None
         if decision.ticket_id is not None:
-            # PostgreSQL: lock the row so the scheduler cannot change it under us
-            # (SQLite's WAL refuses a stale writer by itself, and the candidate
-            # look-up just read the row in this transaction: no second query)
-            lock = session.get_bind().dialect.name == "postgresql"
-            existing_ticket = await session.get(Ticket, decision.ticket_id, with_for_update=lock)
+            # PostgreSQL: lock the row unless the first look-up did (a ticket found by
+            # the later rules); SQLite: the candidate look-up just read the row in this
+            # transaction, no second query
+            locked = lock and any(t.id == decision.ticket_id for _, t, _ in rows)
+            existing_ticket = await session.get(
+                Ticket, decision.ticket_id, with_for_update=lock and not locked
+            )
             if existing_ticket is None:  # the candidate look-up just returned it
                 raise LookupError(f"ticket #{decision.ticket_id} vanished")
 
@@ -479,6 +532,7 @@ class Pipeline:
                 ),
             )
 
+        reply: ReplyLookups | None = None
         if steward is not None:
             await self.stewards.handle(
                 session, ticket, mail, message, steward, outcome, now, len(raw) if too_large else 0
@@ -488,6 +542,11 @@ class Pipeline:
         else:
             side: policy.Standing = "requester"
             status_before = ticket.status
+            if action == "appended" and not cls.automated:
+                # the reply's look-ups (reminders, stewards who wrote, its reply chain's
+                # stored mails) in one round trip, before this mail's rows change anything
+                names = [s.name for s in self.config.stewards]
+                reply = await load_reply(session, ticket.id, names)
             if action == "appended":
                 side = await self._requester_activity(
                     session, ticket, mail, message, cls, outcome, now, verdict
@@ -505,11 +564,14 @@ class Pipeline:
                 side,
                 verdict,
                 status_before,
+                reply,
             )
         ticket.updated_at = now
         ticket.last_activity_at = now
         # only the scheduler records reminders: a ticket opened here has none
         sent = frozenset[tuple[str, str]]() if action == "created" else None
+        if reply is not None:
+            sent = reply.reminders
         await refresh_dues(session, ticket, self.config, self.calendar, sent)
         return outcome
 
@@ -556,15 +618,14 @@ class Pipeline:
         self,
         session: AsyncSession,
         mail: InboundMail,
-        referenced: Sequence[tuple[str, Ticket]],
+        referenced: Sequence[tuple[str, TicketView]],
         now: datetime,
     ) -> Candidates:
         """The tickets each threading rule points at. ``referenced``: the stored mails the
         mail names (In-Reply-To, References) with their tickets, looked up already."""
         if referenced:
             # rule 1 decides; the later rules' look-ups would be wasted
-            views = await ticket_views(session, [ticket for _, ticket in referenced])
-            return Candidates({mid: views[ticket.id] for mid, ticket in referenced})
+            return Candidates(dict(referenced))
 
         rooted: Ticket | None = None
         root = thread_root(mail.thread_index)
@@ -830,9 +891,11 @@ class Pipeline:
         side: policy.Standing = "requester",
         verdict: authn.Verdict | None = None,
         status_before: str | None = None,
+        reply: ReplyLookups | None = None,
     ) -> None:
         """Queue the automatic mails this mail calls for (``oversize``: a too-large size;
-        ``status_before``: the ticket's status before this mail changed it)."""
+        ``status_before``: the ticket's status before this mail changed it; ``reply``: the
+        look-ups of a reply, done already)."""
         too_large = oversize > 0
         decision = outcome.decision
         extra = {
@@ -881,7 +944,7 @@ class Pipeline:
                 await self.outgoing.answer(
                     session, ticket, "too_large", ctx, sender, message, now, outcome
                 )
-            to = await self._working_stewards(session, ticket, now)
+            to = await self._working_stewards(session, ticket, now, reply)
             if to:
                 await self.outgoing.queue(
                     session,
@@ -898,18 +961,22 @@ class Pipeline:
                 )
 
     async def _working_stewards(
-        self, session: AsyncSession, ticket: Ticket, now: datetime
+        self, session: AsyncSession, ticket: Ticket, now: datetime, reply: ReplyLookups | None
     ) -> list[str]:
         """Addresses of who works the ticket (assignee, IC, stewards who wrote on it),
         else of the stewards on duty: who a requester's reply goes to."""
-        names = {s.name for s in self.config.stewards}
-        # no flush: this mail's own rows are not a steward's (its sender is no steward)
-        with session.no_autoflush:
-            actors = await session.scalars(
-                _STEWARDS_WHO_WROTE, {"ticket_id": ticket.id, "names": sorted(names)}
-            )
+        if reply is not None:
+            actors = reply.stewards_who_wrote
+        else:
+            names = {s.name for s in self.config.stewards}
+            # no flush: this mail's own rows are not a steward's (its sender is no steward)
+            with session.no_autoflush:
+                found = await session.scalars(
+                    _STEWARDS_WHO_WROTE, {"ticket_id": ticket.id, "names": sorted(names)}
+                )
+            actors = list(found.all())
         chosen = reply_recipients(
-            ticket.assignee, ticket.incident_commander, actors.all(), on_duty(self.config, now)
+            ticket.assignee, ticket.incident_commander, actors, on_duty(self.config, now)
         )
         return self.outgoing.steward_addresses(chosen)
 

@@ -17,9 +17,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Insert, Table, bindparam, func, insert, inspect, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    event,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.sql.schema import ColumnDefault
 
 from maild.store.models import (
@@ -38,15 +53,19 @@ __all__ = [
     "CHAIN_LOOKBACK",
     "ChainRow",
     "Mail",
+    "ReplyLookups",
     "SendLedger",
     "SentMail",
     "TicketLookups",
     "flush_in_bulk",
+    "forget_reply",
     "keep_for_bulk",
     "keep_message",
+    "load_reply",
     "load_sends",
     "pending",
     "pending_chain",
+    "stored_chain",
     "write_later",
 ]
 
@@ -121,12 +140,22 @@ class SendLedger:
 
 
 # built once: a statement built per call costs more than SQLite takes to run it
-_SENDS = select(AutomaticSend.address, AutomaticSend.at).where(
-    AutomaticSend.address.in_(bindparam("keys", expanding=True)),
-    AutomaticSend.at > bindparam("day_ago"),
-)
 _SENDS_TOTAL = (
     select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > bindparam("hour_ago"))
+)
+# both in one round trip: the hour's total on every row, and one row of NULLs beside it
+# when the mailboxes got nothing (a one-row table outer-joined to the sends)
+_ONE = select(literal_column("1").label("one")).subquery("one")
+_SENDS_AND_TOTAL = select(
+    _SENDS_TOTAL.scalar_subquery().label("total"), AutomaticSend.address, AutomaticSend.at
+).select_from(
+    _ONE.outerjoin(
+        AutomaticSend,
+        and_(
+            AutomaticSend.address.in_(bindparam("keys", expanding=True)),
+            AutomaticSend.at > bindparam("day_ago"),
+        ),
+    )
 )
 
 
@@ -177,6 +206,91 @@ _MESSAGES = (
     .options(defer(Message.raw))
     .where(Message.id.in_(bindparam("message_pks", expanding=True)))
 )
+
+
+# a reply's look-ups on the ticket it joins, in one round trip (UNION ALL, a part number
+# first): its latest mails (as _CHAIN in service/outgoing.py), its reminders, and which
+# of some stewards wrote on it, oldest first (as _STEWARDS_WHO_WROTE in service/pipeline.py)
+_CHAIN_PART = (
+    select(literal_column("0").label("part"), (-Message.id).label("ord"), *CHAIN_COLUMNS)
+    .outerjoin(Outbox, Outbox.message_pk == Message.id)
+    .where(Message.ticket_id == bindparam("ticket_id"))
+    .order_by(Message.id.desc())
+    .limit(CHAIN_LOOKBACK)
+    .subquery()
+)
+_NONE = tuple(null() for _ in range(len(CHAIN_COLUMNS) - 2))
+_REPLY: CompoundSelect[*tuple[Any, ...]] = union_all(
+    select(_CHAIN_PART),
+    select(literal_column("1"), literal_column("0"), Reminder.kind, Reminder.stage, *_NONE).where(
+        Reminder.ticket_id == bindparam("ticket_id")
+    ),
+    select(literal_column("2"), Event.id, Event.actor, *_NONE, null()).where(
+        Event.ticket_id == bindparam("ticket_id"),
+        Event.kind.in_(("received", "note")),
+        Event.message_pk.is_not(None),
+        Event.actor.in_(bindparam("names", expanding=True)),
+    ),
+).order_by(literal_column("part"), literal_column("ord"))
+# session.info key: {ticket id: its stored chain rows} read by load_reply, until a flush
+_STORED_CHAIN = "maild.stored_chain"
+
+
+@dataclass
+class ReplyLookups:
+    """What a reply on a ticket needs of the store, read by :func:`load_reply` at once."""
+
+    reminders: frozenset[tuple[str, str]]
+    # who of the stewards asked about wrote on the ticket, oldest first
+    stewards_who_wrote: list[str]
+
+
+async def load_reply(
+    session: AsyncSession, ticket_id: int, steward_names: Collection[str]
+) -> ReplyLookups:
+    """The reminders of ticket ``ticket_id``, the stewards of ``steward_names`` who wrote
+    on it, and its stored mails for a reply chain (:func:`stored_chain`), in one query
+    without a flush. The chain rows hold until the session next flushes (after that the
+    stored mails include some that were pending: they would be counted twice or missed)."""
+    reminders: set[tuple[str, str]] = set()
+    actors: list[str] = []
+    chain: list[ChainRow] = []
+    given = {"ticket_id": ticket_id, "names": sorted(steward_names)}
+    with session.no_autoflush:
+        rows = await session.execute(_REPLY, given)
+    for part, _, a, b, c, d, e, f in rows:
+        if part == 0:
+            chain.append((a, b, c, d, e, f))
+        elif part == 1:
+            reminders.add((a, b))
+        else:
+            actors.append(a)
+    chains: dict[int, list[ChainRow]] | None = session.info.get(_STORED_CHAIN)
+    if chains is None:
+        chains = session.info[_STORED_CHAIN] = {}
+        event.listen(session.sync_session, "after_flush", _forget_chains)
+    chains[ticket_id] = chain
+    return ReplyLookups(frozenset(reminders), actors)
+
+
+def _forget_chains(session: Session, _context: object) -> None:
+    chains = session.info.get(_STORED_CHAIN)
+    if chains:
+        chains.clear()
+
+
+def forget_reply(session: AsyncSession) -> None:
+    """Drop what :func:`load_reply` read (a new mail begins: it may follow a rollback)."""
+    chains = session.info.get(_STORED_CHAIN)
+    if chains:
+        chains.clear()
+
+
+def stored_chain(session: AsyncSession, ticket_id: int) -> list[ChainRow] | None:
+    """The stored mails of ticket ``ticket_id`` as a reply chain's rows (newest first), as
+    :func:`load_reply` read them, if nothing was flushed since; None: ask the store."""
+    chains: dict[int, list[ChainRow]] | None = session.info.get(_STORED_CHAIN)
+    return None if chains is None else chains.get(ticket_id)
 
 
 def pending(session: AsyncSession, model: type[_Row]) -> list[_Row]:
@@ -263,13 +377,17 @@ async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
     times: dict[str, list[datetime]] = {}
     wanted = set(keys)
+    total = 0
     with session.no_autoflush:
         if keys:
-            rows = await session.execute(_SENDS, {"keys": sorted(wanted), "day_ago": day_ago})
-            for key, at in rows.all():
-                times.setdefault(key, []).append(at)
-        total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago})
-    total = total or 0
+            given = {"keys": sorted(wanted), "day_ago": day_ago, "hour_ago": hour_ago}
+            rows = (await session.execute(_SENDS_AND_TOTAL, given)).all()
+            total = rows[0].total  # a row at least, the total on each
+            for _, key, at in rows:
+                if key is not None:
+                    times.setdefault(key, []).append(at)
+        else:
+            total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago}) or 0
     kept = [(v["address"], v["at"]) for v, _ in _kept(session, AutomaticSend)]
     for address, at in [(s.address, s.at) for s in pending(session, AutomaticSend)] + kept:
         if address in wanted and at > day_ago:

@@ -8,13 +8,20 @@ import os
 import signal
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
 from maild.config import load_config
-from maild.service.batch import BatchIngest, ChunkIngest
-from maild.service.pipeline import Outcome, Pipeline
+from maild.core.intake import parse_for_ingest, parse_many
+from maild.service.batch import BatchIngest, ChunkIngest, commit_chunk
+from maild.service.outgoing import _CHAIN
+from maild.service.pipeline import _STEWARDS_WHO_WROTE, Outcome, Pipeline
+from maild.store.batch import load_reply, stored_chain
 from maild.store.db import make_engine, make_sessionmaker
+from maild.store.dues import reminders_sent
 from maild.store.inline import StoreThread
+from maild.store.models import Event
 from tests.conftest import Factory, make_mail
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -132,3 +139,177 @@ async def test_chunks_handed_in_one_at_a_time_decide_as_one_by_one_even_if_the_w
     one_by_one = await _ingest(new_instance, batched=False)
     assert await _ingest(new_instance, batched=False, handed=True) == one_by_one
     assert await _ingest(new_instance, batched=False, handed=True, kill_worker=True) == one_by_one
+
+
+def test_a_chunk_takes_a_savepoint_a_mail_only_once_one_of_its_mails_failed(
+    new_instance: Factory,
+) -> None:
+    # a chunk goes first without savepoints (a round trip a mail on PostgreSQL); a mail
+    # that fails sends the chunk again, a savepoint a mail: it alone is quarantined
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    if inst.url.startswith("sqlite"):
+        inst.sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+            "WHEN NEW.message_id = 'bad@pangeo.example' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+    else:
+        inst.sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE integrity_constraint_violation USING MESSAGE = 'refused by the store'; "
+            "END $$"
+        )
+        inst.sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW "
+            "WHEN (NEW.message_id = 'bad@pangeo.example') EXECUTE FUNCTION refuse()"
+        )
+    good = [
+        make_mail(frm=f"u{n}@pangeo.example", subject=f"Q{n}", message_id=f"<q{n}@pangeo.example>")
+        for n in range(4)
+    ]
+    bad = make_mail(frm="bad@pangeo.example", subject="Bad", message_id="<bad@pangeo.example>")
+    reply = make_mail(
+        frm="u2@pangeo.example",
+        subject="Re: Q2",
+        message_id="<r2@pangeo.example>",
+        in_reply_to="<q2@pangeo.example>",
+    )
+    first = [(f"a{i}", m.as_bytes(), NOW) for i, m in enumerate(good[:2])]
+    second = [(f"b{i}", m.as_bytes(), NOW) for i, m in enumerate([good[2], bad, good[3], reply])]
+    config = load_config(inst.config)
+    savepoints: list[str] = []
+
+    async def go() -> None:
+        engine = make_engine(inst.url)
+        store = StoreThread.for_url(inst.url)
+
+        def _seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.upper().startswith(("SAVEPOINT", "ROLLBACK TO")):
+                savepoints.append(statement.split()[0].upper())
+
+        event.listen(
+            (store.engine if store else engine).sync_engine, "before_cursor_execute", _seen
+        )
+        try:
+            pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
+            limit = config.tickets.max_message_bytes
+            parsed = parse_many([raw for _, raw, _ in first], limit)
+            done = await commit_chunk(pipeline, first, parsed)
+            assert [o.action for o in done] == ["created", "created"]
+            assert savepoints == []  # nothing failed: no savepoint
+            parsed = parse_many([raw for _, raw, _ in second], limit)
+            outcomes = await commit_chunk(pipeline, second, parsed)
+            assert [o.action for o in outcomes] == ["created", "quarantined", "created", "appended"]
+            assert "refused by the store" in (outcomes[1].reason or "")
+            assert outcomes[3].ticket == outcomes[0].ticket
+            # the second go: a savepoint each of the four, and the bad one's rolled back
+            assert savepoints.count("SAVEPOINT") == 4 and savepoints.count("ROLLBACK") == 1
+        finally:
+            if store is not None:
+                await store.aclose()
+            await engine.dispose()
+
+    asyncio.run(go())
+    assert inst.sql("SELECT count(*) FROM messages WHERE direction = 'in'")[0][0] == 5
+    assert inst.sql("SELECT count(*) FROM quarantine")[0][0] == 1
+    assert inst.sql("SELECT count(*) FROM messages WHERE message_id = 'bad@pangeo.example'") == [
+        (0,)
+    ]
+
+
+def test_on_postgresql_a_reply_locks_its_ticket_with_its_first_look_up(
+    new_instance: Factory,
+) -> None:
+    # the reply's look-up of the mails it names reads their tickets FOR UPDATE: the
+    # scheduler cannot change the ticket under it, and no second read locks it
+    inst = new_instance()
+    if inst.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's row locks (SQLite's WAL refuses a stale writer)")
+    assert inst.run("db", "upgrade").returncode == 0
+    config = load_config(inst.config)
+    first = make_mail(subject="Printer on fire", message_id="<p1@pangeo.example>")
+    reply = make_mail(
+        subject="Re: Printer on fire",
+        message_id="<p2@pangeo.example>",
+        in_reply_to="<p1@pangeo.example>",
+    ).as_bytes()
+
+    async def go() -> None:
+        engine = make_engine(inst.url)
+        other = make_engine(inst.url)
+        sent: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        try:
+            pipeline = Pipeline(config, make_sessionmaker(engine))
+            opened = await pipeline.ingest(first.as_bytes(), "m0", NOW)
+            sent.clear()
+            async with make_sessionmaker(engine)() as session, session.begin():
+                parsed = parse_for_ingest(reply, config.tickets.max_message_bytes)
+                outcome = await pipeline.ingest_within(
+                    session, reply, "m1", NOW, parsed, None, alone=False
+                )
+                assert (outcome.action, outcome.ticket) == ("appended", opened.ticket)
+                async with other.connect() as conn:
+                    with pytest.raises(OperationalError):  # 55P03: the row is locked
+                        await conn.execute(
+                            text("SELECT id FROM tickets WHERE id = :id FOR UPDATE NOWAIT"),
+                            {"id": opened.ticket},
+                        )
+        finally:
+            await other.dispose()
+            await engine.dispose()
+        locking = [s for s in sent if "FOR UPDATE" in s]
+        assert len(locking) == 1 and "JOIN tickets" in locking[0]
+
+    asyncio.run(go())
+
+
+def test_a_replys_look_ups_in_one_query_read_what_the_separate_ones_do(
+    new_instance: Factory,
+) -> None:
+    # store.batch.load_reply: a ticket's reminders, the stewards who wrote on it and its
+    # stored mails for a reply chain, in one round trip; the chain rows only until a flush
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    inst.ingest(make_mail(message_id="<req@pangeo.example>", subject="Hub is down"))
+    for who, body in (("alice", "Could you send the error page?"), ("carol", "[note] seen")):
+        inst.ingest(
+            make_mail(
+                frm=f"{who.title()} <{who}@example.org>",
+                subject="Re: [support #1] Hub is down",
+                message_id=f"<{who}@example.org>",
+                in_reply_to="<req@pangeo.example>",
+                body=body + "\n",
+            )
+        )
+    inst.sql(
+        "INSERT INTO reminders (ticket_id, kind, stage, at) VALUES (1, 'triage', 'warn', ?)",
+        NOW.replace(tzinfo=None),
+    )
+    config = load_config(inst.config)
+    names = [s.name for s in config.stewards]
+
+    async def go() -> None:
+        engine = make_engine(inst.url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                reply = await load_reply(session, 1, names)
+                chain = stored_chain(session, 1)
+                actors = await session.scalars(
+                    _STEWARDS_WHO_WROTE, {"ticket_id": 1, "names": sorted(names)}
+                )
+                assert reply.stewards_who_wrote == list(actors.all()) == ["alice", "carol"]
+                assert reply.reminders == await reminders_sent(session, 1)
+                assert reply.reminders == {("triage", "warn")}
+                stored = (await session.execute(_CHAIN, {"ticket_id": 1})).all()
+                assert chain == [tuple(row) for row in stored] and len(stored) > 3  # in, out, both
+                # a flush stores mails the rows do not hold: they are dropped
+                session.add(Event(ticket_id=1, at=NOW, kind="note", actor="", text="x"))
+                await session.flush()
+                assert not stored_chain(session, 1)
+                await session.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
