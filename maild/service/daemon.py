@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from maild.config import Config, ConfigError, load_config
 from maild.core.backoff import Backoff
+from maild.core.intake import Parsed, parse_for_ingest
 from maild.mail.imap import ImapSource, Verdict
 from maild.mail.outbox import OutboxSender
 from maild.mail.render import Renderer, TemplateError, sample_context
@@ -165,14 +166,17 @@ class Daemon:
         """
         if not self.lease.valid:
             return ["retry"] * len(mails)
+        parsed = None
         if len(mails) > 1:
-            await self._sender_turn(len(mails) * SENDER_TURN_PER_MAIL)
+            parsed = await self._sender_turn(
+                len(mails) * SENDER_TURN_PER_MAIL, [raw for raw, _ in mails]
+            )
         if not await self._lease_for_a_chunk():
             return ["retry"] * len(mails)
         now = datetime.now(UTC)
         try:
             items = [(source, raw, now) for raw, source in mails]
-            outcomes = await self.chunks.ingest(items, upcoming)
+            outcomes = await self.chunks.ingest(items, upcoming, parsed)
         except Deposed as exc:
             log.info("%d mails left for the new leader, none committed: %s", len(mails), exc)
             return ["retry"] * len(mails)
@@ -189,16 +193,20 @@ class Daemon:
             self.sender.wake()
         return ["quarantined" if o.action == "quarantined" else "processed" for o in outcomes]
 
-    async def _sender_turn(self, budget: float) -> None:
-        """SQLite: let the sender send what the last chunk queued before the next one starts.
+    async def _sender_turn(self, budget: float, raws: Sequence[bytes]) -> list[Parsed] | None:
+        """SQLite: let the sender send what the last chunk queued before the next one starts;
+        the coming chunk's mails parsed meanwhile (None: not parsed here).
 
         A chunk's transaction holds SQLite's only write lock throughout, and
         the sender needs it once for every mail it sends; left to SQLite's
         busy handler it would send almost nothing until a backlog is all in
         (no acknowledgment for minutes). So a sending pass runs first, for at
-        most ``budget`` seconds of waiting (a slow relay does not hold up
-        ingestion for longer; the pass goes on meanwhile). A parse worker, if
-        any, parses the coming chunk meanwhile.
+        most ``budget`` seconds of waiting after the parsing (a slow relay does
+        not hold up ingestion for longer; the pass goes on meanwhile). A parse
+        worker, if any, parses the coming chunk meanwhile; without one, the
+        chunk is parsed here a mail at a time between the pass's steps, in the
+        time this loop would otherwise wait for the relay's answers and the
+        sender's commits (bench/README.md, e2e).
         """
         sender = self.sender
         outbox = self.tasks.get("outbox")
@@ -210,13 +218,22 @@ class Daemon:
             or outbox is None
             or outbox.stop.is_set()
         ):
-            return
+            return None
         self._queued = False
         task = self._sending
         if task is None or task.done():
             task = self._sending = asyncio.create_task(sender.send_due(), name="maild-send-turn")
             task.add_done_callback(_report_turn)
+        parsed = None
+        if not self.chunks.parse_ahead:
+            limit = self.config.tickets.max_message_bytes
+            parsed = []
+            for raw in raws:
+                parsed.append(parse_for_ingest(raw, limit))
+                if not task.done():
+                    await asyncio.sleep(0)  # the pass's next step, if it has one ready
         await asyncio.wait({task}, timeout=budget)
+        return parsed
 
     async def _end_sender_turn(self) -> None:
         task = self._sending
