@@ -38,6 +38,7 @@ from maild.mail.render import Renderer, TemplateError, sample_context
 from maild.service.batch import CHUNK, ChunkIngest
 from maild.service.lease import Deposed, Lease, instance_id
 from maild.service.pipeline import Outcome, Pipeline
+from maild.service.sendproc import SenderProcess
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
 from maild.store.models import State
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 20.0
 #: The daemon parses IMAP chunks in a worker process from this many usable CPUs on.
 PARSE_AHEAD_CORES = 4
+#: The outbox sender runs in a process of its own from this many usable CPUs on.
+SENDER_PROCESS_CORES = 2
 #: Between two chunks the sender sends for up to this long a mail of the chunk to come.
 SENDER_TURN_PER_MAIL = 0.03
 HEARTBEAT_SECONDS = 30.0
@@ -107,7 +110,7 @@ class Daemon:
         self.engine = make_engine(config.database.url, lease=lease)
         self.sessions = make_sessionmaker(self.engine)
         self.pipeline = Pipeline(config, self.sessions)
-        self.sender: OutboxSender | None = None
+        self.sender: OutboxSender | SenderProcess | None = None
         # SQLite: the sender's write transactions in a thread of their own (see run())
         self.sender_store: StoreThread | None = None
         self.imap: ImapSource | None = None
@@ -272,7 +275,18 @@ class Daemon:
         """What every instance runs: sending, the LMTP listener, the leader election."""
         tasks: list[_Task] = []
         config = self.config
-        if config.smtp is not None:
+        if config.smtp is not None and _cores() >= SENDER_PROCESS_CORES:
+            # its own core: on SQLite the daemon parses the coming chunk meanwhile
+            # (_sender_turn) instead of sending (bench/README.md, e2e)
+            self.sender = SenderProcess(
+                config.smtp,
+                config.database.url,
+                instance=self.instance,
+                claim_for=config.database.leader_lease,
+            )
+            tasks.append(_Task("outbox", self.sender.run))
+            tasks.append(_Task("outbox-wakeup", self._run_wakeups))
+        elif config.smtp is not None:
             self.sender = OutboxSender(
                 config.smtp,
                 self.sessions,
