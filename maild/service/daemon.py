@@ -1,5 +1,8 @@
 """``maild run``: ingestion, the outbox sender and the scheduler as supervised tasks.
 
+With 2 CPUs or more the outbox sender runs in a child process
+(:mod:`maild.service.sendproc`) that this process starts, drives and ends.
+
 Lifecycle (after uvicorn's server): one stop event set by SIGTERM/SIGINT; a
 second SIGINT forces the exit. Shutdown lets the mail in flight finish (its
 transaction commits and it is marked on the server) and then cancels what is
@@ -279,10 +282,7 @@ class Daemon:
             # its own core: on SQLite the daemon parses the coming chunk meanwhile
             # (_sender_turn) instead of sending (bench/README.md, e2e)
             self.sender = SenderProcess(
-                config.smtp,
-                config.database.url,
-                instance=self.instance,
-                claim_for=config.database.leader_lease,
+                config.smtp, config.database.url, claim_for=config.database.leader_lease
             )
             tasks.append(_Task("outbox", self.sender.run))
             tasks.append(_Task("outbox-wakeup", self._run_wakeups))

@@ -6,11 +6,13 @@ where the pipeline's chunks and the sender take turns with the one write
 lock, that time added up with the pipeline's. :class:`SenderProcess` runs the
 same :class:`~maild.mail.outbox.OutboxSender` in a spawned child, with its
 own engine (and, on SQLite, its own store thread), under an instance name of
-its own, so the claims work between it and any other sender as between two
-instances. The daemon drives it over a pipe: ``wake`` (new rows), ``pass``
-(send what is due now and say when done: the daemon's turns between chunks)
-and ``stop`` (finish the mail in flight, then exit). The child's log records
-come back over the same pipe and are logged by the daemon's own handlers.
+its own (``host:pid:random:sender``, its own pid: the process that holds a
+claim is the one named in ``claimed_by``), so the claims work between it and
+any other sender as between two instances. The daemon drives it over a
+pipe: ``wake`` (new rows), ``pass`` (send what is due now and say when done:
+the daemon's turns between chunks) and ``stop`` (finish the mail in flight,
+then exit). The child's log records come back over the same pipe and are
+logged by the daemon's own handlers.
 
 Nothing about delivery changes: each mail's outcome is committed right after
 the relay's answer, before the next mail, in the child. The child ends with
@@ -54,10 +56,8 @@ class SenderProcess:
     and :meth:`run`. The child lives while :meth:`run` runs.
     """
 
-    def __init__(
-        self, config: SmtpConfig, url: str, *, instance: str, claim_for: timedelta
-    ) -> None:
-        self._args = (config, url, f"{instance}:sender", claim_for)
+    def __init__(self, config: SmtpConfig, url: str, *, claim_for: timedelta) -> None:
+        self._args = (config, url, claim_for)
         self._conn: Connection | None = None
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[int]] = {}
@@ -196,7 +196,6 @@ def _child(
     conn: Connection,
     config: SmtpConfig,
     url: str,
-    instance: str,
     claim_for: timedelta,
     level: int,
 ) -> None:
@@ -211,7 +210,7 @@ def _child(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    asyncio.run(_serve(conn, queue, config, url, instance, claim_for))
+    asyncio.run(_serve(conn, queue, config, url, claim_for))
 
 
 async def _serve(
@@ -219,10 +218,10 @@ async def _serve(
     queue: _PipeQueue,
     config: SmtpConfig,
     url: str,
-    instance: str,
     claim_for: timedelta,
 ) -> None:
     from maild.mail.outbox import OutboxSender
+    from maild.service.lease import instance_id
     from maild.store.db import make_engine, make_sessionmaker
     from maild.store.inline import StoreThread
 
@@ -230,7 +229,11 @@ async def _serve(
     engine = make_engine(url, lease=claim_for)
     store = StoreThread.for_url(url)
     sender = OutboxSender(
-        config, make_sessionmaker(engine), instance=instance, claim_for=claim_for, store=store
+        config,
+        make_sessionmaker(engine),
+        instance=f"{instance_id()}:sender",
+        claim_for=claim_for,
+        store=store,
     )
     stop = asyncio.Event()
     passes: set[asyncio.Task[int]] = set()
