@@ -202,6 +202,21 @@ def cpu_of(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def children_of(pid: int) -> list[int]:
+    """The live processes ``pid`` started (the daemon's sender process, a parse worker)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def dovecot_pids(dovecot: Dovecot) -> list[int]:
     prefix = f"dovecot-{dovecot.name}/".encode()
     pids = [dovecot.proc.pid] if dovecot.proc is not None else []
@@ -461,6 +476,7 @@ def run(
     got = store_counts(daemon.db)
     wait_until("the sink", lambda: len(sink.received) >= got["sent"], 30, daemon, step=0.02)
     daemon_cpu = cpu_of([daemon.proc.pid])
+    children_cpu = cpu_of(children_of(daemon.proc.pid))
     dovecot_cpu = cpu_of(dovecot_pids(dovecot)) - dovecot_before
     sink_cpu = time.process_time() - sink_cpu
     last_ack = max(arrivals)
@@ -503,7 +519,8 @@ def run(
     report(n, bare, ingest, e2e, t0, times, last_ack, inbox_empty, got["sent"])
     print(
         f"CPU during the end-to-end run: maild run {daemon_cpu:.1f}s "
-        f"({daemon_cpu / e2e:.0%} of one core), Dovecot {dovecot_cpu:.2f}s, "
+        f"({daemon_cpu / e2e:.0%} of one core) + its child processes {children_cpu:.1f}s, "
+        f"Dovecot {dovecot_cpu:.2f}s, "
         f"this process (sink, polling) {sink_cpu:.1f}s; maild ingest used {ingest_cpu:.1f}s"
     )
     median = statistics.median(latencies)

@@ -38,19 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import aiosmtplib
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, Update, bindparam, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -62,6 +63,7 @@ from maild.store.models import Outbox
 
 if TYPE_CHECKING:
     from maild.config import SmtpConfig
+    from maild.store.inline import StoreThread
 
 __all__ = ["BATCH_SIZE", "OutboxSender"]
 
@@ -83,6 +85,8 @@ PASS_RETRY = Backoff(base=2.0, cap=60.0)
 AUTH_REQUIRED = 530
 
 _rng = random.SystemRandom()
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,10 @@ class OutboxSender:
     Temporary failures wait ``min(backoff_cap, backoff_base * 2**(attempts-1))``
     plus up to 10 % jitter before the next attempt. ``instance`` names this
     sender in its claims (``claimed_by``); ``claim_for`` is how long a claim
-    lasts without a renewal.
+    lasts without a renewal. ``store`` (SQLite): a thread of this sender's own
+    that runs each of its write transactions (claims, renewals, releases, the
+    outcome of each mail) whole, one hop from the event loop instead of one
+    through aiosqlite's thread for every begin, statement, commit and close.
     """
 
     def __init__(
@@ -135,9 +142,11 @@ class OutboxSender:
         poll_interval: float = POLL_INTERVAL,
         instance: str | None = None,
         claim_for: timedelta = CLAIM_FOR,
+        store: StoreThread | None = None,
     ) -> None:
         self._config = config
         self._sessions = sessions
+        self._store = store
         self._clock = clock
         self._timeout = timeout
         # a row's attempts are persisted in the row; this turns them into its next wait
@@ -283,7 +292,12 @@ class OutboxSender:
         holds nothing but its claims, which last ``claim_for`` (renewed while
         the relay works) and then let another instance send the rows.
         """
-        async with self._sessions() as session, session.begin():
+        return await self._write(functools.partial(self._claim_in, now=now, after=after))
+
+    async def _claim_in(
+        self, sessions: async_sessionmaker[AsyncSession], now: datetime, after: int
+    ) -> list[int]:
+        async with sessions() as session, session.begin():
             if self._lock_rows is None:
                 self._lock_rows = session.get_bind().dialect.name == "postgresql"
             due = (
@@ -363,28 +377,33 @@ class OutboxSender:
                 continue
             renewing = time.monotonic()
             try:
-                async with self._sessions() as session, session.begin():
-                    renewed = set(
-                        (
-                            await session.scalars(
-                                update(Outbox)
-                                .where(
-                                    Outbox.id.in_(ids),
-                                    Outbox.status == "queued",
-                                    Outbox.claimed_by == self._instance,
-                                )
-                                .values(next_attempt_at=self._clock() + self._claim_for)
-                                .returning(Outbox.id)
-                                .execution_options(synchronize_session=False)
-                            )
-                        ).all()
-                    )
+                renewed = await self._write(functools.partial(self._renew_in, ids=ids))
             except (OperationalError, InterfaceError) as exc:
                 log.warning("outbox %s: could not renew the claims: %s", sorted(ids), exc.orig)
                 continue
             burst.valid_until = renewing + self._claim_for.total_seconds()
             # a row no longer ours (taken over while we were away) is not sent by us
             burst.released |= ids - renewed
+
+    async def _renew_in(
+        self, sessions: async_sessionmaker[AsyncSession], ids: set[int]
+    ) -> set[int]:
+        async with sessions() as session, session.begin():
+            return set(
+                (
+                    await session.scalars(
+                        update(Outbox)
+                        .where(
+                            Outbox.id.in_(ids),
+                            Outbox.status == "queued",
+                            Outbox.claimed_by == self._instance,
+                        )
+                        .values(next_attempt_at=self._clock() + self._claim_for)
+                        .returning(Outbox.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                ).all()
+            )
 
     def _renew_step(self) -> float:
         """How often a burst's claims are renewed: a third of their length."""
@@ -395,8 +414,9 @@ class OutboxSender:
         if not ids:
             return
         burst.released |= ids  # first: the pass must not send them any more
-        try:
-            async with self._sessions() as session, session.begin():
+
+        async def release(sessions: async_sessionmaker[AsyncSession]) -> None:
+            async with sessions() as session, session.begin():
                 await session.execute(
                     update(Outbox)
                     .where(
@@ -407,6 +427,9 @@ class OutboxSender:
                     .values(claimed_by=None, next_attempt_at=self._clock())
                     .execution_options(synchronize_session=False)
                 )
+
+        try:
+            await self._write(release)
         except (OperationalError, InterfaceError) as exc:
             # the claims run out on their own
             log.warning("outbox %s: could not release the claims: %s", sorted(ids), exc.orig)
@@ -418,19 +441,16 @@ class OutboxSender:
         next mail is sent.
         """
         outcome, values = self._record(claimed, outcome)
+        statement = _finish_statement(tuple(values))
+        parameters = {**values, "row_id": claimed.id, "instance": self._instance}
+
+        async def finish(sessions: async_sessionmaker[AsyncSession]) -> bool:
+            async with sessions() as session, session.begin():
+                done = await session.execute(statement, parameters)
+                return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
         try:
-            async with self._sessions() as session, session.begin():
-                done = await session.execute(
-                    update(Outbox)
-                    .where(
-                        Outbox.id == claimed.id,
-                        Outbox.status == "queued",
-                        Outbox.claimed_by == self._instance,
-                    )
-                    .values(claimed_by=None, **values)
-                    .execution_options(synchronize_session=False)
-                )
-                mine = done.rowcount == 1  # type: ignore[attr-defined]
+            mine = await self._write(finish)
         except Exception:
             if outcome.kind == "sent":
                 log.error(
@@ -442,6 +462,14 @@ class OutboxSender:
             self._log_outcome(claimed, outcome, values)
         else:
             self._lost(claimed, outcome)
+
+    async def _write(
+        self, transaction: Callable[[async_sessionmaker[AsyncSession]], Coroutine[Any, Any, T]]
+    ) -> T:
+        """Run a write transaction: in this sender's store thread if it has one."""
+        if self._store is not None:
+            return await self._store.run(transaction)
+        return await transaction(self._sessions)
 
     def _lost(self, row: Outbox, outcome: _Outcome) -> None:
         """Our claim ran out while we were stalled and another instance took the row."""
@@ -625,6 +653,29 @@ class OutboxSender:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+
+# the UPDATE recording an outcome, one per set of columns (sent, failed,
+# retry): built once, so a sent mail costs no statement building or cache key
+_FINISH: dict[tuple[str, ...], Update] = {}
+
+
+def _finish_statement(columns: tuple[str, ...]) -> Update:
+    """``UPDATE outbox SET claimed_by = NULL, <columns>`` for a row still queued and ours."""
+    statement = _FINISH.get(columns)
+    if statement is None:
+        table = cast(Table, Outbox.__table__)
+        statement = (
+            update(table)
+            .where(
+                table.c.id == bindparam("row_id"),
+                table.c.status == "queued",
+                table.c.claimed_by == bindparam("instance"),
+            )
+            .values(claimed_by=None, **{name: bindparam(name) for name in columns})
+        )
+        _FINISH[columns] = statement
+    return statement
 
 
 def _by_code(code: int, detail: str) -> _Outcome:

@@ -189,11 +189,17 @@ class ChunkIngest:
             return
         self._ahead = (raws, future)
 
-    async def ingest(self, chunk: Sequence[Item], upcoming: Sequence[bytes] = ()) -> list[Outcome]:
+    async def ingest(
+        self,
+        chunk: Sequence[Item],
+        upcoming: Sequence[bytes] = (),
+        parsed: Sequence[Parsed] | None = None,
+    ) -> list[Outcome]:
         """Commit the chunk (one transaction, a savepoint per mail); its outcomes once committed.
 
         ``upcoming``: the mails of the next call, parsed in the worker meanwhile
-        (see :meth:`prepare`).
+        (see :meth:`prepare`). ``parsed``: the chunk's mails already parsed by
+        the caller (:func:`maild.core.intake.parse_for_ingest` each, in order).
 
         Raises what :func:`commit_chunk` raises: a store error (nothing of
         the chunk committed).
@@ -201,7 +207,10 @@ class ChunkIngest:
         raws = _raws(chunk)
         ahead, self._ahead = self._ahead, None
         self.prepare(upcoming)
-        parsed: list[Parsed] | None = None
+        if parsed is not None:
+            if ahead is not None:
+                _drop(ahead[1])
+            return await commit_chunk(self.pipeline, chunk, parsed)
         if ahead is not None and ahead[0] == raws:
             try:
                 parsed = await ahead[1]

@@ -1,5 +1,8 @@
 """``maild run``: ingestion, the outbox sender and the scheduler as supervised tasks.
 
+With 2 CPUs or more the outbox sender runs in a child process
+(:mod:`maild.service.sendproc`) that this process starts, drives and ends.
+
 Lifecycle (after uvicorn's server): one stop event set by SIGTERM/SIGINT; a
 second SIGINT forces the exit. Shutdown lets the mail in flight finish (its
 transaction commits and it is marked on the server) and then cancels what is
@@ -31,12 +34,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from maild.config import Config, ConfigError, load_config
 from maild.core.backoff import Backoff
+from maild.core.intake import Parsed, parse_for_ingest
 from maild.mail.imap import ImapSource, Verdict
 from maild.mail.outbox import OutboxSender
 from maild.mail.render import Renderer, TemplateError, sample_context
 from maild.service.batch import CHUNK, ChunkIngest
 from maild.service.lease import Deposed, Lease, instance_id
 from maild.service.pipeline import Outcome, Pipeline
+from maild.service.sendproc import SenderProcess
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
 from maild.store.models import State
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 20.0
 #: The daemon parses IMAP chunks in a worker process from this many usable CPUs on.
 PARSE_AHEAD_CORES = 4
+#: The outbox sender runs in a process of its own from this many usable CPUs on.
+SENDER_PROCESS_CORES = 2
 #: Between two chunks the sender sends for up to this long a mail of the chunk to come.
 SENDER_TURN_PER_MAIL = 0.03
 HEARTBEAT_SECONDS = 30.0
@@ -106,7 +113,9 @@ class Daemon:
         self.engine = make_engine(config.database.url, lease=lease)
         self.sessions = make_sessionmaker(self.engine)
         self.pipeline = Pipeline(config, self.sessions)
-        self.sender: OutboxSender | None = None
+        self.sender: OutboxSender | SenderProcess | None = None
+        # SQLite: the sender's write transactions in a thread of their own (see run())
+        self.sender_store: StoreThread | None = None
         self.imap: ImapSource | None = None
         self.tasks: dict[str, _Task] = {}
         self._interrupts = 0
@@ -163,14 +172,17 @@ class Daemon:
         """
         if not self.lease.valid:
             return ["retry"] * len(mails)
+        parsed = None
         if len(mails) > 1:
-            await self._sender_turn(len(mails) * SENDER_TURN_PER_MAIL)
+            parsed = await self._sender_turn(
+                len(mails) * SENDER_TURN_PER_MAIL, [raw for raw, _ in mails]
+            )
         if not await self._lease_for_a_chunk():
             return ["retry"] * len(mails)
         now = datetime.now(UTC)
         try:
             items = [(source, raw, now) for raw, source in mails]
-            outcomes = await self.chunks.ingest(items, upcoming)
+            outcomes = await self.chunks.ingest(items, upcoming, parsed)
         except Deposed as exc:
             log.info("%d mails left for the new leader, none committed: %s", len(mails), exc)
             return ["retry"] * len(mails)
@@ -187,16 +199,20 @@ class Daemon:
             self.sender.wake()
         return ["quarantined" if o.action == "quarantined" else "processed" for o in outcomes]
 
-    async def _sender_turn(self, budget: float) -> None:
-        """SQLite: let the sender send what the last chunk queued before the next one starts.
+    async def _sender_turn(self, budget: float, raws: Sequence[bytes]) -> list[Parsed] | None:
+        """SQLite: let the sender send what the last chunk queued before the next one starts;
+        the coming chunk's mails parsed meanwhile (None: not parsed here).
 
         A chunk's transaction holds SQLite's only write lock throughout, and
         the sender needs it once for every mail it sends; left to SQLite's
         busy handler it would send almost nothing until a backlog is all in
         (no acknowledgment for minutes). So a sending pass runs first, for at
-        most ``budget`` seconds of waiting (a slow relay does not hold up
-        ingestion for longer; the pass goes on meanwhile). A parse worker, if
-        any, parses the coming chunk meanwhile.
+        most ``budget`` seconds of waiting after the parsing (a slow relay does
+        not hold up ingestion for longer; the pass goes on meanwhile). A parse
+        worker, if any, parses the coming chunk meanwhile; without one, the
+        chunk is parsed here a mail at a time between the pass's steps, in the
+        time this loop would otherwise wait for the relay's answers and the
+        sender's commits (bench/README.md, e2e).
         """
         sender = self.sender
         outbox = self.tasks.get("outbox")
@@ -208,13 +224,22 @@ class Daemon:
             or outbox is None
             or outbox.stop.is_set()
         ):
-            return
+            return None
         self._queued = False
         task = self._sending
         if task is None or task.done():
             task = self._sending = asyncio.create_task(sender.send_due(), name="maild-send-turn")
             task.add_done_callback(_report_turn)
+        parsed = None
+        if not self.chunks.parse_ahead:
+            limit = self.config.tickets.max_message_bytes
+            parsed = []
+            for raw in raws:
+                parsed.append(parse_for_ingest(raw, limit))
+                if not task.done():
+                    await asyncio.sleep(0)  # the pass's next step, if it has one ready
         await asyncio.wait({task}, timeout=budget)
+        return parsed
 
     async def _end_sender_turn(self) -> None:
         task = self._sending
@@ -253,12 +278,21 @@ class Daemon:
         """What every instance runs: sending, the LMTP listener, the leader election."""
         tasks: list[_Task] = []
         config = self.config
-        if config.smtp is not None:
+        if config.smtp is not None and _cores() >= SENDER_PROCESS_CORES:
+            # its own core: on SQLite the daemon parses the coming chunk meanwhile
+            # (_sender_turn) instead of sending (bench/README.md, e2e)
+            self.sender = SenderProcess(
+                config.smtp, config.database.url, claim_for=config.database.leader_lease
+            )
+            tasks.append(_Task("outbox", self.sender.run))
+            tasks.append(_Task("outbox-wakeup", self._run_wakeups))
+        elif config.smtp is not None:
             self.sender = OutboxSender(
                 config.smtp,
                 self.sessions,
                 instance=self.instance,
                 claim_for=config.database.leader_lease,
+                store=self.sender_store,
             )
             tasks.append(_Task("outbox", self.sender.run))
             tasks.append(_Task("outbox-wakeup", self._run_wakeups))
@@ -480,6 +514,9 @@ class Daemon:
             self.pipeline.store = StoreThread.for_url(self.config.database.url)
             # the leader's: its transactions commit only under the lease, like leader_sessions
             self.leader_pipeline.store = self._fenced_store()
+            # the sender's: a mail's outcome is one hop to this thread, not one through
+            # aiosqlite's for each of begin, UPDATE, commit and close (bench/README.md, e2e)
+            self.sender_store = StoreThread.for_url(self.config.database.url)
             if self.config.stewards and not self.config.commands.require_authenticated:
                 # check-config says it as a warning; here once, as a fact
                 log.info(
@@ -507,7 +544,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.chunks.aclose()
-            for store in (self.pipeline.store, self.leader_pipeline.store):
+            for store in (self.pipeline.store, self.leader_pipeline.store, self.sender_store):
                 if store is not None:
                     await store.aclose()
             await self.engine.dispose()

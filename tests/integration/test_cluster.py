@@ -160,6 +160,16 @@ def frozen(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
 
 
+def cluster_pid(cluster: Cluster, pid: int) -> int:
+    """The daemon of the cluster that is ``pid`` or started it (its sender process)."""
+    daemons = {p.pid for p in cluster.procs}
+    if pid in daemons:
+        return pid
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    assert parent in daemons, f"{pid} is no daemon of the cluster nor started by one"
+    return parent
+
+
 def senders(cluster: Cluster) -> set[str]:
     """The daemon logs that record a mail sent."""
     return {p.name for p in cluster.root.glob("daemon-*.log") if " sent to " in p.read_text()}
@@ -363,10 +373,11 @@ def test_a_sender_frozen_on_a_claimed_row_loses_it_to_another_instance(
 
             wait_until(claimers_in_data, 30, "a sender to claim a row and send it")
             row_id, claimer = claimed[0]
-            pid = int(claimer.split(":")[1])
+            pid = int(claimer.split(":")[1])  # the sending process: a daemon's sender process
+            daemon = cluster_pid(cluster, pid)
             freeze(pid)
             frozen_at = time.monotonic()
-            offset = cluster.log_of(pid).stat().st_size
+            offset = cluster.log_of(daemon).stat().st_size
             sink.set_mode("accept")
 
             def sent_by_another() -> bool:
@@ -379,7 +390,9 @@ def test_a_sender_frozen_on_a_claimed_row_loses_it_to_another_instance(
 
             os.kill(pid, signal.SIGCONT)
             wait_until(
-                lambda: "another instance took it over" in cluster.log_of(pid).read_text()[offset:],
+                lambda: (
+                    "another instance took it over" in cluster.log_of(daemon).read_text()[offset:]
+                ),
                 LEASE * 3,
                 "the resumed sender to notice",
             )

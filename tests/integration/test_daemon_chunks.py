@@ -272,6 +272,56 @@ def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_o
     assert "Traceback" not in maild.logtext() + run_log(maild)
 
 
+def test_a_backlog_is_filed_and_acknowledged_once_each_while_the_sender_takes_its_turns(
+    maild: MaildProcess, dovecot: Dovecot, imap_user: str
+) -> None:
+    """``maild run`` on a backlog in chunks of 4: before each chunk the sender sends what
+    the last one queued, and (without a parsing worker) the chunk is parsed meanwhile.
+    A mail that cannot be parsed, in a later chunk, goes to Quarantine alone."""
+    raws = requests(14, "t")
+    junk = b"X-Junk: yes\r\n\r\nnothing a helpdesk could file\r\n"
+    raws.insert(9, junk)  # the third chunk
+    dovecot.deliver_many(imap_user, raws)
+    with ThreadedSink() as sink:
+        maild.configure(imap=(dovecot, imap_user), smtp_port=sink.port, leader_lease="2s")
+        maild.cli("db", "upgrade")
+        maild.start()
+
+        def finished() -> bool:
+            rows = maild.sql("select status from outbox")
+            return (
+                dovecot.count(imap_user, "INBOX") == 0
+                and len(rows) == 2 * 14  # an acknowledgment and a steward copy each
+                and all(status == "sent" for (status,) in rows)
+            )
+
+        wait_until(finished, 120, "every mail filed and every acknowledgment sent")
+        assert maild.stop() == 0
+        received = list(sink.received)
+
+    assert dovecot.count(imap_user, "Processed") == 14
+    assert dovecot.count(imap_user, "Quarantine") == 1
+    (reason,) = maild.sql("select reason from quarantine")
+    assert "no From, Message-ID, Subject or Date header" in reason[0]
+    stored = Counter(
+        mid for (mid,) in maild.sql("select message_id from messages where direction='in'")
+    )
+    assert stored == Counter(message_id_of(raw) for raw in raws if raw != junk)
+    acks = Counter(
+        ticket for (ticket,) in maild.sql("select ticket_id from outbox where template='ack'")
+    )
+    assert len(acks) == 14 and set(acks.values()) == {1}
+    at_sink = Counter(message_id_of(m.content) for m in received)
+    queued = {
+        mid
+        for (mid,) in maild.sql(
+            "select m.message_id from outbox o join messages m on m.id=o.message_pk"
+        )
+    }
+    assert set(at_sink) == queued and set(at_sink.values()) == {1}
+    assert "Traceback" not in maild.logtext()
+
+
 def test_the_parsing_worker_ends_with_a_stopped_daemon(
     maild: MaildProcess, dovecot: Dovecot, imap_user: str
 ) -> None:

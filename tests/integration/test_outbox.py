@@ -1,4 +1,9 @@
-"""The outbox against a real aiosmtpd on the test's loop and a real SQLite file."""
+"""The outbox against a real aiosmtpd on the test's loop and a real SQLite file.
+
+Every test runs twice: with the sender's writes through aiosqlite in the
+test's loop, and in a store thread of the sender's own, as ``maild run``
+gives it on SQLite (:class:`~maild.store.inline.StoreThread`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.mail.outbox import OutboxSender
 from maild.store.db import make_engine, make_sessionmaker, upgrade
+from maild.store.inline import StoreThread
 from maild.store.models import Outbox
 from tests.integration import smtp_sink as sink_mod
 from tests.integration.smtp_sink import SmtpSink, ThreadedSink
@@ -59,6 +65,27 @@ async def sessions(tmp_path: Path) -> AsyncIterator[Sessions]:
     await engine.dispose()
 
 
+#: What sender() gives its OutboxSender as ``store``; set per test by sender_store.
+_store: list[StoreThread | None] = [None]
+
+
+@pytest.fixture(params=["aiosqlite", "store thread"], autouse=True)
+async def sender_store(
+    request: pytest.FixtureRequest, tmp_path: Path, sessions: Sessions
+) -> AsyncIterator[StoreThread | None]:
+    """The sender's writes in the test's loop through aiosqlite, or in a thread of their own."""
+    store = None
+    if request.param == "store thread":
+        store = StoreThread(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    _store[0] = store
+    try:
+        yield store
+    finally:
+        _store[0] = None
+        if store is not None:
+            await store.aclose()
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -101,6 +128,7 @@ def sender(
 ) -> OutboxSender:
     config = kwargs.pop("config", None) or sink.smtp_config()
     kwargs.setdefault("timeout", 5.0)
+    kwargs.setdefault("store", _store[0])
     return OutboxSender(config, sessions, clock=clock, **kwargs)
 
 
@@ -400,7 +428,7 @@ async def test_missing_login_on_a_relay_that_requires_one_keeps_mail_queued(
 async def test_run_sends_a_row_committed_while_it_waits_and_stops_promptly(
     smtp_sink: SmtpSink, sessions: Sessions
 ) -> None:
-    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0)
+    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0, store=_store[0])
     stop = asyncio.Event()
     task = asyncio.create_task(outbox.run(stop))
     await asyncio.sleep(0.2)  # idle: nothing queued, waiting for wake()
@@ -420,7 +448,7 @@ async def test_stop_finishes_the_mail_in_flight_and_leaves_the_rest(
     smtp_sink.mode = "hang"
     now = datetime.now(UTC)
     ids = [await queue(sessions, created_at=now) for _ in range(3)]
-    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0)
+    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0, store=_store[0])
     stop = asyncio.Event()
     task = asyncio.create_task(outbox.run(stop))
     await asyncio.sleep(0.3)  # the first mail is hanging at DATA
@@ -439,7 +467,9 @@ async def test_cancelling_run_mid_send_leaves_the_mail_queued(
     smtp_sink.mode = "hang"
     row_id = await queue(sessions, created_at=datetime.now(UTC))
     task = asyncio.create_task(
-        OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0).run(asyncio.Event())
+        OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0, store=_store[0]).run(
+            asyncio.Event()
+        )
     )
     await asyncio.sleep(0.3)
 
@@ -456,7 +486,11 @@ async def test_run_retries_on_its_own_when_the_backoff_expires(
 ) -> None:
     smtp_sink.mode = "tempfail_rcpt"
     outbox = OutboxSender(
-        smtp_sink.smtp_config(), sessions, timeout=5.0, backoff_base=timedelta(seconds=0.3)
+        smtp_sink.smtp_config(),
+        sessions,
+        timeout=5.0,
+        backoff_base=timedelta(seconds=0.3),
+        store=_store[0],
     )
     row_id = await queue(sessions, created_at=datetime.now(UTC))
     stop = asyncio.Event()

@@ -1,0 +1,281 @@
+"""The outbox sender in a process of its own: ``maild run`` on a second core.
+
+In the daemon's process the sender's work (the SMTP dialogue, a transaction
+for the outcome of every mail) shared one core with the pipeline: on SQLite,
+where the pipeline's chunks and the sender take turns with the one write
+lock, that time added up with the pipeline's. :class:`SenderProcess` runs the
+same :class:`~maild.mail.outbox.OutboxSender` in a spawned child, with its
+own engine (and, on SQLite, its own store thread), under an instance name of
+its own (``host:pid:random:sender``, its own pid: the process that holds a
+claim is the one named in ``claimed_by``), so the claims work between it and
+any other sender as between two instances. The daemon drives it over a
+pipe: ``wake`` (new rows), ``pass`` (send what is due now and say when done:
+the daemon's turns between chunks) and ``stop`` (finish the mail in flight,
+then exit). The child's log records come back over the same pipe and are
+logged by the daemon's own handlers.
+
+Nothing about delivery changes: each mail's outcome is committed right after
+the relay's answer, before the next mail, in the child. The child ends with
+the daemon however the daemon ends (``kill -9`` too: a thread in the child
+watches its parent), which for its mail is a sender killed, as before: a mail
+accepted and not yet recorded is sent again, with the same Message-ID, once
+its claim runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import logging.handlers
+import multiprocessing
+import signal
+import threading
+from datetime import timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from maild.config import SmtpConfig
+
+__all__ = ["SenderProcess"]
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping child may take beyond the mail in flight before it is killed.
+STOP_GRACE = 30.0
+
+
+class SenderProcess:
+    """An :class:`~maild.mail.outbox.OutboxSender` in a child process, driven from this loop.
+
+    Offers what the daemon uses of a sender: :meth:`wake`, :meth:`send_due`
+    and :meth:`run`. The child lives while :meth:`run` runs.
+    """
+
+    def __init__(self, config: SmtpConfig, url: str, *, claim_for: timedelta) -> None:
+        self._args = (config, url, claim_for)
+        self._conn: Connection | None = None
+        self._tokens = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[int]] = {}
+
+    def wake(self) -> None:
+        """New rows were committed: the child starts a pass now."""
+        self._send(("wake",))
+
+    async def send_due(self) -> int:
+        """A pass in the child over what is due now; the rows it handled.
+
+        Returns 0 at once when no child runs; raises if the child ends mid-pass.
+        """
+        if self._conn is None:
+            return 0
+        token = next(self._tokens)
+        waiting = self._waiting[token] = asyncio.get_running_loop().create_future()
+        if not self._send(("pass", token)):
+            self._waiting.pop(token, None)
+            return 0
+        handled: int = await waiting
+        return handled
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start the child and keep it until ``stop``; raises if it ends on its own."""
+        loop = asyncio.get_running_loop()
+        parent_end, child_end = multiprocessing.Pipe()
+        process = _start(child_end, self._args, logging.getLogger().getEffectiveLevel())
+        child_end.close()
+        ended = asyncio.Event()
+        self._conn = parent_end
+        loop.add_reader(parent_end.fileno(), self._receive)
+        loop.add_reader(process.sentinel, ended.set)
+        try:
+            stopping = asyncio.ensure_future(stop.wait())
+            exited = asyncio.ensure_future(ended.wait())
+            try:
+                await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                exited.cancel()
+            if not ended.is_set():
+                self._send(("stop",))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), STOP_GRACE)
+                if not ended.is_set():
+                    log.warning("the sender process did not stop; killing it")
+                return
+            raise RuntimeError(f"the sender process ended (exit code {process.exitcode})")
+        finally:
+            loop.remove_reader(process.sentinel)
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(parent_end.fileno())
+            with contextlib.suppress(EOFError, OSError):
+                self._receive()  # its last log records and answers
+            self._conn = None
+            parent_end.close()
+            if process.is_alive():
+                process.kill()  # cancelled, or it did not stop: as after a kill -9
+            await asyncio.to_thread(process.join)
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    if stop.is_set():
+                        waiting.set_result(0)
+                    else:
+                        waiting.set_exception(RuntimeError("the sender process ended"))
+            self._waiting.clear()
+
+    def _send(self, message: tuple[Any, ...]) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.send(message)
+        except (OSError, ValueError):
+            return False  # the child is gone: run() notices it
+        return True
+
+    def _receive(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                self._handle(conn.recv())
+        except (EOFError, OSError):
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(conn.fileno())
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "log":
+            record = logging.makeLogRecord(message[1])
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        elif kind == "done":
+            _kind, token, handled, error = message
+            waiting = self._waiting.pop(token, None)
+            if waiting is not None and not waiting.done():
+                if error is None:
+                    waiting.set_result(handled)
+                else:
+                    waiting.set_exception(RuntimeError(error))
+
+
+def _start(conn: Connection, args: tuple[Any, ...], level: int) -> BaseProcess:
+    """Spawn the child (not fork: this process has threads), its stderr on /dev/null:
+    a child whose parent dies while it starts up prints multiprocessing's traceback
+    there; its own log records come over ``conn``."""
+    from maild.service.batch import _stderr_to_devnull
+
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=_child, args=(conn, *args, level), name="maild-sender", daemon=True
+    )
+    with _stderr_to_devnull():
+        process.start()
+    return process
+
+
+class _PipeQueue:
+    """What :class:`logging.handlers.QueueHandler` puts records into: the pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self._conn.send(("log", record.__dict__))
+
+
+def _child(
+    conn: Connection,
+    config: SmtpConfig,
+    url: str,
+    claim_for: timedelta,
+    level: int,
+) -> None:
+    """The child's main: the sender until the parent says stop or goes away."""
+    from maild.service.worker import start_worker
+
+    start_worker()  # Ctrl-C is the parent's; the parent's end is ours
+    # systemd's SIGTERM reaches every process of the unit: the parent tells us when
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    queue = _PipeQueue(conn)
+    handler = logging.handlers.QueueHandler(queue)  # type: ignore[arg-type]
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    asyncio.run(_serve(conn, queue, config, url, claim_for))
+
+
+async def _serve(
+    conn: Connection,
+    queue: _PipeQueue,
+    config: SmtpConfig,
+    url: str,
+    claim_for: timedelta,
+) -> None:
+    from maild.mail.outbox import OutboxSender
+    from maild.service.lease import instance_id
+    from maild.store.db import make_engine, make_sessionmaker
+    from maild.store.inline import StoreThread
+
+    loop = asyncio.get_running_loop()
+    engine = make_engine(url, lease=claim_for)
+    store = StoreThread.for_url(url)
+    sender = OutboxSender(
+        config,
+        make_sessionmaker(engine),
+        instance=f"{instance_id()}:sender",
+        claim_for=claim_for,
+        store=store,
+    )
+    stop = asyncio.Event()
+    passes: set[asyncio.Task[int]] = set()
+
+    def answer(token: int, task: asyncio.Task[int]) -> None:
+        passes.discard(task)
+        error = None
+        handled = 0
+        if task.cancelled():
+            error = "cancelled"
+        elif (exc := task.exception()) is not None:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            handled = task.result()
+        with queue._lock, contextlib.suppress(OSError, ValueError):
+            conn.send(("done", token, handled, error))
+
+    def receive() -> None:
+        try:
+            while conn.poll():
+                message = conn.recv()
+                if message[0] == "wake":
+                    sender.wake()
+                elif message[0] == "pass":
+                    task = asyncio.create_task(sender.send_due())
+                    passes.add(task)
+                    task.add_done_callback(functools.partial(answer, message[1]))
+                elif message[0] == "stop":
+                    stop.set()
+        except (EOFError, OSError):
+            stop.set()  # the parent is gone
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(conn.fileno())
+
+    loop.add_reader(conn.fileno(), receive)
+    try:
+        await sender.run(stop)
+        if passes:
+            await asyncio.wait(passes)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            loop.remove_reader(conn.fileno())
+        if store is not None:
+            await store.aclose()
+        await engine.dispose()

@@ -1,0 +1,108 @@
+"""``maild run`` sends its mail from a process of its own (with 2 CPUs or more).
+
+A real ``maild run`` against the session's Dovecot, a threaded aiosmtpd sink
+and an SQLite store. What an operator notices: the acknowledgments arrive,
+the sender's lines are in the daemon's log as before, and no process of
+maild outlives the daemon, whether it was stopped or killed with SIGKILL (a
+sender left behind would go on sending).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maild.service import daemon as daemon_mod
+from tests.conftest import make_mail
+from tests.integration.daemon_proc import MaildProcess, message_id_of, wait_until
+from tests.integration.dovecot import Dovecot
+from tests.integration.smtp_sink import ThreadedSink
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        daemon_mod._cores() < daemon_mod.SENDER_PROCESS_CORES,
+        reason="the sender runs in the daemon's process with one CPU",
+    ),
+]
+
+
+@pytest.fixture
+def maild(tmp_path: Path) -> Iterator[MaildProcess]:
+    proc = MaildProcess(tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started and that still run."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def gone(pid: int) -> bool:
+    """No such process any more (a zombie waiting for its parent counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def sending(maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: ThreadedSink) -> set[int]:
+    """Three requests filed and acknowledged by a running daemon; its child processes."""
+    raws = [
+        make_mail(
+            frm=f"User {i} <sp{i}@uni.example>",
+            subject=f"sp {i}: the hub is slow",
+            message_id=f"<sp-{i}@uni.example>",
+        ).as_bytes()
+        for i in range(3)
+    ]
+    maild.configure(imap=(dovecot, imap_user), smtp_port=sink.port)
+    maild.cli("db", "upgrade")
+    dovecot.deliver_many(imap_user, raws)
+    maild.start()
+
+    def all_sent() -> bool:
+        rows = maild.sql("select status from outbox")
+        return len(rows) == 2 * 3 and all(status == "sent" for (status,) in rows)
+
+    wait_until(all_sent, 60, "every acknowledgment and steward copy sent")
+    assert maild.proc is not None
+    kids = children(maild.proc.pid)
+    assert kids, "maild run started no sender process"
+    acks = {message_id_of(m.content) for m in sink.received}
+    assert len(acks) == 2 * 3
+    # the sender's own lines, in the daemon's log, as when it ran in the daemon
+    sent = [line for line in maild.logtext().splitlines() if "maild.mail.outbox" in line]
+    assert len([line for line in sent if " sent to " in line]) == 2 * 3, sent
+    return kids
+
+
+def test_the_sender_process_ends_with_a_killed_daemon(
+    maild: MaildProcess, dovecot: Dovecot, imap_user: str
+) -> None:
+    with ThreadedSink() as sink:
+        kids = sending(maild, dovecot, imap_user, sink)
+        maild.kill()
+        wait_until(lambda: all(gone(pid) for pid in kids), 15, "the sender process to end")
+
+
+def test_the_sender_process_ends_with_a_stopped_daemon(
+    maild: MaildProcess, dovecot: Dovecot, imap_user: str
+) -> None:
+    with ThreadedSink() as sink:
+        kids = sending(maild, dovecot, imap_user, sink)
+        assert maild.stop() == 0
+        wait_until(lambda: all(gone(pid) for pid in kids), 15, "the sender process to end")
+    assert "Traceback" not in maild.logtext()
