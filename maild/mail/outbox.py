@@ -279,7 +279,10 @@ class OutboxSender:
                     log.exception("outbox pass failed; trying again in %.0f s", delay)
                 await self._sleep(stop, delay)
         finally:
-            self._stop = None
+            if not stop.is_set():
+                self._stop = None
+            # else kept: a pass still running (the daemon's turn between chunks)
+            # ends after its mail in flight instead of sending the whole backlog
 
     # -- the database ------------------------------------------------------------
 

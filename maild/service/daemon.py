@@ -41,7 +41,7 @@ from maild.mail.render import Renderer, TemplateError, sample_context
 from maild.service.batch import CHUNK, ChunkIngest
 from maild.service.lease import Deposed, Lease, instance_id
 from maild.service.pipeline import Outcome, Pipeline
-from maild.service.sendproc import SenderProcess
+from maild.service.sendproc import SenderProcess, SenderStoreUnavailable, can_run_apart
 from maild.store.db import make_engine, make_sessionmaker, prepare
 from maild.store.inline import StoreThread
 from maild.store.models import State
@@ -278,7 +278,11 @@ class Daemon:
         """What every instance runs: sending, the LMTP listener, the leader election."""
         tasks: list[_Task] = []
         config = self.config
-        if config.smtp is not None and _cores() >= SENDER_PROCESS_CORES:
+        if (
+            config.smtp is not None
+            and _cores() >= SENDER_PROCESS_CORES
+            and can_run_apart(config.database.url)
+        ):
             # its own core: on SQLite the daemon parses the coming chunk meanwhile
             # (_sender_turn) instead of sending (bench/README.md, e2e)
             self.sender = SenderProcess(
@@ -623,6 +627,8 @@ def _report_turn(task: asyncio.Task[int]) -> None:
     exc = task.exception()
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("outbox pass between chunks failed, store unavailable: %s", exc.orig)
+    elif isinstance(exc, SenderStoreUnavailable):
+        log.warning("outbox pass between chunks failed, store unavailable: %s", exc)
     elif exc is not None:
         log.error("outbox pass between chunks failed", exc_info=exc)
 

@@ -41,12 +41,28 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from maild.config import SmtpConfig
 
-__all__ = ["SenderProcess"]
+__all__ = ["SenderProcess", "SenderStoreUnavailable", "can_run_apart"]
 
 log = logging.getLogger(__name__)
 
-#: How long a stopping child may take beyond the mail in flight before it is killed.
-STOP_GRACE = 30.0
+#: How long a stopping child may take for the mail in flight before it is killed:
+#: within the daemon's own shutdown limit, itself within systemd's TimeoutStopSec.
+STOP_GRACE = 15.0
+
+
+class SenderStoreUnavailable(Exception):
+    """A pass in the child failed as the store was unavailable (locked, gone): a retry."""
+
+
+def can_run_apart(url: str) -> bool:
+    """False for an in-memory SQLite store: the child's own connection would open
+    another, empty database and never see the daemon's outbox."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    return parsed.database not in (None, "", ":memory:") and "mode=memory" not in url
 
 
 class SenderProcess:
@@ -111,8 +127,10 @@ class SenderProcess:
             loop.remove_reader(process.sentinel)
             with contextlib.suppress(OSError, ValueError):
                 loop.remove_reader(parent_end.fileno())
-            with contextlib.suppress(EOFError, OSError):
+            try:
                 self._receive()  # its last log records and answers
+            except Exception:  # an unreadable message must not leave the child behind
+                log.exception("the sender process's last messages were unreadable")
             self._conn = None
             parent_end.close()
             if process.is_alive():
@@ -156,11 +174,13 @@ class SenderProcess:
             if logger.isEnabledFor(record.levelno):
                 logger.handle(record)
         elif kind == "done":
-            _kind, token, handled, error = message
+            _kind, token, handled, error, store = message
             waiting = self._waiting.pop(token, None)
             if waiting is not None and not waiting.done():
                 if error is None:
                     waiting.set_result(handled)
+                elif store:
+                    waiting.set_exception(SenderStoreUnavailable(error))
                 else:
                     waiting.set_exception(RuntimeError(error))
 
@@ -210,7 +230,12 @@ def _child(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    asyncio.run(_serve(conn, queue, config, url, claim_for))
+    try:
+        asyncio.run(_serve(conn, queue, config, url, claim_for))
+    except BaseException:
+        # stderr is /dev/null here: the daemon's log is the only place it can show
+        log.exception("the sender process failed")
+        raise
 
 
 async def _serve(
@@ -220,6 +245,9 @@ async def _serve(
     url: str,
     claim_for: timedelta,
 ) -> None:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from maild.logs import describe
     from maild.mail.outbox import OutboxSender
     from maild.service.lease import instance_id
     from maild.store.db import make_engine, make_sessionmaker
@@ -242,14 +270,18 @@ async def _serve(
         passes.discard(task)
         error = None
         handled = 0
+        store = False
         if task.cancelled():
             error = "cancelled"
         elif (exc := task.exception()) is not None:
             error = f"{type(exc).__name__}: {exc}"
+            store = isinstance(exc, OperationalError | InterfaceError)
+            if store:
+                error = describe(exc)
         else:
             handled = task.result()
         with queue._lock, contextlib.suppress(OSError, ValueError):
-            conn.send(("done", token, handled, error))
+            conn.send(("done", token, handled, error, store))
 
     def receive() -> None:
         try:
@@ -257,6 +289,10 @@ async def _serve(
                 message = conn.recv()
                 if message[0] == "wake":
                     sender.wake()
+                elif message[0] == "pass" and stop.is_set():
+                    # stopping: no new pass (the daemon's turn ends at once)
+                    with queue._lock, contextlib.suppress(OSError, ValueError):
+                        conn.send(("done", message[1], 0, None, False))
                 elif message[0] == "pass":
                     task = asyncio.create_task(sender.send_due())
                     passes.add(task)

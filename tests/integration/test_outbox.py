@@ -550,3 +550,29 @@ async def test_threaded_sink_receives_and_goes_down_and_up(
     await sink.wait_for_async(2, timeout=2)
     assert (await load(sessions, first)).status == "sent"
     assert (await load(sessions, second)).status == "sent"
+
+
+async def test_a_pass_running_beside_run_ends_with_its_stop(
+    smtp_sink: SmtpSink, sessions: Sessions
+) -> None:
+    # the daemon's sending turn between chunks is a pass beside run(): at shutdown it
+    # must end after its mail in flight too, not send the whole backlog past the
+    # service manager's stop timeout
+    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0, store=_store[0])
+    stop = asyncio.Event()
+    running = asyncio.create_task(outbox.run(stop))
+    await asyncio.sleep(0.2)  # idle, nothing queued
+    smtp_sink.mode = "hang"
+    now = datetime.now(UTC)
+    ids = [await queue(sessions, created_at=now) for _ in range(3)]
+    turn = asyncio.create_task(outbox.send_due())
+    await asyncio.sleep(0.3)  # the turn's first mail is hanging at DATA
+
+    stop.set()
+    async with asyncio.timeout(2):
+        await running
+    async with asyncio.timeout(2):
+        await turn
+
+    rows = [await load(sessions, row_id) for row_id in ids]
+    assert [(r.status, r.attempts) for r in rows] == [("queued", 1), ("queued", 0), ("queued", 0)]
