@@ -48,6 +48,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # formatted in another process (the sender's)
+            data["exception"] = record.exc_text
         return json.dumps(data, ensure_ascii=False)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import itertools
 import logging
@@ -200,6 +201,26 @@ def _start(conn: Connection, args: tuple[Any, ...], level: int) -> BaseProcess:
     return process
 
 
+class PipeLogHandler(logging.handlers.QueueHandler):
+    """The child's log handler: each record as plain values, its traceback kept apart.
+
+    The stock ``prepare`` folds the traceback into the message; the daemon's
+    JSON log keeps it in its own ``exception`` field (``logs.JsonFormatter``).
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        record.exc_info = None
+        return record
+
+
+_TRACEBACKS = logging.Formatter()
+
+
 class _PipeQueue:
     """What :class:`logging.handlers.QueueHandler` puts records into: the pipe."""
 
@@ -226,7 +247,7 @@ def _child(
     # systemd's SIGTERM reaches every process of the unit: the parent tells us when
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     queue = _PipeQueue(conn)
-    handler = logging.handlers.QueueHandler(queue)  # type: ignore[arg-type]
+    handler = PipeLogHandler(queue)  # type: ignore[arg-type]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
