@@ -83,9 +83,15 @@ def sending(maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: Threade
     assert kids, "maild run started no sender process"
     acks = {message_id_of(m.content) for m in sink.received}
     assert len(acks) == 2 * 3
-    # the sender's own lines, in the daemon's log, as when it ran in the daemon
-    sent = [line for line in maild.logtext().splitlines() if "maild.mail.outbox" in line]
-    assert len([line for line in sent if " sent to " in line]) == 2 * 3, sent
+
+    # the sender's own lines, in the daemon's log, as when it ran in the daemon (they
+    # come over the pipe a moment after the rows are committed as sent)
+    def sent() -> list[str]:
+        lines = maild.logtext().splitlines()
+        return [line for line in lines if "maild.mail.outbox" in line and " sent to " in line]
+
+    wait_until(lambda: len(sent()) >= 2 * 3, 15, "the sender's lines in the daemon's log")
+    assert len(sent()) == 2 * 3, sent()
     return kids
 
 
