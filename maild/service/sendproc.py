@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 #: How long a stopping child may take for the mail in flight before it is killed:
 #: within the daemon's own shutdown limit, itself within systemd's TimeoutStopSec.
 STOP_GRACE = 15.0
+#: How long a child ended by a stop signal waits for the daemon's own stop to show.
+STOP_SIGNAL_WAIT = 5.0
 
 
 class SenderStoreUnavailable(Exception):
@@ -122,6 +124,15 @@ class SenderProcess:
                     await asyncio.wait_for(ended.wait(), STOP_GRACE)
                 if not ended.is_set():
                     log.warning("the sender process did not stop; killing it")
+                return
+            # ended: reaped at once (its sentinel can fire a moment before that)
+            await asyncio.to_thread(process.join, STOP_SIGNAL_WAIT)
+            if process.exitcode in (-signal.SIGTERM, -signal.SIGINT):
+                # the unit's stop signal reached the child while it started, before it
+                # could ignore it: the daemon's own stop follows, nothing failed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STOP_SIGNAL_WAIT)
+            if stop.is_set():
                 return
             raise RuntimeError(f"the sender process ended (exit code {process.exitcode})")
         finally:

@@ -9,12 +9,17 @@ sender left behind would go on sending).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from maild.service import daemon as daemon_mod
+from maild.service.sendproc import SenderProcess
 from tests.conftest import make_mail
 from tests.integration.daemon_proc import MaildProcess, message_id_of, wait_until
 from tests.integration.dovecot import Dovecot
@@ -47,6 +52,14 @@ def children(pid: int) -> set[int]:
         except FileNotFoundError:
             continue
     return found
+
+
+def spawned(pid: int) -> bool:
+    """A process that multiprocessing's spawn started to run a target."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
 
 
 def gone(pid: int) -> bool:
@@ -112,3 +125,38 @@ def test_the_sender_process_ends_with_a_stopped_daemon(
         assert maild.stop() == 0
         wait_until(lambda: all(gone(pid) for pid in kids), 15, "the sender process to end")
     assert "Traceback" not in maild.logtext()
+
+
+async def test_a_sender_ended_by_the_units_stop_signal_while_starting_is_a_stop(
+    tmp_path: Path,
+) -> None:
+    # systemd's SIGTERM reaches every process of the unit: a sender process still
+    # starting up (before it ignores the signal) dies of it. That is the daemon's stop
+    # on its way, not a failure to log with a traceback and restart.
+    with ThreadedSink() as sink:
+        sender = SenderProcess(
+            sink.smtp_config(),
+            f"sqlite+aiosqlite:///{tmp_path / 'maild.db'}",
+            claim_for=timedelta(seconds=30),
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(sender.run(stop))
+        kids: set[int] = set()
+        for _ in range(5000):  # the child appears at once; it starts up for ~0.3 s
+            # (not multiprocessing's resource tracker, which ignores SIGTERM)
+            kids = {pid for pid in children(os.getpid()) if spawned(pid)}
+            if kids:
+                break
+            await asyncio.sleep(0.002)
+        assert kids, "no sender process started"
+        for pid in kids:
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(1000):
+            if all(gone(pid) for pid in kids):
+                break
+            await asyncio.sleep(0.01)
+        assert all(gone(pid) for pid in kids), "the signal came after the start-up"
+        await asyncio.sleep(0.5)  # the daemon's own stop comes a moment later
+        stop.set()
+        async with asyncio.timeout(10):
+            await running  # returns: no "the sender process ended" error
