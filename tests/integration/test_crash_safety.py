@@ -25,7 +25,6 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +42,6 @@ KILLS = 10
 #: The sink holds each 250 this long after recording the mail: a kill then
 #: lands in the accept->commit window often enough to be exercised.
 ACCEPT_DELAY = 0.02
-
-
-@pytest.fixture
-def maild(tmp_path: Path) -> Iterator[MaildProcess]:
-    proc = MaildProcess(tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 # -- helpers -------------------------------------------------------------------------------

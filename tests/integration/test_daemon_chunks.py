@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,6 @@ from tests.integration.dovecot import Dovecot
 from tests.integration.smtp_sink import ThreadedSink
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def maild(tmp_path: Path) -> Iterator[MaildProcess]:
-    proc = MaildProcess(tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 def requests(n: int, tag: str) -> list[bytes]:

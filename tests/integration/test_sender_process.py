@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,15 +31,6 @@ pytestmark = [
         reason="the sender runs in the daemon's process with one CPU",
     ),
 ]
-
-
-@pytest.fixture
-def maild(tmp_path: Path) -> Iterator[MaildProcess]:
-    proc = MaildProcess(tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 def children(pid: int) -> set[int]:
