@@ -98,6 +98,42 @@ def sending(maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: Threade
     return kids
 
 
+def test_on_one_cpu_the_daemon_sends_itself(
+    maild: MaildProcess, dovecot: Dovecot, imap_user: str
+) -> None:
+    # a small VM: maild run restricted to one CPU starts no process of its own and
+    # still files and acknowledges every mail
+    raws = [
+        make_mail(
+            frm=f"User {i} <one{i}@uni.example>",
+            subject=f"one {i}: the hub is slow",
+            message_id=f"<one-{i}@uni.example>",
+        ).as_bytes()
+        for i in range(3)
+    ]
+    with ThreadedSink() as sink:
+        maild.configure(imap=(dovecot, imap_user), smtp_port=sink.port)
+        maild.cli("db", "upgrade")
+        dovecot.deliver_many(imap_user, raws)
+        allowed = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(allowed)})  # the daemon inherits it
+        try:
+            maild.start()
+        finally:
+            os.sched_setaffinity(0, allowed)
+
+        def all_sent() -> bool:
+            rows = maild.sql("select status from outbox")
+            return len(rows) == 2 * 3 and all(status == "sent" for (status,) in rows)
+
+        wait_until(all_sent, 60, "every acknowledgment and steward copy sent")
+        assert maild.proc is not None
+        assert not children(maild.proc.pid), "a process started on one CPU"
+        assert len({message_id_of(m.content) for m in sink.received}) == 2 * 3
+        assert maild.stop() == 0
+    assert "Traceback" not in maild.logtext()
+
+
 def test_the_sender_process_ends_with_a_killed_daemon(
     maild: MaildProcess, dovecot: Dovecot, imap_user: str
 ) -> None:
