@@ -61,8 +61,11 @@ def gone(pid: int) -> bool:
     return "\nState:\tZ" in status
 
 
-def sending(maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: ThreadedSink) -> set[int]:
-    """Three requests filed and acknowledged by a running daemon; its child processes."""
+def filed_and_acknowledged(
+    maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: ThreadedSink, *, one_cpu: bool
+) -> None:
+    """Three requests filed and acknowledged by a daemon started now (on one CPU: the
+    daemon inherits this process's CPU affinity at start)."""
     raws = [
         make_mail(
             frm=f"User {i} <sp{i}@uni.example>",
@@ -74,18 +77,28 @@ def sending(maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: Threade
     maild.configure(imap=(dovecot, imap_user), smtp_port=sink.port)
     maild.cli("db", "upgrade")
     dovecot.deliver_many(imap_user, raws)
-    maild.start()
+    allowed = os.sched_getaffinity(0)
+    if one_cpu:
+        os.sched_setaffinity(0, {min(allowed)})
+    try:
+        maild.start()
+    finally:
+        os.sched_setaffinity(0, allowed)
 
     def all_sent() -> bool:
         rows = maild.sql("select status from outbox")
         return len(rows) == 2 * 3 and all(status == "sent" for (status,) in rows)
 
     wait_until(all_sent, 60, "every acknowledgment and steward copy sent")
+    assert len({message_id_of(m.content) for m in sink.received}) == 2 * 3
+
+
+def sending(maild: MaildProcess, dovecot: Dovecot, imap_user: str, sink: ThreadedSink) -> set[int]:
+    """Three requests filed and acknowledged by a running daemon; its child processes."""
+    filed_and_acknowledged(maild, dovecot, imap_user, sink, one_cpu=False)
     assert maild.proc is not None
     kids = children(maild.proc.pid)
     assert kids, "maild run started no sender process"
-    acks = {message_id_of(m.content) for m in sink.received}
-    assert len(acks) == 2 * 3
 
     # the sender's own lines, in the daemon's log, as when it ran in the daemon (they
     # come over the pipe a moment after the rows are committed as sent)
@@ -103,33 +116,10 @@ def test_on_one_cpu_the_daemon_sends_itself(
 ) -> None:
     # a small VM: maild run restricted to one CPU starts no process of its own and
     # still files and acknowledges every mail
-    raws = [
-        make_mail(
-            frm=f"User {i} <one{i}@uni.example>",
-            subject=f"one {i}: the hub is slow",
-            message_id=f"<one-{i}@uni.example>",
-        ).as_bytes()
-        for i in range(3)
-    ]
     with ThreadedSink() as sink:
-        maild.configure(imap=(dovecot, imap_user), smtp_port=sink.port)
-        maild.cli("db", "upgrade")
-        dovecot.deliver_many(imap_user, raws)
-        allowed = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {min(allowed)})  # the daemon inherits it
-        try:
-            maild.start()
-        finally:
-            os.sched_setaffinity(0, allowed)
-
-        def all_sent() -> bool:
-            rows = maild.sql("select status from outbox")
-            return len(rows) == 2 * 3 and all(status == "sent" for (status,) in rows)
-
-        wait_until(all_sent, 60, "every acknowledgment and steward copy sent")
+        filed_and_acknowledged(maild, dovecot, imap_user, sink, one_cpu=True)
         assert maild.proc is not None
         assert not children(maild.proc.pid), "a process started on one CPU"
-        assert len({message_id_of(m.content) for m in sink.received}) == 2 * 3
         assert maild.stop() == 0
     assert "Traceback" not in maild.logtext()
 
