@@ -392,21 +392,20 @@ class OutboxSender:
         self, sessions: async_sessionmaker[AsyncSession], ids: set[int]
     ) -> set[int]:
         async with sessions() as session, session.begin():
-            return set(
-                (
-                    await session.scalars(
-                        update(Outbox)
-                        .where(
-                            Outbox.id.in_(ids),
-                            Outbox.status == "queued",
-                            Outbox.claimed_by == self._instance,
-                        )
-                        .values(next_attempt_at=self._clock() + self._claim_for)
-                        .returning(Outbox.id)
-                        .execution_options(synchronize_session=False)
-                    )
-                ).all()
+            renewed = self._update_ours(ids).values(next_attempt_at=self._clock() + self._claim_for)
+            return set((await session.scalars(renewed.returning(Outbox.id))).all())
+
+    def _update_ours(self, ids: set[int]) -> Update:
+        """An UPDATE of those of ``ids`` still queued and claimed by this sender."""
+        return (
+            update(Outbox)
+            .where(
+                Outbox.id.in_(ids),
+                Outbox.status == "queued",
+                Outbox.claimed_by == self._instance,
             )
+            .execution_options(synchronize_session=False)
+        )
 
     def _renew_step(self) -> float:
         """How often a burst's claims are renewed: a third of their length."""
@@ -421,14 +420,7 @@ class OutboxSender:
         async def release(sessions: async_sessionmaker[AsyncSession]) -> None:
             async with sessions() as session, session.begin():
                 await session.execute(
-                    update(Outbox)
-                    .where(
-                        Outbox.id.in_(ids),
-                        Outbox.status == "queued",
-                        Outbox.claimed_by == self._instance,
-                    )
-                    .values(claimed_by=None, next_attempt_at=self._clock())
-                    .execution_options(synchronize_session=False)
+                    self._update_ours(ids).values(claimed_by=None, next_attempt_at=self._clock())
                 )
 
         try:

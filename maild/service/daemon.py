@@ -274,30 +274,29 @@ class Daemon:
 
     # -- tasks -------------------------------------------------------------------
 
+    def _sender_apart(self) -> bool:
+        """Whether the outbox sender runs in a process of its own (sendproc)."""
+        return _cores() >= SENDER_PROCESS_CORES and can_run_apart(self.config.database.url)
+
     def _components(self) -> list[_Task]:
         """What every instance runs: sending, the LMTP listener, the leader election."""
         tasks: list[_Task] = []
         config = self.config
-        if (
-            config.smtp is not None
-            and _cores() >= SENDER_PROCESS_CORES
-            and can_run_apart(config.database.url)
-        ):
-            # its own core: on SQLite the daemon parses the coming chunk meanwhile
-            # (_sender_turn) instead of sending (bench/README.md, e2e)
-            self.sender = SenderProcess(
-                config.smtp, config.database.url, claim_for=config.database.leader_lease
-            )
-            tasks.append(_Task("outbox", self.sender.run))
-            tasks.append(_Task("outbox-wakeup", self._run_wakeups))
-        elif config.smtp is not None:
-            self.sender = OutboxSender(
-                config.smtp,
-                self.sessions,
-                instance=self.instance,
-                claim_for=config.database.leader_lease,
-                store=self.sender_store,
-            )
+        if config.smtp is not None:
+            if self._sender_apart():
+                # its own core: on SQLite the daemon parses the coming chunk meanwhile
+                # (_sender_turn) instead of sending (bench/README.md, e2e)
+                self.sender = SenderProcess(
+                    config.smtp, config.database.url, claim_for=config.database.leader_lease
+                )
+            else:
+                self.sender = OutboxSender(
+                    config.smtp,
+                    self.sessions,
+                    instance=self.instance,
+                    claim_for=config.database.leader_lease,
+                    store=self.sender_store,
+                )
             tasks.append(_Task("outbox", self.sender.run))
             tasks.append(_Task("outbox-wakeup", self._run_wakeups))
         else:
@@ -520,7 +519,8 @@ class Daemon:
             self.leader_pipeline.store = self._fenced_store()
             # the sender's: a mail's outcome is one hop to this thread, not one through
             # aiosqlite's for each of begin, UPDATE, commit and close (bench/README.md, e2e)
-            self.sender_store = StoreThread.for_url(self.config.database.url)
+            if not self._sender_apart():
+                self.sender_store = StoreThread.for_url(self.config.database.url)
             if self.config.stewards and not self.config.commands.require_authenticated:
                 # check-config says it as a warning; here once, as a fact
                 log.info(
