@@ -327,7 +327,7 @@ async def commit_chunk(
 
     try:
         try:
-            outcomes = await attempt(dry_run)
+            outcomes = await attempt(alone=dry_run)  # a dry run takes savepoints at once
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:

@@ -241,3 +241,31 @@ security = "none"
     def count(self, query: str, *params: object) -> int:
         rows = self.sql(query, *params)
         return int(rows[0][0]) if rows else 0
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started and that still run."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def spawned(pid: int) -> bool:
+    """A process that multiprocessing's spawn started to run a target."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+def gone(pid: int) -> bool:
+    """No such process any more (a zombie waiting for its parent counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status

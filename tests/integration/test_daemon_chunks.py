@@ -33,7 +33,7 @@ from maild.service.lease import Lease
 from maild.service.pipeline import Pipeline
 from maild.store.db import make_sessionmaker
 from tests.conftest import make_mail
-from tests.integration.daemon_proc import MaildProcess, maild_env, message_id_of, wait_until
+from tests.integration.daemon_proc import MaildProcess, gone, maild_env, message_id_of, wait_until
 from tests.integration.dovecot import Dovecot
 from tests.integration.smtp_sink import ThreadedSink
 
@@ -188,15 +188,6 @@ def run_daemon(maild: MaildProcess, pids: Path, how: str) -> subprocess.Popen[by
 
 def run_log(maild: MaildProcess) -> str:
     return (maild.root / "worker-run.log").read_text(errors="replace")
-
-
-def gone(pid: int) -> bool:
-    """No such process any more (a zombie waiting for init counts as gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 def test_kill_9_between_a_chunks_commit_and_its_marks_reads_it_again_and_sends_once(

@@ -20,7 +20,14 @@ import pytest
 from maild.service import daemon as daemon_mod
 from maild.service.sendproc import SenderProcess
 from tests.conftest import make_mail
-from tests.integration.daemon_proc import MaildProcess, message_id_of, wait_until
+from tests.integration.daemon_proc import (
+    MaildProcess,
+    children,
+    gone,
+    message_id_of,
+    spawned,
+    wait_until,
+)
 from tests.integration.dovecot import Dovecot
 from tests.integration.smtp_sink import ThreadedSink
 
@@ -31,34 +38,6 @@ pytestmark = [
         reason="the sender runs in the daemon's process with one CPU",
     ),
 ]
-
-
-def children(pid: int) -> set[int]:
-    """The processes ``pid`` started and that still run."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found |= {int(c) for c in (task / "children").read_text().split()}
-        except FileNotFoundError:
-            continue
-    return found
-
-
-def spawned(pid: int) -> bool:
-    """A process that multiprocessing's spawn started to run a target."""
-    try:
-        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-
-
-def gone(pid: int) -> bool:
-    """No such process any more (a zombie waiting for its parent counts as gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 def filed_and_acknowledged(
