@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -39,7 +39,7 @@ from maild.mail.render import (
 )
 from maild.service.outcome import Outcome, PlannedMail
 from maild.store.batch import (
-    CHAIN_COLUMNS,
+    CHAIN,
     CHAIN_LOOKBACK,
     ChainRow,
     Mail,
@@ -62,17 +62,6 @@ log = logging.getLogger(__name__)
 FORWARD_LIMIT = 10 * 1024 * 1024
 # the Auto-Submitted value of an automatic mail (RFC 3834); None: a person's mail
 Automatic = Literal["auto-replied", "auto-generated"] | None
-
-
-# built once: a statement built per mail costs more than SQLite takes to run it
-# a ticket's latest mails, newest first, with whom each went to
-_CHAIN = (
-    select(*CHAIN_COLUMNS)
-    .outerjoin(Outbox, Outbox.message_pk == Message.id)
-    .where(Message.ticket_id == bindparam("ticket_id"))
-    .order_by(Message.id.desc())
-    .limit(CHAIN_LOOKBACK)
-)
 
 
 class Outgoing:
@@ -530,7 +519,7 @@ class Outgoing:
             stored = stored_chain(session, ticket.id) or []  # read by load_reply
             if not stored:
                 with session.no_autoflush:
-                    stored = (await session.execute(_CHAIN, {"ticket_id": ticket.id})).all()
+                    stored = (await session.execute(CHAIN, {"ticket_id": ticket.id})).all()
             every = [*pending_chain(session, ticket.id), *stored]
             rows = every[:CHAIN_LOOKBACK]
         mails = [

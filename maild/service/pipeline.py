@@ -55,6 +55,7 @@ from maild.service.outcome import Action, Outcome, PlannedMail
 from maild.service.outgoing import Outgoing, forwarded
 from maild.service.steward import StewardMail, Stewards
 from maild.store.batch import (
+    STEWARDS_WHO_WROTE,
     ReplyLookups,
     TicketLookups,
     flush_in_bulk,
@@ -65,7 +66,6 @@ from maild.store.dues import refresh_dues
 from maild.store.inline import StoreThread
 from maild.store.models import (
     Attachment,
-    Event,
     Message,
     Outbox,
     Participant,
@@ -108,17 +108,6 @@ _STORED_WITH_TICKETS_LOCKED = (
     _stored_with_tickets(func.json_agg(Participant.address, type_=JSON))
     .with_for_update(of=Ticket)
     .execution_options(populate_existing=True)
-)
-# who of some stewards wrote on a ticket, oldest first
-_STEWARDS_WHO_WROTE = (
-    select(Event.actor)
-    .where(
-        Event.ticket_id == bindparam("ticket_id"),
-        Event.kind.in_(("received", "note")),
-        Event.message_pk.is_not(None),
-        Event.actor.in_(bindparam("names", expanding=True)),
-    )
-    .order_by(Event.id)
 )
 
 
@@ -972,7 +961,7 @@ class Pipeline:
             # no flush: this mail's own rows are not a steward's (its sender is no steward)
             with session.no_autoflush:
                 found = await session.scalars(
-                    _STEWARDS_WHO_WROTE, {"ticket_id": ticket.id, "names": sorted(names)}
+                    STEWARDS_WHO_WROTE, {"ticket_id": ticket.id, "names": sorted(names)}
                 )
             actors = list(found.all())
         chosen = reply_recipients(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Insert,
+    Select,
     Table,
     and_,
     bindparam,
@@ -49,12 +50,14 @@ from maild.store.models import (
 )
 
 __all__ = [
+    "CHAIN",
     "CHAIN_COLUMNS",
     "CHAIN_LOOKBACK",
     "ChainRow",
     "Mail",
     "ReplyLookups",
     "SendLedger",
+    "STEWARDS_WHO_WROTE",
     "SentMail",
     "TicketLookups",
     "flush_in_bulk",
@@ -208,29 +211,40 @@ _MESSAGES = (
 )
 
 
-# a reply's look-ups on the ticket it joins, in one round trip (UNION ALL, a part number
-# first): its latest mails (as _CHAIN in service/outgoing.py), its reminders, and which
-# of some stewards wrote on it, oldest first (as _STEWARDS_WHO_WROTE in service/pipeline.py)
-_CHAIN_PART = (
-    select(literal_column("0").label("part"), (-Message.id).label("ord"), *CHAIN_COLUMNS)
-    .outerjoin(Outbox, Outbox.message_pk == Message.id)
-    .where(Message.ticket_id == bindparam("ticket_id"))
-    .order_by(Message.id.desc())
-    .limit(CHAIN_LOOKBACK)
-    .subquery()
+def _latest_mails(*leading: ColumnElement[Any]) -> Select[*tuple[Any, ...]]:
+    return (
+        select(*leading, *CHAIN_COLUMNS)
+        .outerjoin(Outbox, Outbox.message_pk == Message.id)
+        .where(Message.ticket_id == bindparam("ticket_id"))
+        .order_by(Message.id.desc())
+        .limit(CHAIN_LOOKBACK)
+    )
+
+
+# a ticket's latest mails, newest first, with whom each went to
+CHAIN = _latest_mails()
+# who of some stewards wrote on a ticket (the events of their mails and notes)
+_WROTE = (
+    Event.ticket_id == bindparam("ticket_id"),
+    Event.kind.in_(("received", "note")),
+    Event.message_pk.is_not(None),
+    Event.actor.in_(bindparam("names", expanding=True)),
 )
+# ... oldest first
+STEWARDS_WHO_WROTE = select(Event.actor).where(*_WROTE).order_by(Event.id)
+# a reply's look-ups on the ticket it joins, in one round trip (UNION ALL, a part number
+# first): its latest mails (CHAIN), its reminders, and which of some stewards wrote on
+# it, oldest first (STEWARDS_WHO_WROTE)
+_CHAIN_PART = _latest_mails(
+    literal_column("0").label("part"), (-Message.id).label("ord")
+).subquery()
 _NONE = tuple(null() for _ in range(len(CHAIN_COLUMNS) - 2))
 _REPLY: CompoundSelect[*tuple[Any, ...]] = union_all(
     select(_CHAIN_PART),
     select(literal_column("1"), literal_column("0"), Reminder.kind, Reminder.stage, *_NONE).where(
         Reminder.ticket_id == bindparam("ticket_id")
     ),
-    select(literal_column("2"), Event.id, Event.actor, *_NONE, null()).where(
-        Event.ticket_id == bindparam("ticket_id"),
-        Event.kind.in_(("received", "note")),
-        Event.message_pk.is_not(None),
-        Event.actor.in_(bindparam("names", expanding=True)),
-    ),
+    select(literal_column("2"), Event.id, Event.actor, *_NONE, null()).where(*_WROTE),
 ).order_by(literal_column("part"), literal_column("ord"))
 # session.info key: {ticket id: its stored chain rows} read by load_reply, until a flush
 _STORED_CHAIN = "maild.stored_chain"

@@ -15,9 +15,8 @@ from sqlalchemy.exc import OperationalError
 from maild.config import load_config
 from maild.core.intake import parse_for_ingest, parse_many
 from maild.service.batch import BatchIngest, ChunkIngest, commit_chunk
-from maild.service.outgoing import _CHAIN
-from maild.service.pipeline import _STEWARDS_WHO_WROTE, Outcome, Pipeline
-from maild.store.batch import load_reply, stored_chain
+from maild.service.pipeline import Outcome, Pipeline
+from maild.store.batch import CHAIN, STEWARDS_WHO_WROTE, load_reply, stored_chain
 from maild.store.db import make_engine, make_sessionmaker
 from maild.store.dues import reminders_sent
 from maild.store.inline import StoreThread
@@ -297,12 +296,12 @@ def test_a_replys_look_ups_in_one_query_read_what_the_separate_ones_do(
                 reply = await load_reply(session, 1, names)
                 chain = stored_chain(session, 1)
                 actors = await session.scalars(
-                    _STEWARDS_WHO_WROTE, {"ticket_id": 1, "names": sorted(names)}
+                    STEWARDS_WHO_WROTE, {"ticket_id": 1, "names": sorted(names)}
                 )
                 assert reply.stewards_who_wrote == list(actors.all()) == ["alice", "carol"]
                 assert reply.reminders == await reminders_sent(session, 1)
                 assert reply.reminders == {("triage", "warn")}
-                stored = (await session.execute(_CHAIN, {"ticket_id": 1})).all()
+                stored = (await session.execute(CHAIN, {"ticket_id": 1})).all()
                 assert chain == [tuple(row) for row in stored] and len(stored) > 3  # in, out, both
                 # a flush stores mails the rows do not hold: they are dropped
                 session.add(Event(ticket_id=1, at=NOW, kind="note", actor="", text="x"))
