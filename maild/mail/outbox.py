@@ -15,10 +15,14 @@ moves rows from ``queued`` to ``sent`` or ``failed``:
   configuration mistake must not burn the queue; it is logged as an ERROR and
   the mail fails only after ``retry_for``).
 
-Delivery is at least once. Each row is updated in its own transaction, committed
-right after the server's answer and before the next row is sent, so a crash
-or a failed commit can re-send at most the one mail the server had just
-accepted. SMTP has no way to close that window.
+Delivery is at least once. Each row's outcome is committed right after the
+server's answer and before the next row is sent, so a crash or a failed
+commit can re-send at most the one mail the server had just accepted. SMTP
+has no way to close that window. On PostgreSQL the outcome is an UPDATE of
+the row in its own transaction; on SQLite, whose one write lock the
+daemon's chunks hold for a second at a time, it goes to the outcome
+journal beside the store (:mod:`maild.mail.journal`) and is folded into the
+row by the sender's next write transaction, its next claim at the latest.
 
 Several instances share the outbox: a sender first *claims* a burst of due
 rows in one short transaction (``claimed_by``, and ``next_attempt_at`` moved
@@ -37,6 +41,7 @@ Times are aware UTC datetimes from the injected ``clock``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -45,7 +50,7 @@ import random
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -63,6 +68,7 @@ from maild.store.models import Outbox
 
 if TYPE_CHECKING:
     from maild.config import SmtpConfig
+    from maild.mail.journal import Fold, OutcomeJournal
     from maild.store.inline import StoreThread
 
 __all__ = ["BATCH_SIZE", "OutboxSender"]
@@ -71,6 +77,10 @@ log = logging.getLogger(__name__)
 
 #: Rows claimed per query; a pass keeps going until no due row is left.
 BATCH_SIZE = 50
+#: Rows a turn claims at most (take_turn: what a chunk of the daemon queued).
+TURN_SIZE = 500
+#: With outcomes in the journal and nothing to send, the next fold comes this soon (s).
+FOLD_AFTER = 1.0
 #: The longest run() sleeps without looking at the table: other processes
 #: (``maild outbox --retry``) queue mail without calling wake().
 POLL_INTERVAL = 60.0
@@ -128,6 +138,9 @@ class OutboxSender:
     that runs each of its write transactions (claims, renewals, releases, the
     outcome of each mail) whole, one hop from the event loop instead of one
     through aiosqlite's thread for every begin, statement, commit and close.
+    ``journal`` (SQLite, with a ``store``): where the outcome of each mail is
+    committed, to be folded into its row by the next write transaction
+    (:mod:`maild.mail.journal`).
     """
 
     def __init__(
@@ -143,10 +156,16 @@ class OutboxSender:
         instance: str | None = None,
         claim_for: timedelta = CLAIM_FOR,
         store: StoreThread | None = None,
+        journal: OutcomeJournal | None = None,
     ) -> None:
         self._config = config
         self._sessions = sessions
         self._store = store
+        if journal is not None and store is None:
+            # a fold must hold the store's write lock before the journal's:
+            # only the store thread's BEGIN IMMEDIATE takes it at once
+            raise ValueError("an outcome journal needs a store thread")
+        self._journal = journal
         self._clock = clock
         self._timeout = timeout
         # a row's attempts are persisted in the row; this turns them into its next wait
@@ -162,6 +181,8 @@ class OutboxSender:
         self._lock_rows: bool | None = None
         # two passes in one process must not overlap
         self._pass_lock = asyncio.Lock()
+        # rows a turn claimed, with when, for the pass to send (take_turn)
+        self._taken: collections.deque[tuple[float, list[int]]] = collections.deque()
 
     def wake(self) -> None:
         """New rows were committed: start a pass now. Call it from the event loop's thread."""
@@ -176,7 +197,26 @@ class OutboxSender:
         Raises only on database errors. Concurrent calls run one after the other.
         """
         async with self._pass_lock:
-            return await self._pass()
+            handled = await self._pass()
+        if self._journal is not None:
+            await self._fold_now()  # the rows say what happened when this returns
+        return handled
+
+    async def take_turn(self) -> int:
+        """SQLite, the daemon's turn between two chunks: claim what is due now (folding
+        the journal in the same transaction) and return once that committed, the
+        number of rows claimed; a pass sends them while the next chunk holds the
+        store's write lock, their outcomes going to the journal. Without a
+        journal the outcomes need that lock: a whole pass, as :meth:`send_due`.
+        """
+        if self._journal is None:
+            return await self.send_due()
+        claiming = time.monotonic()
+        ids = await self._claim_due(self._clock(), 0, TURN_SIZE)
+        if ids:
+            self._taken.append((claiming, ids))
+            self.wake()
+        return len(ids)
 
     async def _pass(self) -> int:
         now = self._clock()
@@ -187,11 +227,16 @@ class OutboxSender:
         burst: _Burst | None = None
         try:
             while not self._stopping():
-                claiming = time.monotonic()
-                ids = await self._claim_due(now, after)
-                if not ids:
-                    break
-                after = ids[-1]
+                if self._taken:
+                    claiming, ids = await self._from_turn()
+                    if not ids:
+                        continue
+                else:
+                    claiming = time.monotonic()
+                    ids = await self._claim_due(now, after, BATCH_SIZE)
+                    if not ids:
+                        break
+                    after = ids[-1]
                 burst = _Burst(set(ids), claiming + self._claim_for.total_seconds())
                 holding = asyncio.create_task(self._hold(burst))
                 try:
@@ -237,6 +282,9 @@ class OutboxSender:
                 # stopped mid-burst: the rest is due again at once, for any instance
                 await self._release(burst, set(burst.pending))
                 burst = None
+            while self._taken:  # stopped: what turns claimed too
+                _, ids = self._taken.popleft()
+                await self._release(_Burst(set(ids), 0.0), set(ids))
         except BaseException:
             # Cancelled or the database failed: no time for a polite QUIT. The
             # claims left run out after claim_for.
@@ -245,6 +293,20 @@ class OutboxSender:
         if smtp is not None:
             await _quit(smtp)
         return handled
+
+    async def _from_turn(self) -> tuple[float, list[int]]:
+        """The oldest rows a turn claimed, renewed first if their claims have aged
+        (a burst before them kept the relay busy); those no longer ours left out."""
+        claiming, ids = self._taken.popleft()
+        if time.monotonic() - claiming < self._renew_step():
+            return claiming, ids
+        claiming = time.monotonic()
+        try:
+            renewed = await self._write(functools.partial(self._renew_in, ids=set(ids)))
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("outbox %s: could not renew the claims: %s", ids, exc.orig)
+            return claiming, []  # they run out on their own
+        return claiming, sorted(renewed)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due mail until ``stop`` is set.
@@ -260,8 +322,12 @@ class OutboxSender:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    handled = await self.send_due()
+                    async with self._pass_lock:
+                        handled = await self._pass()
                     delay = await self._idle_delay(handled)
+                    if self._journal is not None and await self._journal.has_pending():
+                        # the daemon's next turn usually folds them before this
+                        delay = min(delay, FOLD_AFTER)
                     failures = 0
                 except (OperationalError, InterfaceError) as exc:
                     # the store is locked, restarting or ended our session: the
@@ -278,6 +344,9 @@ class OutboxSender:
                     delay = PASS_RETRY.delay(failures)
                     log.exception("outbox pass failed; trying again in %.0f s", delay)
                 await self._sleep(stop, delay)
+            if self._journal is not None:
+                with contextlib.suppress(OperationalError, InterfaceError):
+                    await self._fold_now()  # or the next start folds them
         finally:
             if not stop.is_set():
                 self._stop = None
@@ -286,8 +355,8 @@ class OutboxSender:
 
     # -- the database ------------------------------------------------------------
 
-    async def _claim_due(self, now: datetime, after: int) -> list[int]:
-        """The ids of up to BATCH_SIZE due rows, oldest first, claimed for this instance.
+    async def _claim_due(self, now: datetime, after: int, limit: int) -> list[int]:
+        """The ids of up to ``limit`` due rows, oldest first, claimed for this instance.
 
         One short transaction that returns only the ids: the mail itself is read
         after the commit (:meth:`_read_claimed`), so no row lock is held while
@@ -295,19 +364,21 @@ class OutboxSender:
         holds nothing but its claims, which last ``claim_for`` (renewed while
         the relay works) and then let another instance send the rows.
         """
-        return await self._write(functools.partial(self._claim_in, now=now, after=after))
+        return await self._write(
+            functools.partial(self._claim_in, now=now, after=after, limit=limit)
+        )
 
     async def _claim_in(
-        self, sessions: async_sessionmaker[AsyncSession], now: datetime, after: int
+        self, sessions: async_sessionmaker[AsyncSession], now: datetime, after: int, limit: int
     ) -> list[int]:
-        async with sessions() as session, session.begin():
+        async with self._transaction(sessions) as session:
             if self._lock_rows is None:
                 self._lock_rows = session.get_bind().dialect.name == "postgresql"
             due = (
                 select(Outbox.id)
                 .where(Outbox.status == "queued", Outbox.next_attempt_at <= now, Outbox.id > after)
                 .order_by(Outbox.id)
-                .limit(BATCH_SIZE)
+                .limit(limit)
             )
             if self._lock_rows:
                 # Rows another instance is claiming right now: skip, do not wait.
@@ -391,7 +462,7 @@ class OutboxSender:
     async def _renew_in(
         self, sessions: async_sessionmaker[AsyncSession], ids: set[int]
     ) -> set[int]:
-        async with sessions() as session, session.begin():
+        async with self._transaction(sessions) as session:
             renewed = self._update_ours(ids).values(next_attempt_at=self._clock() + self._claim_for)
             return set((await session.scalars(renewed.returning(Outbox.id))).all())
 
@@ -418,7 +489,7 @@ class OutboxSender:
         burst.released |= ids  # first: the pass must not send them any more
 
         async def release(sessions: async_sessionmaker[AsyncSession]) -> None:
-            async with sessions() as session, session.begin():
+            async with self._transaction(sessions) as session:
                 await session.execute(
                     self._update_ours(ids).values(claimed_by=None, next_attempt_at=self._clock())
                 )
@@ -433,9 +504,24 @@ class OutboxSender:
         """Record the outcome, if the row is still ours; otherwise say what happened.
 
         One conditional UPDATE in its own transaction, committed before the
-        next mail is sent.
+        next mail is sent; with a journal, the outcome committed there instead
+        (whether the row was still ours shows when it is folded).
         """
         outcome, values = self._record(claimed, outcome)
+        if self._journal is not None:
+            try:
+                await self._journal.record(
+                    claimed.id, self._instance, outcome.kind, values, _who(claimed)
+                )
+            except Exception:
+                if outcome.kind == "sent":
+                    log.error(
+                        "outbox %d was delivered but recording it failed; it will be sent again",
+                        claimed.id,
+                    )
+                raise
+            self._log_outcome(claimed, outcome, values)
+            return
         statement = _finish_statement(tuple(values))
         parameters = {**values, "row_id": claimed.id, "instance": self._instance}
 
@@ -456,7 +542,38 @@ class OutboxSender:
         if mine:
             self._log_outcome(claimed, outcome, values)
         else:
-            self._lost(claimed, outcome)
+            _lost(_who(claimed), outcome.kind)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
+        """A write transaction on the store that first folds the journal's outcomes
+        into their rows (with a journal; the store thread's ``BEGIN IMMEDIATE``
+        holds the store's write lock before the journal is taken)."""
+        async with sessions() as session:
+            fold: Fold | None = None
+            try:
+                async with session.begin():
+                    if self._journal is not None:
+                        fold = self._journal.fold()
+                        await _apply(session, fold)
+                    yield session
+            except BaseException:
+                if fold is not None:
+                    fold.keep()
+                raise
+            if fold is not None:
+                fold.forget()
+
+    async def _fold_now(self) -> None:
+        """Fold the journal's outcomes into their rows now."""
+
+        async def fold(sessions: async_sessionmaker[AsyncSession]) -> None:
+            async with self._transaction(sessions):
+                pass
+
+        await self._write(fold)
 
     async def _write(
         self, transaction: Callable[[async_sessionmaker[AsyncSession]], Coroutine[Any, Any, T]]
@@ -465,18 +582,6 @@ class OutboxSender:
         if self._store is not None:
             return await self._store.run(transaction)
         return await transaction(self._sessions)
-
-    def _lost(self, row: Outbox, outcome: _Outcome) -> None:
-        """Our claim ran out while we were stalled and another instance took the row."""
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
-        if outcome.kind == "sent":
-            log.warning(
-                "%s was sent by this instance after its claim ran out; another instance "
-                "took it over, so it may arrive twice (with the same Message-ID)",
-                who,
-            )
-        else:
-            log.info("%s: another instance took it over while this one was stalled", who)
 
     def _record(self, row: Outbox, outcome: _Outcome) -> tuple[_Outcome, dict[str, object]]:
         """The final outcome for ``row`` (claimed as given) and the columns that record it."""
@@ -503,7 +608,7 @@ class OutboxSender:
         }
 
     def _log_outcome(self, row: Outbox, outcome: _Outcome, values: dict[str, object]) -> None:
-        who = f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
+        who = _who(row)
         to = ", ".join(str(r) for r in row.rcpt_tos)
         if outcome.kind == "sent":
             if outcome.detail:
@@ -671,6 +776,54 @@ def _finish_statement(columns: tuple[str, ...]) -> Update:
         )
         _FINISH[columns] = statement
     return statement
+
+
+async def _apply(session: AsyncSession, fold: Fold) -> None:
+    """Set the fold's outcomes on their rows, each only if its sender still claims it."""
+    missed = []
+    for pending in fold.pending:
+        done = await session.execute(
+            _finish_statement(tuple(pending.columns)),
+            {**pending.columns, "row_id": pending.row_id, "instance": pending.instance},
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            missed.append(pending)
+    if not missed:
+        return
+    table = cast(Table, Outbox.__table__)
+    names = sorted({name for pending in missed for name in pending.columns})
+    rows = {
+        row.id: row._mapping
+        for row in await session.execute(
+            select(table.c.id, *(table.c[name] for name in names)).where(
+                table.c.id.in_({pending.row_id for pending in missed})
+            )
+        )
+    }
+    for pending in missed:
+        row = rows.get(pending.row_id)
+        if row is None:
+            continue  # no such row any more
+        # a row that holds this very outcome was folded before (a crash between
+        # the store's commit and the journal's); any other was taken over
+        if any(row[name] != value for name, value in pending.columns.items()):
+            _lost(pending.who, pending.kind)
+
+
+def _lost(who: str, kind: str) -> None:
+    """The sender's claim ran out while it was stalled and another instance took the row."""
+    if kind == "sent":
+        log.warning(
+            "%s was sent after its sender's claim ran out; another instance "
+            "took it over, so it may arrive twice (with the same Message-ID)",
+            who,
+        )
+    else:
+        log.info("%s: another instance took it over while this one was stalled", who)
+
+
+def _who(row: Outbox) -> str:
+    return f"outbox {row.id} (ticket {row.ticket_id}, {logged_message_id(row.raw)})"
 
 
 def _by_code(code: int, detail: str) -> _Outcome:

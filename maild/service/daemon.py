@@ -36,6 +36,7 @@ from maild.config import Config, ConfigError, load_config
 from maild.core.backoff import Backoff
 from maild.core.intake import Parsed, parse_for_ingest
 from maild.mail.imap import ImapSource, Verdict
+from maild.mail.journal import OutcomeJournal
 from maild.mail.outbox import OutboxSender
 from maild.mail.render import Renderer, TemplateError, sample_context
 from maild.service.batch import CHUNK, ChunkIngest
@@ -116,6 +117,8 @@ class Daemon:
         self.sender: OutboxSender | SenderProcess | None = None
         # SQLite: the sender's write transactions in a thread of their own (see run())
         self.sender_store: StoreThread | None = None
+        # and its outcomes in the journal beside the store (maild.mail.journal)
+        self.sender_journal: OutcomeJournal | None = None
         self.imap: ImapSource | None = None
         self.tasks: dict[str, _Task] = {}
         self._interrupts = 0
@@ -200,19 +203,19 @@ class Daemon:
         return ["quarantined" if o.action == "quarantined" else "processed" for o in outcomes]
 
     async def _sender_turn(self, budget: float, raws: Sequence[bytes]) -> list[Parsed] | None:
-        """SQLite: let the sender send what the last chunk queued before the next one starts;
-        the coming chunk's mails parsed meanwhile (None: not parsed here).
+        """SQLite: let the sender claim what the last chunk queued before the next one
+        starts; the coming chunk's mails parsed meanwhile (None: not parsed here).
 
-        A chunk's transaction holds SQLite's only write lock throughout, and
-        the sender needs it once for every mail it sends; left to SQLite's
-        busy handler it would send almost nothing until a backlog is all in
-        (no acknowledgment for minutes). So a sending pass runs first, for at
-        most ``budget`` seconds of waiting after the parsing (a slow relay does
-        not hold up ingestion for longer; the pass goes on meanwhile). A parse
-        worker, if any, parses the coming chunk meanwhile; without one, the
-        chunk is parsed here a mail at a time between the pass's steps, in the
-        time this loop would otherwise wait for the relay's answers and the
-        sender's commits (bench/README.md, e2e).
+        A chunk's transaction holds SQLite's only write lock throughout. The
+        sender needs it to claim rows (it writes each mail's outcome to the
+        journal beside the store, :mod:`maild.mail.journal`); left to SQLite's
+        busy handler, which looks again only every 100 ms, it would claim
+        little until a backlog is all in (no acknowledgment for minutes). So
+        the sender takes a turn first: it folds the journal and claims what is
+        due in one transaction, and sends it while the chunk runs. The turn is
+        waited for at most ``budget`` seconds after the parsing. Without a
+        parse worker the chunk is parsed here meanwhile, a mail at a time
+        (bench/README.md, e2e).
         """
         sender = self.sender
         outbox = self.tasks.get("outbox")
@@ -228,7 +231,7 @@ class Daemon:
         self._queued = False
         task = self._sending
         if task is None or task.done():
-            task = self._sending = asyncio.create_task(sender.send_due(), name="maild-send-turn")
+            task = self._sending = asyncio.create_task(sender.take_turn(), name="maild-send-turn")
             task.add_done_callback(_report_turn)
         parsed = None
         if not self.chunks.parse_ahead:
@@ -296,6 +299,7 @@ class Daemon:
                     instance=self.instance,
                     claim_for=config.database.leader_lease,
                     store=self.sender_store,
+                    journal=self.sender_journal,
                 )
             tasks.append(_Task("outbox", self.sender.run))
             tasks.append(_Task("outbox-wakeup", self._run_wakeups))
@@ -521,6 +525,8 @@ class Daemon:
             # aiosqlite's for each of begin, UPDATE, commit and close (bench/README.md, e2e)
             if not self._sender_apart():
                 self.sender_store = StoreThread.for_url(self.config.database.url)
+                if self.sender_store is not None:
+                    self.sender_journal = OutcomeJournal.for_url(self.config.database.url)
             if self.config.stewards and not self.config.commands.require_authenticated:
                 # check-config says it as a warning; here once, as a fact
                 log.info(
@@ -551,6 +557,8 @@ class Daemon:
             for store in (self.pipeline.store, self.leader_pipeline.store, self.sender_store):
                 if store is not None:
                     await store.aclose()
+            if self.sender_journal is not None:
+                self.sender_journal.close()
             await self.engine.dispose()
 
     def _fenced_store(self) -> StoreThread | None:

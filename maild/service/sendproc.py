@@ -9,13 +9,15 @@ own engine (and, on SQLite, its own store thread), under an instance name of
 its own (``host:pid:random:sender``, its own pid: the process that holds a
 claim is the one named in ``claimed_by``), so the claims work between it and
 any other sender as between two instances. The daemon drives it over a
-pipe: ``wake`` (new rows), ``pass`` (send what is due now and say when done:
-the daemon's turns between chunks) and ``stop`` (finish the mail in flight,
+pipe: ``wake`` (new rows), ``turn`` (the daemon's turn between chunks on
+SQLite: claim what is due now and say when that committed), ``pass`` (send
+what is due now and say when done) and ``stop`` (finish the mail in flight,
 then exit). The child's log records come back over the same pipe and are
 logged by the daemon's own handlers.
 
 Nothing about delivery changes: each mail's outcome is committed right after
-the relay's answer, before the next mail, in the child. The child ends with
+the relay's answer, before the next mail, in the child (on SQLite to the
+outcome journal, :mod:`maild.mail.journal`). The child ends with
 the daemon however the daemon ends (``kill -9`` too: a thread in the child
 watches its parent), which for its mail is a sender killed, as before: a mail
 accepted and not yet recorded is sent again, with the same Message-ID, once
@@ -71,8 +73,8 @@ def can_run_apart(url: str) -> bool:
 class SenderProcess:
     """An :class:`~maild.mail.outbox.OutboxSender` in a child process, driven from this loop.
 
-    Offers what the daemon uses of a sender: :meth:`wake`, :meth:`send_due`
-    and :meth:`run`. The child lives while :meth:`run` runs.
+    Offers what the daemon uses of a sender: :meth:`wake`, :meth:`take_turn`,
+    :meth:`send_due` and :meth:`run`. The child lives while :meth:`run` runs.
     """
 
     def __init__(self, config: SmtpConfig, url: str, *, claim_for: timedelta) -> None:
@@ -90,11 +92,19 @@ class SenderProcess:
 
         Returns 0 at once when no child runs; raises if the child ends mid-pass.
         """
+        return await self._ask("pass")
+
+    async def take_turn(self) -> int:
+        """:meth:`~maild.mail.outbox.OutboxSender.take_turn` in the child: the rows
+        claimed, once that committed (0 at once when no child runs)."""
+        return await self._ask("turn")
+
+    async def _ask(self, what: str) -> int:
         if self._conn is None:
             return 0
         token = next(self._tokens)
         waiting = self._waiting[token] = asyncio.get_running_loop().create_future()
-        if not self._send(("pass", token)):
+        if not self._send((what, token)):
             self._waiting.pop(token, None)
             return 0
         handled: int = await waiting
@@ -280,6 +290,7 @@ async def _serve(
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from maild.logs import describe
+    from maild.mail.journal import OutcomeJournal
     from maild.mail.outbox import OutboxSender
     from maild.service.lease import instance_id
     from maild.store.db import make_engine, make_sessionmaker
@@ -288,12 +299,14 @@ async def _serve(
     loop = asyncio.get_running_loop()
     engine = make_engine(url, lease=claim_for)
     store = StoreThread.for_url(url)
+    journal = OutcomeJournal.for_url(url) if store is not None else None
     sender = OutboxSender(
         config,
         make_sessionmaker(engine),
         instance=f"{instance_id()}:sender",
         claim_for=claim_for,
         store=store,
+        journal=journal,
     )
     stop = asyncio.Event()
     passes: set[asyncio.Task[int]] = set()
@@ -321,12 +334,13 @@ async def _serve(
                 message = conn.recv()
                 if message[0] == "wake":
                     sender.wake()
-                elif message[0] == "pass" and stop.is_set():
+                elif message[0] in ("pass", "turn") and stop.is_set():
                     # stopping: no new pass (the daemon's turn ends at once)
                     with queue._lock, contextlib.suppress(OSError, ValueError):
                         conn.send(("done", message[1], 0, None, False))
-                elif message[0] == "pass":
-                    task = asyncio.create_task(sender.send_due())
+                elif message[0] in ("pass", "turn"):
+                    work = sender.send_due if message[0] == "pass" else sender.take_turn
+                    task = asyncio.create_task(work())
                     passes.add(task)
                     task.add_done_callback(functools.partial(answer, message[1]))
                 elif message[0] == "stop":
@@ -346,4 +360,6 @@ async def _serve(
             loop.remove_reader(conn.fileno())
         if store is not None:
             await store.aclose()
+        if journal is not None:
+            journal.close()
         await engine.dispose()

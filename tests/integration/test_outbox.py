@@ -1,8 +1,10 @@
 """The outbox against a real aiosmtpd on the test's loop and a real SQLite file.
 
-Every test runs twice: with the sender's writes through aiosqlite in the
-test's loop, and in a store thread of the sender's own, as ``maild run``
-gives it on SQLite (:class:`~maild.store.inline.StoreThread`).
+Every test runs three times: with the sender's writes through aiosqlite in
+the test's loop; in a store thread of the sender's own
+(:class:`~maild.store.inline.StoreThread`); and with that store thread and
+the outcomes in the journal beside the store, as ``maild run`` has it on
+SQLite (:mod:`maild.mail.journal`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.mail.journal import OutcomeJournal
 from maild.mail.outbox import OutboxSender
 from maild.store.db import make_engine, make_sessionmaker, upgrade
 from maild.store.inline import StoreThread
@@ -65,25 +68,28 @@ async def sessions(tmp_path: Path) -> AsyncIterator[Sessions]:
     await engine.dispose()
 
 
-#: What sender() gives its OutboxSender as ``store``; set per test by sender_store.
-_store: list[StoreThread | None] = [None]
+#: What an OutboxSender gets as ``store`` and ``journal``; set per test by sender_store.
+_store: dict[str, Any] = {}
 
 
-@pytest.fixture(params=["aiosqlite", "store thread"], autouse=True)
+@pytest.fixture(params=["aiosqlite", "store thread", "journal"], autouse=True)
 async def sender_store(
     request: pytest.FixtureRequest, tmp_path: Path, sessions: Sessions
 ) -> AsyncIterator[StoreThread | None]:
-    """The sender's writes in the test's loop through aiosqlite, or in a thread of their own."""
-    store = None
-    if request.param == "store thread":
-        store = StoreThread(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    _store[0] = store
+    """The sender's writes in the test's loop through aiosqlite, or in a thread of their
+    own, or that and its outcomes in the journal."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/t.db"
+    store = StoreThread(url) if request.param != "aiosqlite" else None
+    journal = OutcomeJournal.for_url(url) if request.param == "journal" else None
+    _store.update(store=store, journal=journal)
     try:
         yield store
     finally:
-        _store[0] = None
+        _store.clear()
         if store is not None:
             await store.aclose()
+        if journal is not None:
+            journal.close()
 
 
 @pytest.fixture
@@ -128,7 +134,8 @@ def sender(
 ) -> OutboxSender:
     config = kwargs.pop("config", None) or sink.smtp_config()
     kwargs.setdefault("timeout", 5.0)
-    kwargs.setdefault("store", _store[0])
+    for name, value in _store.items():
+        kwargs.setdefault(name, value)
     return OutboxSender(config, sessions, clock=clock, **kwargs)
 
 
@@ -428,7 +435,7 @@ async def test_missing_login_on_a_relay_that_requires_one_keeps_mail_queued(
 async def test_run_sends_a_row_committed_while_it_waits_and_stops_promptly(
     smtp_sink: SmtpSink, sessions: Sessions
 ) -> None:
-    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0, store=_store[0])
+    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0, **_store)
     stop = asyncio.Event()
     task = asyncio.create_task(outbox.run(stop))
     await asyncio.sleep(0.2)  # idle: nothing queued, waiting for wake()
@@ -448,7 +455,7 @@ async def test_stop_finishes_the_mail_in_flight_and_leaves_the_rest(
     smtp_sink.mode = "hang"
     now = datetime.now(UTC)
     ids = [await queue(sessions, created_at=now) for _ in range(3)]
-    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0, store=_store[0])
+    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0, **_store)
     stop = asyncio.Event()
     task = asyncio.create_task(outbox.run(stop))
     await asyncio.sleep(0.3)  # the first mail is hanging at DATA
@@ -467,9 +474,7 @@ async def test_cancelling_run_mid_send_leaves_the_mail_queued(
     smtp_sink.mode = "hang"
     row_id = await queue(sessions, created_at=datetime.now(UTC))
     task = asyncio.create_task(
-        OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0, store=_store[0]).run(
-            asyncio.Event()
-        )
+        OutboxSender(smtp_sink.smtp_config(), sessions, timeout=5.0, **_store).run(asyncio.Event())
     )
     await asyncio.sleep(0.3)
 
@@ -490,7 +495,7 @@ async def test_run_retries_on_its_own_when_the_backoff_expires(
         sessions,
         timeout=5.0,
         backoff_base=timedelta(seconds=0.3),
-        store=_store[0],
+        **_store,
     )
     row_id = await queue(sessions, created_at=datetime.now(UTC))
     stop = asyncio.Event()
@@ -558,7 +563,7 @@ async def test_a_pass_running_beside_run_ends_with_its_stop(
     # the daemon's sending turn between chunks is a pass beside run(): at shutdown it
     # must end after its mail in flight too, not send the whole backlog past the
     # service manager's stop timeout
-    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0, store=_store[0])
+    outbox = OutboxSender(smtp_sink.smtp_config(), sessions, timeout=1.0, **_store)
     stop = asyncio.Event()
     running = asyncio.create_task(outbox.run(stop))
     await asyncio.sleep(0.2)  # idle, nothing queued
