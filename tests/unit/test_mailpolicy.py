@@ -29,3 +29,55 @@ def test_a_header_class_is_built_once_per_name(pol: policy.EmailPolicy) -> None:
     first = email.message_from_bytes(RAW, policy=pol)
     second = email.message_from_bytes(RAW, policy=pol)
     assert type(first["Subject"]) is type(second["Subject"])
+
+
+MULTIPART = (
+    b"From: zoe@pangeo.example\r\nSubject: logs\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+    b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
+    b'--b1\r\nContent-Type: application/octet-stream; name="hub.log"\r\n'
+    b'Content-Disposition: attachment; filename="hub.log"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n"
+    b"--b1--\r\n"
+)
+
+
+def _mime_view(msg: email.message.Message) -> list[tuple[object, ...]]:
+    return [
+        (
+            part.get_content_type(),
+            part.get_content_maintype(),
+            part.get_param("charset"),
+            part.get_filename(),
+            part.get_content_disposition(),
+            part.is_attachment() if isinstance(part, email.message.EmailMessage) else None,
+            str(part.get("Content-Transfer-Encoding")),
+        )
+        for part in msg.walk()
+    ]
+
+
+def test_a_mime_tree_reads_as_with_the_stdlib_policy() -> None:
+    ours = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
+    stdlib = email.message_from_bytes(MULTIPART, policy=policy.default)
+    assert _mime_view(ours) == _mime_view(stdlib)
+    assert _mime_view(ours) == _mime_view(ours), "the second look gives the same"
+    body = ours.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().strip() == "hello"
+
+
+def test_a_header_changed_after_a_look_is_read_anew() -> None:
+    msg = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
+    part = list(msg.walk())[1]
+    assert part.get_content_type() == "text/plain"
+    part.replace_header("Content-Type", "text/html; charset=utf-8")
+    assert part.get_content_type() == "text/html"
+    del part["Content-Type"]
+    assert part.get_content_type() == "text/plain"  # the default once it is gone
+    part["Content-Type"] = "image/png"
+    assert part.get_content_type() == "image/png"
+    part.set_param("name", "shot.png")
+    assert part.get_param("name") == "shot.png"
+    attachment = list(msg.walk())[2]
+    attachment.replace_header("Content-Disposition", "inline")
+    assert attachment.get_content_disposition() == "inline"
