@@ -508,30 +508,8 @@ class OutboxSender:
         (whether the row was still ours shows when it is folded).
         """
         outcome, values = self._record(claimed, outcome)
-        if self._journal is not None:
-            try:
-                await self._journal.record(
-                    claimed.id, self._instance, outcome.kind, values, _who(claimed)
-                )
-            except Exception:
-                if outcome.kind == "sent":
-                    log.error(
-                        "outbox %d was delivered but recording it failed; it will be sent again",
-                        claimed.id,
-                    )
-                raise
-            self._log_outcome(claimed, outcome, values)
-            return
-        statement = _finish_statement(tuple(values))
-        parameters = {**values, "row_id": claimed.id, "instance": self._instance}
-
-        async def finish(sessions: async_sessionmaker[AsyncSession]) -> bool:
-            async with sessions() as session, session.begin():
-                done = await session.execute(statement, parameters)
-                return bool(done.rowcount == 1)  # type: ignore[attr-defined]
-
         try:
-            mine = await self._write(finish)
+            mine = await self._commit_outcome(claimed, outcome, values)
         except Exception:
             if outcome.kind == "sent":
                 log.error(
@@ -543,6 +521,25 @@ class OutboxSender:
             self._log_outcome(claimed, outcome, values)
         else:
             _lost(_who(claimed), outcome.kind)
+
+    async def _commit_outcome(
+        self, claimed: Outbox, outcome: _Outcome, values: dict[str, object]
+    ) -> bool:
+        """Commit the outcome: whether the row was still ours (with a journal, the
+        fold tells; this says yes)."""
+        if self._journal is not None:
+            who = _who(claimed)
+            await self._journal.record(claimed.id, self._instance, outcome.kind, values, who)
+            return True
+        statement = _finish_statement(tuple(values))
+        parameters = {**values, "row_id": claimed.id, "instance": self._instance}
+
+        async def finish(sessions: async_sessionmaker[AsyncSession]) -> bool:
+            async with sessions() as session, session.begin():
+                done = await session.execute(statement, parameters)
+                return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+        return await self._write(finish)
 
     @contextlib.asynccontextmanager
     async def _transaction(

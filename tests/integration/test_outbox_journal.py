@@ -112,6 +112,11 @@ async def parts(tmp_path: Path, smtp_sink: SmtpSink) -> AsyncIterator[Parts]:
     await made.close()
 
 
+def sent(at: datetime) -> dict[str, object]:
+    """The columns a sender records for a mail the relay accepted on its first attempt."""
+    return {"attempts": 1, "status": "sent", "sent_at": at, "last_error": None}
+
+
 def message_ids(sink: SmtpSink) -> list[str]:
     return [
         line.split(b":", 1)[1].strip().decode()
@@ -140,13 +145,7 @@ async def test_a_mail_journaled_before_its_sender_died_is_not_sent_again(
     expired = datetime.now(UTC) - timedelta(seconds=10)  # the dead sender's claim ran out
     # accepted by the relay and journaled, then kill -9 before the fold
     journaled = await parts.queue(1, claimed_by=DEAD, next_attempt_at=expired)
-    await parts.journal.record(
-        journaled,
-        DEAD,
-        "sent",
-        {"attempts": 1, "status": "sent", "sent_at": sent_at, "last_error": None},
-        f"outbox {journaled}",
-    )
+    await parts.journal.record(journaled, DEAD, "sent", sent(sent_at), f"outbox {journaled}")
     # in flight at the kill: SMTP's own window, sent again with the same Message-ID
     in_flight = await parts.queue(2, claimed_by=DEAD, next_attempt_at=expired)
     fresh = await parts.queue(3)
@@ -200,7 +199,7 @@ async def test_an_outcome_folded_twice_is_quiet_and_one_taken_over_is_reported(
     caplog.set_level(logging.INFO, logger="maild.mail.outbox")
     later = datetime.now(UTC) + timedelta(minutes=5)  # claims still running
     sent_at = datetime.now(UTC) - timedelta(seconds=3)
-    outcome = {"attempts": 1, "status": "sent", "sent_at": sent_at, "last_error": None}
+    outcome = sent(sent_at)
     ours = await parts.queue(1, claimed_by=DEAD, next_attempt_at=later)
     await parts.journal.record(ours, DEAD, "sent", outcome, "outbox A")
     assert await parts.sender.send_due() == 0
@@ -231,13 +230,7 @@ async def test_a_fold_the_store_refuses_keeps_the_outcomes_for_the_next(
     later = datetime.now(UTC) + timedelta(minutes=5)
     sent_at = datetime.now(UTC)
     row_id = await parts.queue(1, claimed_by=DEAD, next_attempt_at=later)
-    await parts.journal.record(
-        row_id,
-        DEAD,
-        "sent",
-        {"attempts": 1, "status": "sent", "sent_at": sent_at, "last_error": None},
-        "outbox A",
-    )
+    await parts.journal.record(row_id, DEAD, "sent", sent(sent_at), "outbox A")
     admin = sqlite3.connect(parts.path, isolation_level=None)
     admin.execute(
         "CREATE TRIGGER refuse BEFORE UPDATE OF status ON outbox "
