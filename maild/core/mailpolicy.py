@@ -53,12 +53,14 @@ class _Message(EmailMessage):
         if found is None:
             return failobj
         stored_name, stored = found
-        parsed: dict[str, tuple[Any, Any]] = self.__dict__.setdefault("_maild_parsed", {})
+        parsed: dict[str, tuple[Any, Any, Any]] = self.__dict__.setdefault("_maild_parsed", {})
         hit = parsed.get(key)
-        if hit is not None and hit[0] is stored:  # the cache keeps it: its id is not reused
-            return hit[1]
+        # the cache keeps both alive, so their ids are not reused; a generator
+        # flattening with another policy (compat32) reads the header its own way
+        if hit is not None and hit[0] is stored and hit[1] is self.policy:
+            return hit[2]
         header = self.policy.header_fetch_parse(stored_name, stored)
-        parsed[key] = (stored, header)
+        parsed[key] = (stored, self.policy, header)
         return header
 
 

@@ -35,14 +35,18 @@ sent again, with the same Message-ID).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+
+from sqlalchemy.exc import OperationalError
 
 __all__ = ["SUFFIX", "Fold", "OutcomeJournal", "Pending"]
 
@@ -65,6 +69,16 @@ CREATE TABLE IF NOT EXISTS outcome (
 Kind = Literal["sent", "failed", "retry"]
 
 
+@contextlib.contextmanager
+def _store_error() -> Iterator[None]:
+    """The journal's failures (locked past the busy timeout, a disk error) raised as
+    the store's are: the sender's handlers for an unavailable store take them."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise OperationalError("outcome journal", None, exc) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """One journaled outcome: the outbox columns to set on ``row_id`` if ``instance``
@@ -85,9 +99,10 @@ class Fold:
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self._conn = conn
         self._lock = lock
-        rows = conn.execute(
-            "SELECT seq, row_id, instance, kind, columns, who FROM outcome ORDER BY seq"
-        ).fetchall()
+        with _store_error():
+            rows = conn.execute(
+                "SELECT seq, row_id, instance, kind, columns, who FROM outcome ORDER BY seq"
+            ).fetchall()
         self._last = rows[-1][0] if rows else None
         self.pending = [
             Pending(row_id, instance, kind, _decode(columns), who)
@@ -101,11 +116,13 @@ class Fold:
             return
         self._open = False
         try:
-            if self._last is not None:
-                self._conn.execute("DELETE FROM outcome WHERE seq <= ?", (self._last,))
-            self._conn.execute("COMMIT")
+            with _store_error():
+                if self._last is not None:
+                    self._conn.execute("DELETE FROM outcome WHERE seq <= ?", (self._last,))
+                self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
             raise
         finally:
             self._lock.release()
@@ -116,7 +133,8 @@ class Fold:
             return
         self._open = False
         try:
-            self._conn.execute("ROLLBACK")
+            with _store_error():
+                self._conn.execute("ROLLBACK")
         finally:
             self._lock.release()
 
@@ -150,7 +168,10 @@ class OutcomeJournal:
         database = make_url(url).database
         if not database:
             return None
-        return cls(Path(database + SUFFIX))
+        # the file itself, however the URL spells it (a symlink, a relative path):
+        # every sender on this store must find the same journal
+        store = Path(database).resolve()
+        return cls(store.with_name(store.name + SUFFIX))
 
     async def record(
         self, row_id: int, instance: str, kind: Kind, columns: dict[str, object], who: str
@@ -164,16 +185,19 @@ class OutcomeJournal:
         )
 
     def _insert(self, values: tuple[object, ...]) -> None:
-        self._write_conn.execute(
-            "INSERT INTO outcome (row_id, instance, kind, columns, who) VALUES (?, ?, ?, ?, ?)",
-            values,
-        )
+        with _store_error():
+            self._write_conn.execute(
+                "INSERT INTO outcome (row_id, instance, kind, columns, who) VALUES (?, ?, ?, ?, ?)",
+                values,
+            )
 
     async def has_pending(self) -> bool:
         """Whether outcomes wait to be folded."""
 
         def look() -> bool:
-            return self._write_conn.execute("SELECT 1 FROM outcome LIMIT 1").fetchone() is not None
+            with _store_error():
+                found = self._write_conn.execute("SELECT 1 FROM outcome LIMIT 1").fetchone()
+            return found is not None
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, look)
 
@@ -183,14 +207,16 @@ class OutcomeJournal:
         store thread's way) while a sender writes an outcome."""
         self._fold_lock.acquire()
         try:
-            self._fold_conn.execute("BEGIN IMMEDIATE")
+            with _store_error():
+                self._fold_conn.execute("BEGIN IMMEDIATE")
         except BaseException:
             self._fold_lock.release()
             raise
         try:
             return Fold(self._fold_conn, self._fold_lock)
         except BaseException:
-            self._fold_conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._fold_conn.execute("ROLLBACK")
             self._fold_lock.release()
             raise
 

@@ -183,6 +183,8 @@ class OutboxSender:
         self._pass_lock = asyncio.Lock()
         # rows a turn claimed, with when, for the pass to send (take_turn)
         self._taken: collections.deque[tuple[float, list[int]]] = collections.deque()
+        # the burst the pass is sending
+        self._burst: _Burst | None = None
 
     def wake(self) -> None:
         """New rows were committed: start a pass now. Call it from the event loop's thread."""
@@ -213,10 +215,22 @@ class OutboxSender:
             return await self.send_due()
         claiming = time.monotonic()
         ids = await self._claim_due(self._clock(), 0, TURN_SIZE)
+        # rows this sender holds already whose claims ran out while they waited:
+        # the claim renewed them; taken twice they would be sent twice
+        held = self._held()
+        ids = [row_id for row_id in ids if row_id not in held]
         if ids:
             self._taken.append((claiming, ids))
             self.wake()
         return len(ids)
+
+    def _held(self) -> set[int]:
+        """The rows this sender has claimed and not yet sent or handed back."""
+        held = {row_id for _, ids in self._taken for row_id in ids}
+        burst = self._burst
+        if burst is not None:
+            held |= burst.pending - burst.released
+        return held
 
     async def _pass(self) -> int:
         now = self._clock()
@@ -237,7 +251,7 @@ class OutboxSender:
                     if not ids:
                         break
                     after = ids[-1]
-                burst = _Burst(set(ids), claiming + self._claim_for.total_seconds())
+                burst = self._burst = _Burst(set(ids), claiming + self._claim_for.total_seconds())
                 holding = asyncio.create_task(self._hold(burst))
                 try:
                     rows = await self._read_claimed(burst)
@@ -281,13 +295,14 @@ class OutboxSender:
                     await holding
                 # stopped mid-burst: the rest is due again at once, for any instance
                 await self._release(burst, set(burst.pending))
-                burst = None
-            while self._taken:  # stopped: what turns claimed too
+                burst = self._burst = None
+            while self._taken and self._stopping():  # what turns claimed too
                 _, ids = self._taken.popleft()
                 await self._release(_Burst(set(ids), 0.0), set(ids))
         except BaseException:
             # Cancelled or the database failed: no time for a polite QUIT. The
             # claims left run out after claim_for.
+            self._burst = None
             _drop(smtp)
             raise
         if smtp is not None:
@@ -553,6 +568,10 @@ class OutboxSender:
             try:
                 async with session.begin():
                     if self._journal is not None:
+                        # the store's write lock first (BEGIN IMMEDIATE); a fold that
+                        # took the journal and then waited for a chunk would stop
+                        # every sender's records until the chunk ends
+                        await session.connection()
                         fold = self._journal.fold()
                         await _apply(session, fold)
                     yield session

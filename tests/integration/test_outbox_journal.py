@@ -248,3 +248,50 @@ async def test_a_fold_the_store_refuses_keeps_the_outcomes_for_the_next(
     assert (row.status, row.sent_at) == ("sent", sent_at)
     assert not await parts.journal.has_pending()
     assert smtp_sink.received == []
+
+
+async def test_a_fold_waiting_for_a_chunk_does_not_hold_up_other_senders(
+    parts: Parts, smtp_sink: SmtpSink
+) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    row_id = await parts.queue(1, claimed_by=DEAD, next_attempt_at=later)
+    await parts.journal.record(row_id, DEAD, "sent", sent(datetime.now(UTC)), "outbox A")
+    chunk = sqlite3.connect(parts.path, isolation_level=None)
+    chunk.execute("BEGIN IMMEDIATE")  # the daemon's chunk holds the store
+    folding = asyncio.create_task(parts.sender.send_due())  # its claim folds: it waits
+    other = OutcomeJournal(parts.journal.path)  # another sender, as a process of its own
+    try:
+        await asyncio.sleep(0.3)
+        # the relay answered the other sender: its outcome is committed at once
+        async with asyncio.timeout(2):
+            await other.record(row_id + 1, "host:2:f00d:sender", "sent", sent(later), "B")
+        assert not folding.done()
+    finally:
+        chunk.execute("COMMIT")
+        chunk.close()
+        other.close()
+    async with asyncio.timeout(10):
+        await folding
+    assert (await parts.row(row_id)).status == "sent"
+
+
+async def test_rows_a_turn_took_are_not_taken_twice_when_their_claims_run_out(
+    parts: Parts, smtp_sink: SmtpSink
+) -> None:
+    sender = OutboxSender(
+        smtp_sink.smtp_config(),
+        parts.sessions,
+        timeout=5.0,
+        instance="host:1:cafe:sender",
+        claim_for=timedelta(seconds=0.6),
+        store=parts.store,
+        journal=parts.journal,
+    )
+    await parts.queue(1)
+    assert await sender.take_turn() == 1
+    await asyncio.sleep(0.8)  # still waiting for the pass (a slow relay ahead): the claim ran out
+    assert await sender.take_turn() == 0, "the row is this sender's already"
+
+    await sender.send_due()
+
+    assert message_ids(smtp_sink) == ["<journal-1@example.org>"]

@@ -81,3 +81,18 @@ def test_a_header_changed_after_a_look_is_read_anew() -> None:
     attachment = list(msg.walk())[2]
     attachment.replace_header("Content-Disposition", "inline")
     assert attachment.get_content_disposition() == "inline"
+
+
+def test_a_part_parses_its_content_type_once() -> None:
+    msg = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
+    part = list(msg.walk())[1]
+    assert part["Content-Type"] is part["Content-Type"]
+
+
+def test_flattening_with_another_policy_reads_the_header_its_way() -> None:
+    raw = MULTIPART.replace(b'boundary="b1"', b'boundary="b1" (a comment)')
+    ours = email.message_from_bytes(raw, policy=mailpolicy.DEFAULT)
+    stdlib = email.message_from_bytes(raw, policy=policy.default)
+    assert ours.get_content_type() == "multipart/mixed"  # parsed and kept under DEFAULT
+    compat = policy.compat32.clone(linesep="\r\n")
+    assert ours.as_bytes(policy=compat) == stdlib.as_bytes(policy=compat)
