@@ -48,7 +48,7 @@ from typing import Literal
 
 from sqlalchemy.exc import OperationalError
 
-__all__ = ["SUFFIX", "Fold", "OutcomeJournal", "Pending"]
+__all__ = ["SUFFIX", "Fold", "OutcomeJournal", "Pending", "journal_path", "pending_outcomes"]
 
 #: The journal's file name: the store's, with this added.
 SUFFIX = ".outcomes"
@@ -161,17 +161,8 @@ class OutcomeJournal:
         """The journal for an SQLite file store's URL; None for any other store
         (PostgreSQL's senders commit beside the chunks; an in-memory store has
         no file to put one beside)."""
-        if not url.startswith("sqlite") or ":memory:" in url or "mode=memory" in url:
-            return None
-        from sqlalchemy.engine import make_url
-
-        database = make_url(url).database
-        if not database:
-            return None
-        # the file itself, however the URL spells it (a symlink, a relative path):
-        # every sender on this store must find the same journal
-        store = Path(database).resolve()
-        return cls(store.with_name(store.name + SUFFIX))
+        path = journal_path(url)
+        return None if path is None else cls(path)
 
     async def record(
         self, row_id: int, instance: str, kind: Kind, columns: dict[str, object], who: str
@@ -225,6 +216,44 @@ class OutcomeJournal:
         self._write_conn.close()
         with self._fold_lock:
             self._fold_conn.close()
+
+
+def journal_path(url: str) -> Path | None:
+    """Where the journal of an SQLite file store's URL lies; None for any other store."""
+    if not url.startswith("sqlite") or ":memory:" in url or "mode=memory" in url:
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database:
+        return None
+    # the file itself, however the URL spells it (a symlink, a relative path):
+    # every sender on this store must find the same journal
+    store = Path(database).resolve()
+    return store.with_name(store.name + SUFFIX)
+
+
+def pending_outcomes(url: str, row_ids: set[int]) -> dict[int, Pending]:
+    """The outcomes of ``row_ids`` still waiting in the journal, the last of each.
+
+    Read without holding the journal, by a store transaction that must know
+    what the relay answered before the next fold does (a bounce of a mail
+    sent a moment ago). Empty for a store without a journal.
+    """
+    path = journal_path(url)
+    if path is None or not row_ids or not path.exists():
+        return {}
+    marks = ", ".join("?" * len(row_ids))
+    with _store_error(), contextlib.closing(_connect(path)) as conn:
+        rows = conn.execute(
+            f"SELECT row_id, instance, kind, columns, who FROM outcome "  # noqa: S608 -- marks
+            f"WHERE row_id IN ({marks}) ORDER BY seq",
+            sorted(row_ids),
+        ).fetchall()
+    return {
+        row_id: Pending(row_id, instance, kind, _decode(columns), who)
+        for row_id, instance, kind, columns, who in rows
+    }
 
 
 def _connect(path: Path) -> sqlite3.Connection:

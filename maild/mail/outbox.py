@@ -807,7 +807,7 @@ async def _apply(session: AsyncSession, fold: Fold) -> None:
     if not missed:
         return
     table = cast(Table, Outbox.__table__)
-    names = sorted({name for pending in missed for name in pending.columns})
+    names = sorted({"status"} | {name for pending in missed for name in pending.columns})
     rows = {
         row.id: row._mapping
         for row in await session.execute(
@@ -821,7 +821,10 @@ async def _apply(session: AsyncSession, fold: Fold) -> None:
         if row is None:
             continue  # no such row any more
         # a row that holds this very outcome was folded before (a crash between
-        # the store's commit and the journal's); any other was taken over
+        # the store's commit and the journal's), a bounced one by the bounce that
+        # came first (pipeline._fold_sent); any other was taken over
+        if row["status"] == "bounced" and pending.kind == "sent":
+            continue
         if any(row[name] != value for name, value in pending.columns.items()):
             _lost(pending.who, pending.kind)
 

@@ -6,14 +6,17 @@ Each test drives the command line exactly as an operator would and asserts on
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import json
+from datetime import UTC, datetime
 from email import policy
 from typing import Any
 
 import pytest
 
+from maild.mail.journal import OutcomeJournal, journal_path
 from tests.conftest import MAILS, Factory, Instance, make_mail, require_corpus
 
 REQUEST_ID = "<req-1@pangeo.example>"
@@ -266,11 +269,9 @@ def test_no_ack_to_bulk_list_or_generated_mail(instance: Instance, headers: dict
     assert [r["template"] for r in outbox(instance)] == ["steward_new"]
 
 
-def test_bounce_of_our_ack_is_recorded_on_that_message(instance: Instance) -> None:
-    open_request(instance)
-    [(ack_id,)] = sql(instance, "select message_id from messages where template = 'ack'")
-    sql(instance, "update outbox set status = 'sent' where template = 'ack'")  # delivered
-    bounce = (
+def bounce_of(message_id: str) -> bytes:
+    """A delivery status report from the requester's MX: our mail ``message_id`` failed."""
+    return (
         "From: Mail Delivery System <MAILER-DAEMON@mx.pangeo.example>\r\n"
         "To: support@example.org\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
@@ -284,11 +285,17 @@ def test_bounce_of_our_ack_is_recorded_on_that_message(instance: Instance) -> No
         "Reporting-MTA: dns; mx.pangeo.example\r\n\r\n"
         "Final-Recipient: rfc822; rep@pangeo.example\r\nAction: failed\r\nStatus: 5.2.2\r\n"
         "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        f"From: support@example.org\r\nMessage-ID: <{ack_id}>\r\nSubject: [support #1] Hub\r\n"
+        f"From: support@example.org\r\nMessage-ID: <{message_id}>\r\nSubject: [support #1] Hub\r\n"
         "--B--\r\n"
     ).encode()
+
+
+def test_bounce_of_our_ack_is_recorded_on_that_message(instance: Instance) -> None:
+    open_request(instance)
+    [(ack_id,)] = sql(instance, "select message_id from messages where template = 'ack'")
+    sql(instance, "update outbox set status = 'sent' where template = 'ack'")  # delivered
     before = len(outbox(instance))
-    row = instance.ingest(bounce)
+    row = instance.ingest(bounce_of(ack_id))
     assert row["ticket"] == 1 and row["action"] == "appended"
     assert "bounce" in row["reason"]
     rows = outbox(instance)
@@ -296,6 +303,33 @@ def test_bounce_of_our_ack_is_recorded_on_that_message(instance: Instance) -> No
     assert [r["status"] for r in rows if r["template"] == "ack"] == ["bounced"]
     ack_event = [e for e in instance.show(1)["timeline"] if e.get("template") == "ack"]
     assert ack_event[0]["delivery"] == "bounced"
+
+
+def test_a_bounce_before_the_sent_ack_is_folded_in_still_marks_it(instance: Instance) -> None:
+    """SQLite: the sender's outcome is in the journal beside the store (maild.mail.journal)
+    until its next write transaction; a bounce ingested before that finds it there."""
+    if journal_path(instance.url) is None:
+        pytest.skip("the outcome journal is SQLite's; PostgreSQL's senders update the row")
+    open_request(instance)
+    [(ack_id,)] = sql(instance, "select message_id from messages where template = 'ack'")
+    [(row_id,)] = sql(instance, "select id from outbox where template = 'ack'")
+    sender = "host:7:cafe:sender"
+    sql(instance, "update outbox set claimed_by = ? where id = ?", sender, row_id)
+    sent_at = datetime.now(UTC)
+    journal = OutcomeJournal.for_url(instance.url)
+    assert journal is not None
+    try:
+        columns = {"attempts": 1, "status": "sent", "sent_at": sent_at, "last_error": None}
+        asyncio.run(journal.record(row_id, sender, "sent", columns, f"outbox {row_id}"))
+    finally:
+        journal.close()
+
+    row = instance.ingest(bounce_of(ack_id))
+
+    assert "bounce" in row["reason"]
+    [ack] = [r for r in outbox(instance) if r["template"] == "ack"]
+    assert ack["status"] == "bounced"
+    assert sql(instance, "select claimed_by from outbox where id = ?", row_id) == [(None,)]
 
 
 def test_ack_rate_limit_per_sender(instance: Instance) -> None:

@@ -295,3 +295,17 @@ async def test_rows_a_turn_took_are_not_taken_twice_when_their_claims_run_out(
     await sender.send_due()
 
     assert message_ids(smtp_sink) == ["<journal-1@example.org>"]
+
+
+async def test_a_row_a_bounce_marked_first_keeps_it_quietly(
+    parts: Parts, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the pipeline recorded the journaled outcome with the bounce (pipeline._fold_sent)
+    row_id = await parts.queue(1, status="bounced", attempts=1)
+    await parts.journal.record(row_id, DEAD, "sent", sent(datetime.now(UTC)), "outbox A")
+
+    assert await parts.sender.send_due() == 0
+
+    assert (await parts.row(row_id)).status == "bounced"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not await parts.journal.has_pending()
