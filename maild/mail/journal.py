@@ -11,7 +11,9 @@ a small SQLite file of its own beside the store (``maild.db`` →
 outcomes are *folded* into the outbox rows by the sender's next write
 transaction on the store (its next claim, renewal or release, or a moment
 after it goes idle), with the same conditional UPDATE as before: only a row
-still queued and claimed by the sender that sent it takes the outcome.
+still queued and claimed by the sender that sent it takes the outcome. A
+bounce ingested before the fold reads the outcomes of its mail's rows
+(:func:`pending_outcomes`) and records them with the bounce.
 
 - **Durable.** The journal runs in WAL mode with ``synchronous=NORMAL``, like
   the store: a journaled outcome survives ``kill -9`` of any process. A
