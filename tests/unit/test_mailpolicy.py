@@ -6,6 +6,8 @@ import email
 from email import policy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maild.core import mailpolicy
 
@@ -96,3 +98,61 @@ def test_flattening_with_another_policy_reads_the_header_its_way() -> None:
     assert ours.get_content_type() == "multipart/mixed"  # parsed and kept under DEFAULT
     compat = policy.compat32.clone(linesep="\r\n")
     assert ours.as_bytes(policy=compat) == stdlib.as_bytes(policy=compat)
+
+
+_PIECES = st.sampled_from(
+    [
+        "text/plain",
+        "text/html",
+        "multipart/mixed",
+        "application/octet-stream",
+        "image/png",
+        "attachment",
+        "inline",
+        "base64",
+        "quoted-printable",
+        "8bit",
+        "; ",
+        ";",
+        " ",
+        "\t",
+        "=",
+        '"',
+        "(",
+        ")",
+        "\\",
+        "/",
+        "charset",
+        "utf-8",
+        "name",
+        "filename",
+        "filename*=utf-8''%C3%A9.txt",
+        "boundary",
+        "=?utf-8?q?=C3=A9?=",
+        "é",
+        "x",
+    ]
+)
+_VALUES = st.lists(_PIECES, max_size=12).map("".join)
+
+
+@given(ctype=_VALUES, disposition=_VALUES, encoding=_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_any_mime_headers_read_as_with_the_stdlib_policy(
+    ctype: str, disposition: str, encoding: str
+) -> None:
+    raw = (
+        "From: zoe@pangeo.example\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        f"--b1\r\nContent-Type: {ctype}\r\nContent-Disposition: {disposition}\r\n"
+        f"Content-Transfer-Encoding: {encoding}\r\n\r\nhello\r\n--b1--\r\n"
+    ).encode()
+
+    def read(pol: policy.EmailPolicy) -> object:
+        try:
+            msg = email.message_from_bytes(raw, policy=pol)
+            return (_mime_view(msg), msg.as_bytes(policy=policy.compat32), _mime_view(msg))
+        except Exception as exc:  # the stdlib may fail on some; we must fail alike
+            return type(exc)
+
+    assert read(mailpolicy.DEFAULT) == read(policy.default)
