@@ -629,16 +629,16 @@ def _cores() -> int:
 
 
 def _report_turn(task: asyncio.Task[int]) -> None:
-    """A sending pass run between chunks failed: log it (the sender's own loop retries)."""
+    """A sender turn between chunks failed: log it (the sender's own loop retries)."""
     if task.cancelled():
         return
     exc = task.exception()
     if isinstance(exc, OperationalError | InterfaceError):
-        log.warning("outbox pass between chunks failed, store unavailable: %s", exc.orig)
+        log.warning("outbox turn between chunks failed, store unavailable: %s", exc.orig)
     elif isinstance(exc, SenderStoreUnavailable):
-        log.warning("outbox pass between chunks failed, store unavailable: %s", exc)
+        log.warning("outbox turn between chunks failed, store unavailable: %s", exc)
     elif exc is not None:
-        log.error("outbox pass between chunks failed", exc_info=exc)
+        log.error("outbox turn between chunks failed", exc_info=exc)
 
 
 def run_daemon(config: Config, config_path: Path | None) -> int:

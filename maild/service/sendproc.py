@@ -10,8 +10,8 @@ its own (``host:pid:random:sender``, its own pid: the process that holds a
 claim is the one named in ``claimed_by``), so the claims work between it and
 any other sender as between two instances. The daemon drives it over a
 pipe: ``wake`` (new rows), ``turn`` (the daemon's turn between chunks on
-SQLite: claim what is due now and say when that committed), ``pass`` (send
-what is due now and say when done) and ``stop`` (finish the mail in flight,
+SQLite: claim what is due now and say when that committed) and ``stop``
+(finish the mail in flight,
 then exit). The child's log records come back over the same pipe and are
 logged by the daemon's own handlers.
 
@@ -56,7 +56,7 @@ STOP_SIGNAL_WAIT = 5.0
 
 
 class SenderStoreUnavailable(Exception):
-    """A pass in the child failed as the store was unavailable (locked, gone): a retry."""
+    """A turn in the child failed as the store was unavailable (locked, gone): a retry."""
 
 
 def can_run_apart(url: str) -> bool:
@@ -73,8 +73,8 @@ def can_run_apart(url: str) -> bool:
 class SenderProcess:
     """An :class:`~maild.mail.outbox.OutboxSender` in a child process, driven from this loop.
 
-    Offers what the daemon uses of a sender: :meth:`wake`, :meth:`take_turn`,
-    :meth:`send_due` and :meth:`run`. The child lives while :meth:`run` runs.
+    Offers what the daemon uses of a sender: :meth:`wake`, :meth:`take_turn`
+    and :meth:`run`. The child lives while :meth:`run` runs.
     """
 
     def __init__(self, config: SmtpConfig, url: str, *, claim_for: timedelta) -> None:
@@ -87,24 +87,17 @@ class SenderProcess:
         """New rows were committed: the child starts a pass now."""
         self._send(("wake",))
 
-    async def send_due(self) -> int:
-        """A pass in the child over what is due now; the rows it handled.
-
-        Returns 0 at once when no child runs; raises if the child ends mid-pass.
-        """
-        return await self._ask("pass")
-
     async def take_turn(self) -> int:
         """:meth:`~maild.mail.outbox.OutboxSender.take_turn` in the child: the rows
-        claimed, once that committed (0 at once when no child runs)."""
-        return await self._ask("turn")
+        claimed, once that committed.
 
-    async def _ask(self, what: str) -> int:
+        Returns 0 at once when no child runs; raises if the child ends meanwhile.
+        """
         if self._conn is None:
             return 0
         token = next(self._tokens)
         waiting = self._waiting[token] = asyncio.get_running_loop().create_future()
-        if not self._send((what, token)):
+        if not self._send(("turn", token)):
             self._waiting.pop(token, None)
             return 0
         handled: int = await waiting
@@ -309,10 +302,10 @@ async def _serve(
         journal=journal,
     )
     stop = asyncio.Event()
-    passes: set[asyncio.Task[int]] = set()
+    turns: set[asyncio.Task[int]] = set()
 
     def answer(token: int, task: asyncio.Task[int]) -> None:
-        passes.discard(task)
+        turns.discard(task)
         error = None
         handled = 0
         store = False
@@ -334,14 +327,13 @@ async def _serve(
                 message = conn.recv()
                 if message[0] == "wake":
                     sender.wake()
-                elif message[0] in ("pass", "turn") and stop.is_set():
-                    # stopping: no new pass (the daemon's turn ends at once)
+                elif message[0] == "turn" and stop.is_set():
+                    # stopping: no new claims (the daemon's turn ends at once)
                     with queue._lock, contextlib.suppress(OSError, ValueError):
                         conn.send(("done", message[1], 0, None, False))
-                elif message[0] in ("pass", "turn"):
-                    work = sender.send_due if message[0] == "pass" else sender.take_turn
-                    task = asyncio.create_task(work())
-                    passes.add(task)
+                elif message[0] == "turn":
+                    task = asyncio.create_task(sender.take_turn())
+                    turns.add(task)
                     task.add_done_callback(functools.partial(answer, message[1]))
                 elif message[0] == "stop":
                     stop.set()
@@ -353,8 +345,8 @@ async def _serve(
     loop.add_reader(conn.fileno(), receive)
     try:
         await sender.run(stop)
-        if passes:
-            await asyncio.wait(passes)
+        if turns:
+            await asyncio.wait(turns)
     finally:
         with contextlib.suppress(OSError, ValueError):
             loop.remove_reader(conn.fileno())
