@@ -114,29 +114,25 @@ class Fold:
 
     def forget(self) -> None:
         """The store committed these outcomes: delete them and let the journal go."""
+        self._end(committed=True)
+
+    def keep(self) -> None:
+        """The store did not commit: the outcomes stay for the next fold."""
+        self._end(committed=False)
+
+    def _end(self, *, committed: bool) -> None:
         if not self._open:
             return
         self._open = False
         try:
             with _store_error():
-                if self._last is not None:
+                if committed and self._last is not None:
                     self._conn.execute("DELETE FROM outcome WHERE seq <= ?", (self._last,))
-                self._conn.execute("COMMIT")
+                self._conn.execute("COMMIT" if committed else "ROLLBACK")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise
-        finally:
-            self._lock.release()
-
-    def keep(self) -> None:
-        """The store did not commit: the outcomes stay for the next fold."""
-        if not self._open:
-            return
-        self._open = False
-        try:
-            with _store_error():
-                self._conn.execute("ROLLBACK")
         finally:
             self._lock.release()
 

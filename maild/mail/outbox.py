@@ -200,8 +200,7 @@ class OutboxSender:
         """
         async with self._pass_lock:
             handled = await self._pass()
-        if self._journal is not None:
-            await self._fold_now()  # the rows say what happened when this returns
+        await self._fold_now()  # the rows say what happened when this returns
         return handled
 
     async def take_turn(self) -> int:
@@ -294,11 +293,11 @@ class OutboxSender:
                     burst.done.set()
                     await holding
                 # stopped mid-burst: the rest is due again at once, for any instance
-                await self._release(burst, set(burst.pending))
+                await self._release(set(burst.pending), burst)
                 burst = self._burst = None
             while self._taken and self._stopping():  # what turns claimed too
                 _, ids = self._taken.popleft()
-                await self._release(_Burst(set(ids), 0.0), set(ids))
+                await self._release(set(ids))
         except BaseException:
             # Cancelled or the database failed: no time for a polite QUIT. The
             # claims left run out after claim_for.
@@ -359,9 +358,8 @@ class OutboxSender:
                     delay = PASS_RETRY.delay(failures)
                     log.exception("outbox pass failed; trying again in %.0f s", delay)
                 await self._sleep(stop, delay)
-            if self._journal is not None:
-                with contextlib.suppress(OperationalError, InterfaceError):
-                    await self._fold_now()  # or the next start folds them
+            with contextlib.suppress(OperationalError, InterfaceError):
+                await self._fold_now()  # or the next start folds them
         finally:
             if not stop.is_set():
                 self._stop = None
@@ -460,7 +458,7 @@ class OutboxSender:
             seen = burst.in_flight
             waiting = burst.pending - burst.released - {burst.in_flight}
             if stuck and waiting:
-                await self._release(burst, waiting)
+                await self._release(waiting, burst)
             ids = burst.pending - burst.released
             if not ids:
                 continue
@@ -497,11 +495,12 @@ class OutboxSender:
         """How often a burst's claims are renewed: a third of their length."""
         return max(self._claim_for.total_seconds() / 3, 0.2)
 
-    async def _release(self, burst: _Burst, ids: set[int]) -> None:
+    async def _release(self, ids: set[int], burst: _Burst | None = None) -> None:
         """Give claimed rows we will not send now back to every instance, due at once."""
         if not ids:
             return
-        burst.released |= ids  # first: the pass must not send them any more
+        if burst is not None:
+            burst.released |= ids  # first: the pass must not send them any more
 
         async def release(sessions: async_sessionmaker[AsyncSession]) -> None:
             async with self._transaction(sessions) as session:
@@ -583,7 +582,10 @@ class OutboxSender:
                 fold.forget()
 
     async def _fold_now(self) -> None:
-        """Fold the journal's outcomes into their rows now."""
+        """Fold the journal's outcomes into their rows now, if any wait (without them,
+        no write transaction: it would wait for the store's lock for nothing)."""
+        if self._journal is None or not await self._journal.has_pending():
+            return
 
         async def fold(sessions: async_sessionmaker[AsyncSession]) -> None:
             async with self._transaction(sessions):
