@@ -50,6 +50,8 @@ from typing import Literal
 
 from sqlalchemy.exc import OperationalError
 
+from maild.store.sqlite_read import sqlite_path
+
 __all__ = ["SUFFIX", "Fold", "OutcomeJournal", "Pending", "journal_path", "pending_outcomes"]
 
 #: The journal's file name: the store's, with this added.
@@ -217,17 +219,15 @@ class OutcomeJournal:
 
 
 def journal_path(url: str) -> Path | None:
-    """Where the journal of an SQLite file store's URL lies; None for any other store."""
-    if not url.startswith("sqlite") or ":memory:" in url or "mode=memory" in url:
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    if not database:
+    """Where the journal of an SQLite file store's URL lies; None for any other store
+    (and for a URL with a query string or a ``file:`` URI: its senders then record
+    each outcome in the store, as on PostgreSQL)."""
+    store = sqlite_path(url)
+    if store is None:
         return None
     # the file itself, however the URL spells it (a symlink, a relative path):
     # every sender on this store must find the same journal
-    store = Path(database).resolve()
+    store = store.resolve()
     return store.with_name(store.name + SUFFIX)
 
 
