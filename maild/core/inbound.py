@@ -330,7 +330,13 @@ def _fix_encoded_word_charsets(value: str) -> str:
 
 
 def _decode_header_value(name: str, value: str) -> str:
-    """Decode RFC 2047 words in a raw (unfolded) header value; raw text if that fails."""
+    """Decode RFC 2047 words in a raw (unfolded) value of an unstructured header
+    (``name`` one the registry reads as unstructured); raw text if that fails."""
+    if "=?" not in value and len(value) <= _MAX_STRUCTURED:
+        # Without an encoded word the header registry's unstructured parse (or
+        # its fallback below) gives the text back as it was: skip it, as most
+        # headers of a mail can (tests/unit/test_inbound.py holds the proof).
+        return _clean_str(value)
     value = _fix_encoded_word_charsets(value)
     if len(value) <= _MAX_STRUCTURED:
         # The structured parser has crash paths on hostile input.
@@ -758,6 +764,10 @@ def _parse_bytes(data: bytes, defects: _Defects) -> Message | None:
 _MAX_ADDRESS_HEADER = 32 * 1024
 
 
+_ADDRESSES_CACHED = 4096  # header values: the same people write again and again
+_MAX_CACHED_ADDRESS_VALUE = 1024
+
+
 def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[str, str]]:
     """(display name, lowercased addr-spec) for every address in the header values."""
     out: list[tuple[str, str]] = []
@@ -770,40 +780,61 @@ def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[st
             defects.add(
                 f"{name}: only the first {_MAX_ADDRESS_HEADER // 1024} KB of addresses read"
             )
-        parsed: list[tuple[str, str]] | None = None
+        if len(value) <= _MAX_CACHED_ADDRESS_VALUE:
+            found, problems = _address_value_cached(name, value)
+        else:
+            found, problems = _address_value(name, value)
+        out.extend(found)
+        for problem in problems:
+            defects.add(problem)
+    return out
+
+
+def _address_value(name: str, value: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The addresses of one header value, and the defects met reading them.
+
+    A function of the name and the value alone, so :func:`_address_value_cached`
+    can keep its answers: the header registry's parse is most of a mail's.
+    """
+    defects = _Defects()
+    out: list[tuple[str, str]] = []
+    parsed: list[tuple[str, str]] | None = None
+    try:
+        if len(value) <= _MAX_STRUCTURED:
+            header = mailpolicy.DEFAULT.header_factory(name, value)
+            parsed = [
+                (_clean_str(a.display_name or ""), _clean_str(a.addr_spec or ""))
+                for a in getattr(header, "addresses", ())
+            ]
+    except Exception as exc:
+        defects.add(f"{name}: {type(exc).__name__}")
+    if not parsed:
         try:
-            if len(value) <= _MAX_STRUCTURED:
-                header = mailpolicy.DEFAULT.header_factory(name, value)
-                parsed = [
-                    (_clean_str(a.display_name or ""), _clean_str(a.addr_spec or ""))
-                    for a in getattr(header, "addresses", ())
-                ]
+            parsed = [
+                (_decode_header_value("subject", d), _clean_str(a))
+                for d, a in getaddresses([value])
+            ]
         except Exception as exc:
             defects.add(f"{name}: {type(exc).__name__}")
-        if not parsed:
-            try:
-                parsed = [
-                    (_decode_header_value("subject", d), _clean_str(a))
-                    for d, a in getaddresses([value])
-                ]
-            except Exception as exc:
-                defects.add(f"{name}: {type(exc).__name__}")
-                parsed = []
-        if len(parsed) == 1 and not parsed[0][0]:
-            # Old style "addr (Full Name)": the name lives in a comment.
-            try:
-                comment_name, _ = parseaddr(value)
-            except Exception:
-                comment_name = ""
-            if comment_name:
-                parsed = [(_decode_header_value("subject", comment_name), parsed[0][1])]
-        for display, addr in parsed:
-            addr = addr.strip().strip("<>").strip().lower()
-            if not addr or any(ch.isspace() or not ch.isprintable() for ch in addr):
-                continue
-            display = strip_header_unsafe(display).strip()
-            out.append((display, addr))
-    return out
+            parsed = []
+    if len(parsed) == 1 and not parsed[0][0]:
+        # Old style "addr (Full Name)": the name lives in a comment.
+        try:
+            comment_name, _ = parseaddr(value)
+        except Exception:
+            comment_name = ""
+        if comment_name:
+            parsed = [(_decode_header_value("subject", comment_name), parsed[0][1])]
+    for display, addr in parsed:
+        addr = addr.strip().strip("<>").strip().lower()
+        if not addr or any(ch.isspace() or not ch.isprintable() for ch in addr):
+            continue
+        display = strip_header_unsafe(display).strip()
+        out.append((display, addr))
+    return tuple(out), tuple(defects.items)
+
+
+_address_value_cached = functools.lru_cache(maxsize=_ADDRESSES_CACHED)(_address_value)
 
 
 def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
