@@ -367,7 +367,8 @@ def _msg_ids(value: str) -> list[str]:
 def _usable_msgid(mid: str) -> bool:
     if not mid or len(mid) > _MAX_MSGID_LEN:
         return False
-    return all(ch.isprintable() and not ch.isspace() for ch in mid)
+    # the one printable character that is white space is U+0020
+    return mid.isprintable() and " " not in mid
 
 
 def _safe_ctype(part: Message) -> str:

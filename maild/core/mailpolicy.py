@@ -11,11 +11,13 @@ asks each part for its Content-Type over and over (``get_content_type``,
 over half of what parsing a mail cost went there (bench/README.md, parse).
 The messages of :data:`DEFAULT` keep the parsed header beside the stored
 value it came from and hand it out again while that value is still the one
-stored; a header set, replaced or deleted since is parsed afresh.
+stored; a header set, replaced or deleted since is parsed afresh. Short values
+are parsed once a process (:func:`_shared_parse`): they come back mail after mail.
 """
 
 from __future__ import annotations
 
+import functools
 from email import policy
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
@@ -59,9 +61,22 @@ class _Message(EmailMessage):
         # flattening with another policy (compat32) reads the header its own way
         if hit is not None and hit[0] is stored and hit[1] is self.policy:
             return hit[2]
-        header = self.policy.header_fetch_parse(stored_name, stored)
+        if self.policy is DEFAULT and type(stored) is str and len(stored) <= _SHARED_LONGEST:
+            header = _shared_parse(stored_name, stored)
+        else:
+            header = self.policy.header_fetch_parse(stored_name, stored)
         parsed[key] = (stored, self.policy, header)
         return header
+
+
+#: "text/plain; charset=utf-8", "quoted-printable": most values come back mail
+#: after mail, and a parsed header is a read-only function of its name and value
+_SHARED_LONGEST = 256
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_parse(name: str, value: str) -> Any:
+    return DEFAULT.header_fetch_parse(name, value)
 
 
 _REGISTRY = _CachedRegistry()

@@ -155,4 +155,27 @@ def test_any_mime_headers_read_as_with_the_stdlib_policy(
         except Exception as exc:  # the stdlib may fail on some; we must fail alike
             return type(exc)
 
-    assert read(mailpolicy.DEFAULT) == read(policy.default)
+    first = read(mailpolicy.DEFAULT)
+    assert first == read(policy.default)
+    # a second mail with the same values reads them from the process-wide cache
+    assert read(mailpolicy.DEFAULT) == first
+
+
+def test_a_value_seen_before_keeps_each_mails_spelling_of_the_name() -> None:
+    value = "text/plain; charset=iso-8859-1"
+    for name in ("Content-Type", "content-type", "CONTENT-TYPE", "Content-type"):
+        raw = f"From: zoe@pangeo.example\r\n{name}: {value}\r\n\r\nhello\r\n".encode()
+        ours = email.message_from_bytes(raw, policy=mailpolicy.DEFAULT)
+        stdlib = email.message_from_bytes(raw, policy=policy.default)
+        assert ours.get_content_charset() == "iso-8859-1"
+        assert ours["content-type"].name == stdlib["content-type"].name == name
+        assert ours.as_bytes() == stdlib.as_bytes()
+
+
+def test_a_header_changed_in_one_mail_leaves_the_next_mail_alone() -> None:
+    first = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
+    part = list(first.walk())[1]
+    assert part.get_content_type() == "text/plain"
+    part.set_param("charset", "koi8-r")
+    second = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
+    assert list(second.walk())[1].get_param("charset") == "utf-8"
