@@ -19,7 +19,7 @@ one run:
     delivery until its ack is at the sink (median and max).
 
 It prints the rates beside each other (end to end / ingest, ingest / bare
-fetch) and the aims: end to end at 80 % or more of the ``maild ingest`` rate,
+fetch) and the aims: end to end at 85 % or more of the ``maild ingest`` rate,
 and a median IDLE latency of at most 1 s.
 
     python bench/e2e.py [--n 2000] [--seed 1] [--probes 20] [--keep DIR]
@@ -68,7 +68,7 @@ from tests.integration.smtp_sink import ThreadedSink
 USER = "support"  # the IMAP account maild reads (any name logs in)
 BATCH = 100  # UIDs per UID FETCH, as the daemon does
 FETCH_ITEMS = "(UID FLAGS BODY.PEEK[])"  # what the daemon fetches
-AIM_RATIO = 0.8
+AIM_RATIO = 0.85  # issue 12
 AIM_IDLE_SECONDS = 1.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BARE_LF = re.compile(rb"(?<!\r)\n")
