@@ -329,19 +329,20 @@ def _fix_encoded_word_charsets(value: str) -> str:
     )
 
 
-def _decode_header_value(name: str, value: str) -> str:
-    """Decode RFC 2047 words in a raw (unfolded) value of an unstructured header
-    (``name`` one the registry reads as unstructured); raw text if that fails."""
-    if "=?" not in value and len(value) <= _MAX_STRUCTURED:
-        # Without an encoded word the header registry's unstructured parse (or
+def _decode_header_value(value: str) -> str:
+    """Decode RFC 2047 words in a raw (unfolded) header value read as unstructured
+    text; raw text if that fails."""
+    if "=?" not in value:
+        # Without an encoded word the header registry's unstructured parse (and
         # its fallback below) gives the text back as it was: skip it, as most
-        # headers of a mail can (tests/unit/test_inbound.py holds the proof).
+        # headers of a mail can (a hypothesis test in tests/unit/test_inbound.py
+        # compares the two).
         return _clean_str(value)
     value = _fix_encoded_word_charsets(value)
     if len(value) <= _MAX_STRUCTURED:
         # The structured parser has crash paths on hostile input.
         with contextlib.suppress(Exception):
-            return _clean_str(str(mailpolicy.DEFAULT.header_factory(name, value)))
+            return _clean_str(str(mailpolicy.DEFAULT.header_factory(_UNSTRUCTURED, value)))
     try:
         return _clean_str(str(make_header(decode_header(value))))
     except Exception:  # unknown charsets, bad base64 in encoded words
@@ -659,7 +660,7 @@ class _Walker:
 def _subject_of(msg: Message) -> str | None:
     for name, value in _raw_items(msg):
         if name.lower() == "subject":
-            subject = strip_header_unsafe(_decode_header_value("subject", _unfold(value)))
+            subject = strip_header_unsafe(_decode_header_value(_unfold(value)))
             return subject.strip() or None
     return None
 
@@ -765,8 +766,25 @@ def _parse_bytes(data: bytes, defects: _Defects) -> Message | None:
 _MAX_ADDRESS_HEADER = 32 * 1024
 
 
-_ADDRESSES_CACHED = 4096  # header values: the same people write again and again
-_MAX_CACHED_ADDRESS_VALUE = 1024
+# address header values read once a process: the same people write again and again.
+# A 256-character value parses to at most ~18 KiB (a hundred one-letter addresses),
+# so the cache holds ~18 MiB at worst; like the log, it keeps the addresses and
+# names of the last thousand or so senders for the life of the process
+_ADDRESSES_CACHED = 1024
+_MAX_CACHED_ADDRESS_VALUE = 256
+
+
+_AddressRead = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
+# the parser ran out of stack or memory: another call may not, so it is not kept
+_NOT_KEPT = (": RecursionError", ": MemoryError")
+
+
+class _Unshared(Exception):
+    """An answer for this call alone (``lru_cache`` keeps no exceptions)."""
+
+    def __init__(self, read: _AddressRead) -> None:
+        super().__init__()
+        self.read = read
 
 
 def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[str, str]]:
@@ -782,7 +800,10 @@ def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[st
                 f"{name}: only the first {_MAX_ADDRESS_HEADER // 1024} KB of addresses read"
             )
         if len(value) <= _MAX_CACHED_ADDRESS_VALUE:
-            found, problems = _address_value_cached(name, value)
+            try:
+                found, problems = _address_value_cached(name, value)
+            except _Unshared as unshared:
+                found, problems = unshared.read
         else:
             found, problems = _address_value(name, value)
         out.extend(found)
@@ -791,11 +812,12 @@ def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[st
     return out
 
 
-def _address_value(name: str, value: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+def _address_value(name: str, value: str) -> _AddressRead:
     """The addresses of one header value, and the defects met reading them.
 
-    A function of the name and the value alone, so :func:`_address_value_cached`
-    can keep its answers: the header registry's parse is most of a mail's.
+    A function of the name and the value (and of how deep the stack is when
+    the parser recurses), so :func:`_address_value_cached` can keep its
+    answers: the header registry's parse is most of a mail's.
     """
     defects = _Defects()
     out: list[tuple[str, str]] = []
@@ -811,10 +833,7 @@ def _address_value(name: str, value: str) -> tuple[tuple[tuple[str, str], ...], 
         defects.add(f"{name}: {type(exc).__name__}")
     if not parsed:
         try:
-            parsed = [
-                (_decode_header_value("subject", d), _clean_str(a))
-                for d, a in getaddresses([value])
-            ]
+            parsed = [(_decode_header_value(d), _clean_str(a)) for d, a in getaddresses([value])]
         except Exception as exc:
             defects.add(f"{name}: {type(exc).__name__}")
             parsed = []
@@ -825,7 +844,7 @@ def _address_value(name: str, value: str) -> tuple[tuple[tuple[str, str], ...], 
         except Exception:
             comment_name = ""
         if comment_name:
-            parsed = [(_decode_header_value("subject", comment_name), parsed[0][1])]
+            parsed = [(_decode_header_value(comment_name), parsed[0][1])]
     for display, addr in parsed:
         addr = addr.strip().strip("<>").strip().lower()
         if not addr or any(ch.isspace() or not ch.isprintable() for ch in addr):
@@ -835,7 +854,12 @@ def _address_value(name: str, value: str) -> tuple[tuple[tuple[str, str], ...], 
     return tuple(out), tuple(defects.items)
 
 
-_address_value_cached = functools.lru_cache(maxsize=_ADDRESSES_CACHED)(_address_value)
+@functools.lru_cache(maxsize=_ADDRESSES_CACHED)
+def _address_value_cached(name: str, value: str) -> _AddressRead:
+    read = _address_value(name, value)
+    if any(problem.endswith(_NOT_KEPT) for problem in read[1]):
+        raise _Unshared(read)
+    return read
 
 
 def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
@@ -956,7 +980,7 @@ def _build(raw: bytes, msg: Message, defects: _Defects) -> InboundMail:
         raw_headers.append((lname, text))
         # Decoded as unstructured text whatever the header: RFC 2047 words are
         # decoded, but dates, ids and addresses keep the sender's spelling.
-        headers.append((lname, _decode_header_value(_UNSTRUCTURED, text)))
+        headers.append((lname, _decode_header_value(text)))
 
     def raw_all(name: str) -> list[str]:
         return [v for k, v in raw_headers if k == name]

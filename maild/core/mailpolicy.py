@@ -12,7 +12,8 @@ over half of what parsing a mail cost went there (bench/README.md, parse).
 The messages of :data:`DEFAULT` keep the parsed header beside the stored
 value it came from and hand it out again while that value is still the one
 stored; a header set, replaced or deleted since is parsed afresh. Short values
-are parsed once a process (:func:`_shared_parse`): they come back mail after mail.
+without defects are parsed once a process (:func:`_shared_parse`): they come back
+mail after mail. A header read from these messages is not for setting on another.
 """
 
 from __future__ import annotations
@@ -61,22 +62,46 @@ class _Message(EmailMessage):
         # flattening with another policy (compat32) reads the header its own way
         if hit is not None and hit[0] is stored and hit[1] is self.policy:
             return hit[2]
-        if self.policy is DEFAULT and type(stored) is str and len(stored) <= _SHARED_LONGEST:
-            header = _shared_parse(stored_name, stored)
+        if (
+            self.policy is DEFAULT
+            and type(stored) is str
+            and len(stored) <= _SHARED_LONGEST
+            and "boundary" not in stored.lower()  # one mail's own: it never comes back
+        ):
+            try:
+                header = _shared_parse(stored_name, stored)
+            except _Unshared as unshared:
+                header = unshared.header
         else:
             header = self.policy.header_fetch_parse(stored_name, stored)
         parsed[key] = (stored, self.policy, header)
         return header
 
 
-#: "text/plain; charset=utf-8", "quoted-printable": most values come back mail
-#: after mail, and a parsed header is a read-only function of its name and value
-_SHARED_LONGEST = 256
+#: "text/plain; charset=utf-8", "quoted-printable": most values come back mail after
+#: mail. A parsed header is a function of its name and value, read-only but for its
+#: parse tree's defects, which the stdlib adds to as it reads a defective one again:
+#: only headers without defects are shared. A parse tree takes up to ~1.2 KiB a
+#: character of hostile value, so at most 128 values of 100 characters are kept
+#: (~15 MiB at worst, a few hundred KiB for real mail).
+_SHARED_LONGEST = 100
+_SHARED_ENTRIES = 128
 
 
-@functools.lru_cache(maxsize=1024)
+class _Unshared(Exception):
+    """A header parsed for one message alone (``lru_cache`` keeps no exceptions)."""
+
+    def __init__(self, header: Any) -> None:
+        super().__init__()
+        self.header = header
+
+
+@functools.lru_cache(maxsize=_SHARED_ENTRIES)
 def _shared_parse(name: str, value: str) -> Any:
-    return DEFAULT.header_fetch_parse(name, value)
+    header = DEFAULT.header_fetch_parse(name, value)
+    if header.defects:
+        raise _Unshared(header)
+    return header
 
 
 _REGISTRY = _CachedRegistry()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import tracemalloc
 from email import policy
 
 import pytest
@@ -172,10 +173,39 @@ def test_a_value_seen_before_keeps_each_mails_spelling_of_the_name() -> None:
         assert ours.as_bytes() == stdlib.as_bytes()
 
 
-def test_a_header_changed_in_one_mail_leaves_the_next_mail_alone() -> None:
-    first = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
-    part = list(first.walk())[1]
-    assert part.get_content_type() == "text/plain"
-    part.set_param("charset", "koi8-r")
-    second = email.message_from_bytes(MULTIPART, policy=mailpolicy.DEFAULT)
-    assert list(second.walk())[1].get_param("charset") == "utf-8"
+def _content_type(value: str) -> object:
+    raw = f"From: zoe@pangeo.example\r\nContent-Type: {value}\r\n\r\nhello\r\n".encode()
+    return email.message_from_bytes(raw, policy=mailpolicy.DEFAULT)["content-type"]
+
+
+def test_only_a_header_without_defects_is_shared_between_mails() -> None:
+    # the stdlib adds to a defective header's parse tree each time it folds it:
+    # shared, one mail's folding would grow the next mail's header
+    clean = "text/plain; charset=utf-8"
+    assert _content_type(clean) is _content_type(clean)
+    defective = "text/plain; charset=utf-8; charset=koi8-r"
+    first, second = _content_type(defective), _content_type(defective)
+    assert first is not second
+    assert first == second and first.params == second.params  # type: ignore[attr-defined]
+    one_boundary = 'multipart/mixed; boundary="b1"'  # one mail's own: not kept
+    assert _content_type(one_boundary) is not _content_type(one_boundary)
+
+
+def test_the_shared_headers_stay_small_on_hostile_values() -> None:
+    mailpolicy._shared_parse.cache_clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(mailpolicy._SHARED_ENTRIES):
+            # as many parameters as fit: no defect, and a large parse tree
+            value, j = f"a/b{i}", 0
+            while len(value + f"; p{j}=v") <= mailpolicy._SHARED_LONGEST:
+                value, j = value + f"; p{j}=v", j + 1
+            _content_type(value)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        kept = mailpolicy._shared_parse.cache_info().currsize
+    finally:
+        tracemalloc.stop()
+        mailpolicy._shared_parse.cache_clear()
+    assert kept == mailpolicy._SHARED_ENTRIES  # every value was shared: the cache is full
+    assert grown < 24 * 1024 * 1024
