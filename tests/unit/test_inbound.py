@@ -722,6 +722,12 @@ def test_a_header_value_decodes_as_the_header_registry_decodes_it(text: str) -> 
     assert _decode_header_value(text) == expected
 
 
+@pytest.mark.parametrize("text", ["Gr\u00fc\u00dfe \t aus  Z\u00fcrich\x00 " * 600, "x" * 9000])
+def test_a_long_header_value_decodes_as_before(text: str) -> None:
+    # past the registry's length limit the value went through make_header alone
+    assert _decode_header_value(text) == _clean_str(str(make_header(decode_header(text))))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes(raw: bytes) -> None:
