@@ -50,7 +50,7 @@ import random
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -64,6 +64,7 @@ from maild.core.backoff import Backoff
 from maild.core.durations import format_duration
 from maild.core.inbound import logged_message_id
 from maild.logs import describe
+from maild.mail.journal import Pending, pending_outcomes
 from maild.store.models import Outbox
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from maild.mail.journal import Fold, OutcomeJournal
     from maild.store.inline import StoreThread
 
-__all__ = ["BATCH_SIZE", "OutboxSender"]
+__all__ = ["BATCH_SIZE", "OutboxSender", "fold_journaled"]
 
 log = logging.getLogger(__name__)
 
@@ -796,16 +797,34 @@ def _finish_statement(columns: tuple[str, ...]) -> Update:
     return statement
 
 
-async def _apply(session: AsyncSession, fold: Fold) -> None:
-    """Set the fold's outcomes on their rows, each only if its sender still claims it."""
+async def _set_outcomes(session: AsyncSession, outcomes: Iterable[Pending]) -> list[Pending]:
+    """Set journaled outcomes on their rows, each only if its sender still claims it;
+    the ones that found their row no longer so."""
     missed = []
-    for pending in fold.pending:
+    for pending in outcomes:
         done = await session.execute(
             _finish_statement(tuple(pending.columns)),
             {**pending.columns, "row_id": pending.row_id, "instance": pending.instance},
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
             missed.append(pending)
+    return missed
+
+
+async def fold_journaled(session: AsyncSession, url: str, row_ids: set[int]) -> bool:
+    """Set on ``row_ids`` now what the next fold would set: the outcomes their senders
+    journaled (SQLite, :mod:`maild.mail.journal`), with the fold's own statement. For a
+    bounce that arrives before the fold: it must find its mail sent. Whether any row
+    took an outcome."""
+    pending = pending_outcomes(url, row_ids) if row_ids else {}
+    if not pending:
+        return False
+    return len(await _set_outcomes(session, pending.values())) < len(pending)
+
+
+async def _apply(session: AsyncSession, fold: Fold) -> None:
+    """Set the fold's outcomes on their rows, each only if its sender still claims it."""
+    missed = await _set_outcomes(session, fold.pending)
     if not missed:
         return
     table = cast(Table, Outbox.__table__)
@@ -824,7 +843,7 @@ async def _apply(session: AsyncSession, fold: Fold) -> None:
             continue  # no such row any more
         # a row that holds this very outcome was folded before (a crash between
         # the store's commit and the journal's), a bounced one by the bounce that
-        # came first (pipeline._fold_sent); any other was taken over
+        # came first (fold_journaled); any other was taken over
         if row["status"] == "bounced" and pending.kind == "sent":
             continue
         if any(row[name] != value for name, value in pending.columns.items()):

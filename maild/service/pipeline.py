@@ -50,7 +50,7 @@ from maild.core.subjects import (
 )
 from maild.core.workhours import Calendar
 from maild.mail import authn
-from maild.mail.journal import pending_outcomes
+from maild.mail.outbox import fold_journaled
 from maild.mail.render import Renderer, new_thread_root
 from maild.service.outcome import Action, Outcome, PlannedMail
 from maild.service.outgoing import Outgoing, forwarded
@@ -588,7 +588,11 @@ class Pipeline:
         message = await self._store_message(session, ticket, mail, raw, cls, now, False)
         await session.flush()
         rows = (await session.scalars(select(Outbox).where(Outbox.message_pk == original.id))).all()
-        _fold_sent(rows, self.config.database.url)
+        # sent a moment ago, its outcome may still wait in the outcome journal
+        claimed = {row.id for row in rows if row.claimed_by}
+        if await fold_journaled(session, self.config.database.url, claimed):
+            for row in rows:
+                await session.refresh(row)
         for row in rows:
             if row.status == "sent":  # a report cannot be about mail not yet sent
                 row.status = "bounced"
@@ -974,19 +978,3 @@ class Pipeline:
 
 def _dmarc_fail(verdict: authn.Verdict | None) -> bool:
     return verdict is not None and verdict.dmarc_fail
-
-
-def _fold_sent(rows: Sequence[Outbox], url: str) -> None:
-    """Rows a sender sent whose outcome still waits in the outcome journal (SQLite,
-    :mod:`maild.mail.journal`): record it on them here, as the next fold would,
-    so a bounce that came first finds them sent. The fold then finds them no
-    longer claimed and leaves them be."""
-    claimed = {row.id: row for row in rows if row.status == "queued" and row.claimed_by}
-    if not claimed:
-        return
-    for row_id, pending in pending_outcomes(url, set(claimed)).items():
-        row = claimed[row_id]
-        if pending.kind == "sent" and pending.instance == row.claimed_by:
-            for name, value in pending.columns.items():
-                setattr(row, name, value)
-            row.claimed_by = None

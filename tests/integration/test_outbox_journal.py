@@ -300,7 +300,7 @@ async def test_rows_a_turn_took_are_not_taken_twice_when_their_claims_run_out(
 async def test_a_row_a_bounce_marked_first_keeps_it_quietly(
     parts: Parts, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # the pipeline recorded the journaled outcome with the bounce (pipeline._fold_sent)
+    # the pipeline recorded the journaled outcome with the bounce (outbox.fold_journaled)
     row_id = await parts.queue(1, status="bounced", attempts=1)
     await parts.journal.record(row_id, DEAD, "sent", sent(datetime.now(UTC)), "outbox A")
 
