@@ -242,6 +242,11 @@ def dovecot_pids(dovecot: Dovecot) -> list[int]:
 class Daemon:
     def __init__(self, root: Path, dovecot: Dovecot, sink: ThreadedSink) -> None:
         self.dovecot, self.sink = dovecot, sink
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.renew(root)
+
+    def renew(self, root: Path) -> None:
+        """Start over (stopped) with a fresh store, config and log under ``root``."""
         self.root = root
         root.mkdir()
         self.db = root / "maild.db"
@@ -250,20 +255,16 @@ class Daemon:
             fh.write(
                 f"""
 [mailbox]
-host = "{dovecot.host}"
-port = {dovecot.imap_port}
+host = "{self.dovecot.host}"
+port = {self.dovecot.imap_port}
 security = "none"
 username = "{USER}"
-password = "{dovecot.password}"
+password = "{self.dovecot.password}"
 
-{sink.toml()}"""
+{self.sink.toml()}"""
             )
         self.log = root / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def renew(self, root: Path) -> None:
-        """Start over (stopped) with a fresh store and log under ``root``."""
-        self.__init__(root, self.dovecot, self.sink)  # type: ignore[misc]
+        self.proc = None
 
     def start(self) -> None:
         with self.log.open("wb") as log:
