@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from maild.core.intake import Parsed, parse_many
 from maild.service.pipeline import Outcome, Pipeline
 from maild.service.worker import start_worker
+from maild.store.batch import defer_write_only, write_deferred
 
 __all__ = [
     "CHUNK",
@@ -284,8 +285,11 @@ async def commit_chunk(
     """One transaction for the chunk; the outcomes once committed.
 
     The chunk goes first without savepoints (a round trip a mail on
-    PostgreSQL). If any of its mails raises, that transaction is rolled back
-    whole and the chunk goes again with a savepoint a mail
+    PostgreSQL), its mails' events, outbox rows, automatic sends and
+    attachments written at its end, one INSERT a table
+    (:func:`maild.store.batch.defer_write_only`). If any of its mails raises,
+    that transaction is rolled back whole and the chunk goes again with a
+    savepoint a mail
     (:meth:`Pipeline.ingest_within`): the mail that fails is rolled back and
     quarantined alone, the others commit. A dry run always takes savepoints.
 
@@ -304,6 +308,9 @@ async def commit_chunk(
             async with sessions() as session:
                 try:
                     async with session.begin():
+                        if not alone:
+                            # the events, outbox rows, ... of all its mails at the end
+                            defer_write_only(session)
                         outcomes = [
                             await pipeline.ingest_within(
                                 session, raw, source, now, p, verdict, dry_run=dry_run, alone=alone
@@ -314,6 +321,7 @@ async def commit_chunk(
                         ]
                         if dry_run:
                             raise _Discard(outcomes)
+                        await write_deferred(session)
                 except _Discard as discard:
                     return discard.outcomes
             return outcomes

@@ -35,7 +35,10 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import ORMExecuteState, Session, defer
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.expression import TableClause
 from sqlalchemy.sql.schema import ColumnDefault
 
 from maild.store.models import (
@@ -60,6 +63,7 @@ __all__ = [
     "STEWARDS_WHO_WROTE",
     "SentMail",
     "TicketLookups",
+    "defer_write_only",
     "flush_in_bulk",
     "forget_reply",
     "keep_for_bulk",
@@ -69,6 +73,7 @@ __all__ = [
     "pending",
     "pending_chain",
     "stored_chain",
+    "write_deferred",
     "write_later",
 ]
 
@@ -144,21 +149,26 @@ class SendLedger:
 
 # built once: a statement built per call costs more than SQLite takes to run it
 _SENDS_TOTAL = (
-    select(func.count()).select_from(AutomaticSend).where(AutomaticSend.at > bindparam("hour_ago"))
+    select(func.count())
+    .select_from(AutomaticSend)
+    .where(AutomaticSend.at > bindparam("hour_ago"))
+    .execution_options(maild_deferred="counted")  # load_sends counts them (defer_write_only)
 )
 # both in one round trip: the hour's total on every row, and one row of NULLs beside it
 # when the mailboxes got nothing (a one-row table outer-joined to the sends)
 _ONE = select(literal_column("1").label("one")).subquery("one")
-_SENDS_AND_TOTAL = select(
-    _SENDS_TOTAL.scalar_subquery().label("total"), AutomaticSend.address, AutomaticSend.at
-).select_from(
-    _ONE.outerjoin(
-        AutomaticSend,
-        and_(
-            AutomaticSend.address.in_(bindparam("keys", expanding=True)),
-            AutomaticSend.at > bindparam("day_ago"),
-        ),
+_SENDS_AND_TOTAL = (
+    select(_SENDS_TOTAL.scalar_subquery().label("total"), AutomaticSend.address, AutomaticSend.at)
+    .select_from(
+        _ONE.outerjoin(
+            AutomaticSend,
+            and_(
+                AutomaticSend.address.in_(bindparam("keys", expanding=True)),
+                AutomaticSend.at > bindparam("day_ago"),
+            ),
+        )
     )
+    .execution_options(maild_deferred="counted")
 )
 
 
@@ -221,8 +231,9 @@ def _latest_mails(*leading: ColumnElement[Any]) -> Select[*tuple[Any, ...]]:
     )
 
 
-# a ticket's latest mails, newest first, with whom each went to
-CHAIN = _latest_mails()
+# a ticket's latest mails, newest first, with whom each went to (these three read the
+# rows of one ticket, the parameter ticket_id: see defer_write_only)
+CHAIN = _latest_mails().execution_options(maild_deferred="ticket")
 # who of some stewards wrote on a ticket (the events of their mails and notes)
 _WROTE = (
     Event.ticket_id == bindparam("ticket_id"),
@@ -231,7 +242,9 @@ _WROTE = (
     Event.actor.in_(bindparam("names", expanding=True)),
 )
 # ... oldest first
-STEWARDS_WHO_WROTE = select(Event.actor).where(*_WROTE).order_by(Event.id)
+STEWARDS_WHO_WROTE = (
+    select(Event.actor).where(*_WROTE).order_by(Event.id).execution_options(maild_deferred="ticket")
+)
 # a reply's look-ups on the ticket it joins, in one round trip (UNION ALL, a part number
 # first): its latest mails (CHAIN), its reminders, and which of some stewards wrote on
 # it, oldest first (STEWARDS_WHO_WROTE)
@@ -239,13 +252,17 @@ _CHAIN_PART = _latest_mails(
     literal_column("0").label("part"), (-Message.id).label("ord")
 ).subquery()
 _NONE = tuple(null() for _ in range(len(CHAIN_COLUMNS) - 2))
-_REPLY: CompoundSelect[*tuple[Any, ...]] = union_all(
-    select(_CHAIN_PART),
-    select(literal_column("1"), literal_column("0"), Reminder.kind, Reminder.stage, *_NONE).where(
-        Reminder.ticket_id == bindparam("ticket_id")
-    ),
-    select(literal_column("2"), Event.id, Event.actor, *_NONE, null()).where(*_WROTE),
-).order_by(literal_column("part"), literal_column("ord"))
+_REPLY: CompoundSelect[*tuple[Any, ...]] = (
+    union_all(
+        select(_CHAIN_PART),
+        select(
+            literal_column("1"), literal_column("0"), Reminder.kind, Reminder.stage, *_NONE
+        ).where(Reminder.ticket_id == bindparam("ticket_id")),
+        select(literal_column("2"), Event.id, Event.actor, *_NONE, null()).where(*_WROTE),
+    )
+    .order_by(literal_column("part"), literal_column("ord"))
+    .execution_options(maild_deferred="ticket")
+)
 # session.info key: {ticket id: its stored chain rows} read by load_reply, until a flush
 _STORED_CHAIN = "maild.stored_chain"
 
@@ -403,6 +420,9 @@ async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime
         else:
             total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago}) or 0
     kept = [(v["address"], v["at"]) for v, _ in _kept(session, AutomaticSend)]
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is not None:
+        kept += [(v["address"], v["at"]) for v in deferred.rows.get(AutomaticSend, ())]
     for address, at in [(s.address, s.at) for s in pending(session, AutomaticSend)] + kept:
         if address in wanted and at > day_ago:
             times.setdefault(address, []).append(at)
@@ -626,7 +646,8 @@ async def flush_in_bulk(session: AsyncSession) -> None:
     id. They are not in the session afterwards. The kept messages go first
     (one executemany, then one SELECT of their ids by Message-ID gives each
     :class:`SentMail` its id), then the rest of the kept rows in the order
-    they came.
+    they came. After :func:`defer_write_only`, the write-only rows are kept
+    until :func:`write_deferred` instead.
     """
     rows = sorted(
         (o for o in session.new if isinstance(o, _WRITE_ONLY)),
@@ -658,5 +679,108 @@ async def flush_in_bulk(session: AsyncSession) -> None:
         by_model.setdefault(type(row), []).append(
             _WRITERS[type(row)].values(state, state.get("message"))
         )
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
     for model, values_list in by_model.items():
-        await session.execute(_WRITERS[model].insert, values_list)
+        if deferred is not None and model in _WRITE_ONLY:
+            deferred.keep(model, values_list)
+        else:
+            await session.execute(_WRITERS[model].insert, values_list)
+
+
+# session.info key: the write-only rows kept until the transaction's end (defer_write_only)
+_DEFERRED = "maild.deferred"
+
+
+@dataclass
+class _Deferred:
+    """The write-only rows of a transaction's earlier mails, by model, in the order they
+    came; and the tickets they are on."""
+
+    rows: dict[type[Base], list[dict[str, Any]]] = field(default_factory=dict)
+    tickets: set[int] = field(default_factory=set)
+
+    def keep(self, model: type[Base], values: list[dict[str, Any]]) -> None:
+        self.rows.setdefault(model, []).extend(values)
+        self.tickets.update(v["ticket_id"] for v in values if v.get("ticket_id") is not None)
+
+
+def defer_write_only(session: AsyncSession) -> None:
+    """From now on :func:`flush_in_bulk` keeps ``session``'s write-only rows (events,
+    outbox, automatic sends, attachments) and :func:`write_deferred` writes them all,
+    one INSERT a table: a chunk of mails in one transaction pays those round trips
+    once, not once a mail. The caller calls :func:`write_deferred` before the commit.
+
+    Whatever reads those tables meanwhile reads them written: any statement run
+    through the session that names one of their tables writes them first, and
+    so does a flush holding such rows as objects (their ids stay in the order
+    the rows came). Three kinds of statement say they need not
+    (``execution_options(maild_deferred=...)``): ``"counted"``, whose caller
+    counts the kept rows itself (:func:`load_sends`), and ``"ticket"``, which
+    read one ticket's rows (the parameter ``ticket_id``) and write them first
+    only if some are on that ticket.
+    """
+    session.info[_DEFERRED] = _Deferred()
+    sync = session.sync_session
+    event.listen(sync, "do_orm_execute", _deferred_before_reading)
+    event.listen(sync, "before_flush", _deferred_before_flushing)
+
+
+async def write_deferred(session: AsyncSession) -> None:
+    """Write the rows :func:`defer_write_only` kept (nothing if it was not called)."""
+    if session.info.get(_DEFERRED) is not None:
+        await session.run_sync(_write_deferred)
+
+
+def _write_deferred(session: Session) -> None:
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is None or not deferred.rows:
+        return
+    rows = deferred.rows
+    deferred.rows, deferred.tickets = {}, set()
+    connection = session.connection()
+    for model, values in rows.items():
+        connection.execute(_WRITERS[model].insert, values)
+
+
+def _deferred_before_reading(state: ORMExecuteState) -> None:
+    deferred: _Deferred | None = state.session.info.get(_DEFERRED)
+    if deferred is None or not deferred.rows:
+        return
+    scope = state.execution_options.get("maild_deferred")
+    if scope == "counted":
+        return
+    if scope == "ticket":
+        given = state.parameters
+        ticket = given.get("ticket_id") if isinstance(given, Mapping) else None
+        if ticket is not None and ticket not in deferred.tickets:
+            return
+    elif not _names_write_only(state.statement):
+        return
+    _write_deferred(state.session)
+
+
+def _deferred_before_flushing(session: Session, _context: object, _instances: object) -> None:
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is not None and deferred.rows:
+        if any(isinstance(o, _WRITE_ONLY) for o in session.new):
+            _write_deferred(session)
+
+
+_WRITE_ONLY_TABLES = frozenset(cast(Table, model.__table__).name for model in _WRITE_ONLY)
+# statement -> whether it names a write-only table; the statements built once are
+# looked at once (a walk of a statement's tree takes 20-150 us)
+_NAMES_WRITE_ONLY: dict[int, tuple[Executable, bool]] = {}
+
+
+def _names_write_only(statement: Executable) -> bool:
+    known = _NAMES_WRITE_ONLY.get(id(statement))
+    if known is not None and known[0] is statement:
+        return known[1]
+    names = any(
+        isinstance(e, TableClause) and e.name in _WRITE_ONLY_TABLES
+        for e in visitors.iterate(cast(visitors.ExternallyTraversible, statement))
+    )
+    if len(_NAMES_WRITE_ONLY) >= 512:
+        _NAMES_WRITE_ONLY.clear()  # statements built per call, by now gone
+    _NAMES_WRITE_ONLY[id(statement)] = (statement, names)
+    return names

@@ -21,7 +21,7 @@ from maild.store.db import make_engine, make_sessionmaker
 from maild.store.dues import reminders_sent
 from maild.store.inline import StoreThread
 from maild.store.models import Event
-from tests.conftest import Factory, make_mail
+from tests.conftest import Factory, Instance, make_mail
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -312,3 +312,108 @@ def test_a_replys_look_ups_in_one_query_read_what_the_separate_ones_do(
             await engine.dispose()
 
     asyncio.run(go())
+
+
+def _thread_of_one_morning() -> list[bytes]:
+    """Mail that reads what earlier mail of the same chunk wrote: a second request from
+    the same person (the per-address limit counts the first's acknowledgment), steward
+    replies with commands and a note, a requester's reply (the stewards who wrote get
+    the relay, whom earlier mail went to is read for the reply chain), an attachment."""
+
+    def mail(n: int, frm: str, subject: str, body: str, parent: int | None = None) -> bytes:
+        ref = f"<m{parent}@thread.example>" if parent is not None else None
+        msg = make_mail(
+            frm=frm,
+            subject=subject,
+            body=body,
+            message_id=f"<m{n}@thread.example>",
+            in_reply_to=ref,
+            references=ref,
+        )
+        if n == 6:
+            msg.add_attachment(b"Traceback: KeyError\n" * 40, "text", "plain", filename="log.txt")
+        return msg.as_bytes()
+
+    rosa, alice, carol = (
+        "Rosa Rep <rep@pangeo.example>",
+        "Alice Liddell <alice@example.org>",
+        "carol@example.org",
+    )
+    return [
+        mail(1, rosa, "Hub is down", "The hub returns 502.\n"),
+        mail(2, rosa, "Quota question", "How much disk do we get?\n"),
+        mail(3, alice, "Re: [support #1] Hub is down [incident]", "Looking.\n", 1),
+        mail(4, rosa, "Re: [support #1] Hub is down", "Still down here.\n", 3),
+        mail(5, carol, "Re: [support #2] Quota question [note]", "Ask infra.\n", 2),
+        mail(6, "Lead <lead@jupyter.example>", "Kernel dies", "Log attached.\n"),
+        mail(7, alice, "Re: [support #1] Hub is down [resolved]", "Fixed, a full disk.\n", 4),
+        mail(8, rosa, "Re: [support #1] Hub is down", "Thanks, works again!\n", 7),
+    ]
+
+
+# every row the mails above leave in the tables written at a chunk's end, in id order,
+# with the Message-ID of the mail each is about instead of its row id (outgoing mail
+# gets a random Message-ID: its ticket, direction and template stand in for it)
+_ROWS_WRITTEN_LAST = {
+    "events": "SELECT e.ticket_id, e.kind, e.actor, e.field, e.old, e.new, e.text, "
+    "m.direction, m.template, CASE WHEN m.direction = 'in' THEN m.message_id END "
+    "FROM events e LEFT JOIN messages m ON m.id = e.message_pk ORDER BY e.id",
+    "outbox": "SELECT o.ticket_id, o.template, o.automatic, o.mail_from, o.rcpt_tos, "
+    "o.primary_rcpt, o.status, m.template FROM outbox o "
+    "LEFT JOIN messages m ON m.id = o.message_pk ORDER BY o.id",
+    "automatic_sends": "SELECT address, ticket_id, template FROM automatic_sends ORDER BY id",
+    "attachments": "SELECT m.message_id, a.filename, a.content_type, a.size FROM attachments a "
+    "JOIN messages m ON m.id = a.message_pk ORDER BY a.id",
+}
+
+
+async def _ingest_all(inst: Instance, raws: list[bytes], batched: bool) -> list[Outcome]:
+    """The mails through ``inst``'s store: in one chunk (maild ingest's way) or one by one."""
+    engine = make_engine(inst.url)
+    store = StoreThread.for_url(inst.url)
+    try:
+        pipeline = Pipeline(load_config(inst.config), make_sessionmaker(engine), store=store)
+        items = [(f"m{i}", raw, NOW) for i, raw in enumerate(raws)]
+        if batched:
+            return [o async for o in BatchIngest(pipeline, chunk=100).run(items)]
+        return [await pipeline.ingest(raw, src, now) for src, raw, now in items]
+    finally:
+        if store is not None:
+            await store.aclose()
+        await engine.dispose()
+
+
+def test_a_chunk_writes_its_events_and_outbox_at_its_end_as_one_by_one_would(
+    new_instance: Factory,
+) -> None:
+    # maild ingest and the daemon write a chunk's events, outbox rows, automatic sends
+    # and attachments once, before its commit (store.batch.defer_write_only); what later
+    # mail of the chunk reads of them, and the rows themselves, are as one by one
+    raws = _thread_of_one_morning()
+    dumps = []
+    for batched in (False, True):
+        inst = new_instance(ack_rate=1)
+        assert inst.run("db", "upgrade").returncode == 0
+        outcomes = asyncio.run(_ingest_all(inst, raws, batched))
+        assert [(o.action, o.ticket) for o in outcomes] == [
+            ("created", 1),
+            ("created", 2),
+            ("appended", 1),
+            ("appended", 1),
+            ("appended", 2),
+            ("created", 3),
+            ("appended", 1),
+            ("appended", 1),
+        ]
+        dumps.append({table: inst.sql(query) for table, query in _ROWS_WRITTEN_LAST.items()})
+    one_by_one, chunk = dumps
+    for table in _ROWS_WRITTEN_LAST:
+        assert chunk[table] == one_by_one[table], table
+    sends = chunk["automatic_sends"]
+    # the second request got no acknowledgment: Rosa's limit is one an hour, and the
+    # first one's was queued earlier in the same chunk
+    assert [(a, t) for a, t, _ in sends if a == "rep@pangeo.example"] == [("rep@pangeo.example", 1)]
+    # Rosa's replies went on to Alice, the steward who wrote on #1 earlier in the chunk
+    replies = [r[4] for r in chunk["outbox"] if r[1] == "requester_reply"]
+    assert replies == ['["alice@example.org"]'] * 2
+    assert chunk["attachments"] == [("m6@thread.example", "log.txt", "text/plain", 800)]
