@@ -12,6 +12,7 @@ like the first (everything is in the same transaction until it commits).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, defer
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.expression import TableClause, TextClause
 from sqlalchemy.sql.schema import ColumnDefault
 
 from maild.store.models import (
@@ -685,6 +686,12 @@ async def flush_in_bulk(session: AsyncSession) -> None:
             deferred.keep(model, values_list)
         else:
             await session.execute(_WRITERS[model].insert, values_list)
+    if deferred is not None and deferred.size > DEFERRED_BYTES:
+        await session.run_sync(_write_deferred)  # mail with large attachments: not all kept
+
+
+# the kept rows are written once the mail they hold passes this many bytes
+DEFERRED_BYTES = 4 * 1024 * 1024
 
 
 # session.info key: the write-only rows kept until the transaction's end (defer_write_only)
@@ -699,9 +706,13 @@ class _Deferred:
     rows: dict[type[Base], list[dict[str, Any]]] = field(default_factory=dict)
     tickets: set[int] = field(default_factory=set)
 
+    # the bytes of the mail they hold (outbox raw, attachment content)
+    size: int = 0
+
     def keep(self, model: type[Base], values: list[dict[str, Any]]) -> None:
         self.rows.setdefault(model, []).extend(values)
         self.tickets.update(v["ticket_id"] for v in values if v.get("ticket_id") is not None)
+        self.size += sum(len(v.get("raw") or v.get("content") or b"") for v in values)
 
 
 def defer_write_only(session: AsyncSession) -> None:
@@ -713,7 +724,7 @@ def defer_write_only(session: AsyncSession) -> None:
     Whatever reads those tables meanwhile reads them written: any statement run
     through the session that names one of their tables writes them first, and
     so does a flush holding such rows as objects (their ids stay in the order
-    the rows came). Three kinds of statement say they need not
+    the rows came). Two kinds of statement say they need not
     (``execution_options(maild_deferred=...)``): ``"counted"``, whose caller
     counts the kept rows itself (:func:`load_sends`), and ``"ticket"``, which
     read one ticket's rows (the parameter ``ticket_id``) and write them first
@@ -736,7 +747,7 @@ def _write_deferred(session: Session) -> None:
     if deferred is None or not deferred.rows:
         return
     rows = deferred.rows
-    deferred.rows, deferred.tickets = {}, set()
+    deferred.rows, deferred.tickets, deferred.size = {}, set(), 0
     connection = session.connection()
     for model, values in rows.items():
         connection.execute(_WRITERS[model].insert, values)
@@ -767,20 +778,18 @@ def _deferred_before_flushing(session: Session, _context: object, _instances: ob
 
 
 _WRITE_ONLY_TABLES = frozenset(cast(Table, model.__table__).name for model in _WRITE_ONLY)
-# statement -> whether it names a write-only table; the statements built once are
-# looked at once (a walk of a statement's tree takes 20-150 us)
-_NAMES_WRITE_ONLY: dict[int, tuple[Executable, bool]] = {}
+# statement -> whether it names a write-only table, for as long as the statement lives:
+# the ones built once are looked at once (a walk of a statement's tree takes 20-150 us)
+_NAMES_WRITE_ONLY: weakref.WeakKeyDictionary[Executable, bool] = weakref.WeakKeyDictionary()
 
 
 def _names_write_only(statement: Executable) -> bool:
-    known = _NAMES_WRITE_ONLY.get(id(statement))
-    if known is not None and known[0] is statement:
-        return known[1]
-    names = any(
-        isinstance(e, TableClause) and e.name in _WRITE_ONLY_TABLES
-        for e in visitors.iterate(cast(visitors.ExternallyTraversible, statement))
-    )
-    if len(_NAMES_WRITE_ONLY) >= 512:
-        _NAMES_WRITE_ONLY.clear()  # statements built per call, by now gone
-    _NAMES_WRITE_ONLY[id(statement)] = (statement, names)
+    """Whether ``statement`` reads or writes a write-only table; SQL text counts as one."""
+    names = _NAMES_WRITE_ONLY.get(statement)
+    if names is None:
+        names = _NAMES_WRITE_ONLY[statement] = any(
+            isinstance(e, TextClause)
+            or (isinstance(e, TableClause) and e.name in _WRITE_ONLY_TABLES)
+            for e in visitors.iterate(cast(visitors.ExternallyTraversible, statement))
+        )
     return names

@@ -16,7 +16,14 @@ from maild.config import load_config
 from maild.core.intake import parse_for_ingest, parse_many
 from maild.service.batch import BatchIngest, ChunkIngest, commit_chunk
 from maild.service.pipeline import Outcome, Pipeline
-from maild.store.batch import CHAIN, STEWARDS_WHO_WROTE, load_reply, stored_chain
+from maild.store.batch import (
+    CHAIN,
+    STEWARDS_WHO_WROTE,
+    defer_write_only,
+    flush_in_bulk,
+    load_reply,
+    stored_chain,
+)
 from maild.store.db import make_engine, make_sessionmaker
 from maild.store.dues import reminders_sent
 from maild.store.inline import StoreThread
@@ -417,3 +424,73 @@ def test_a_chunk_writes_its_events_and_outbox_at_its_end_as_one_by_one_would(
     replies = [r[4] for r in chunk["outbox"] if r[1] == "requester_reply"]
     assert replies == ['["alice@example.org"]'] * 2
     assert chunk["attachments"] == [("m6@thread.example", "log.txt", "text/plain", 800)]
+
+
+def _inserts_into_attachments(new_instance: Factory, size: int) -> tuple[int, int]:
+    """A chunk of four requests with a ``size``-byte attachment each: the INSERTs into
+    attachments it took, and the attachments stored."""
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    raws = []
+    for n in range(4):
+        msg = make_mail(subject=f"Logs {n}", message_id=f"<logs{n}@pangeo.example>")
+        msg.add_attachment(os.urandom(size), "application", "octet-stream", filename="dump.bin")
+        raws.append(msg.as_bytes())
+
+    async def go() -> int:
+        engine = make_engine(inst.url)
+        store = StoreThread.for_url(inst.url)
+        inserts = 0
+
+        @event.listens_for((store.engine if store else engine).sync_engine, "before_cursor_execute")
+        def _count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            nonlocal inserts
+            inserts += statement.startswith("INSERT INTO attachments")
+
+        try:
+            pipeline = Pipeline(load_config(inst.config), make_sessionmaker(engine), store=store)
+            items = [(f"m{i}", raw, NOW) for i, raw in enumerate(raws)]
+            outcomes = [o async for o in BatchIngest(pipeline, chunk=100).run(items)]
+            assert [o.action for o in outcomes] == ["created"] * 4
+        finally:
+            if store is not None:
+                await store.aclose()
+            await engine.dispose()
+        return inserts
+
+    inserts = asyncio.run(go())
+    return inserts, inst.sql("SELECT count(*) FROM attachments")[0][0]
+
+
+def test_a_chunk_keeps_no_more_than_a_few_megabytes_of_mail_for_its_end(
+    new_instance: Factory,
+) -> None:
+    # the rows written at a chunk's end hold mail (attachments, outgoing mail): past
+    # store.batch.DEFERRED_BYTES they are written at once, not all held to the end
+    assert _inserts_into_attachments(new_instance, 2 * 1024) == (1, 4)
+    inserts, stored = _inserts_into_attachments(new_instance, 1536 * 1024)
+    assert stored == 4 and inserts >= 2
+
+
+def test_sql_text_in_a_chunk_reads_the_rows_kept_for_its_end(new_instance: Factory) -> None:
+    # a statement of SQL text may read anything: the kept rows are written first
+    inst = new_instance()
+    assert inst.run("db", "upgrade").returncode == 0
+    inst.ingest(make_mail(message_id="<req@pangeo.example>"))
+
+    async def go() -> tuple[int, int]:
+        engine = make_engine(inst.url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                defer_write_only(session)
+                before = await session.scalar(text("SELECT count(*) FROM events"))
+                session.add(Event(ticket_id=1, at=NOW, kind="note", actor="", text="kept"))
+                await flush_in_bulk(session)
+                after = await session.scalar(text("SELECT count(*) FROM events"))
+                await session.rollback()
+        finally:
+            await engine.dispose()
+        return before or 0, after or 0
+
+    before, after = asyncio.run(go())
+    assert after == before + 1
