@@ -52,8 +52,9 @@ __all__ = ["Daemon", "Notifier", "run_daemon"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 20.0
-#: The daemon parses IMAP chunks in a worker process from this many usable CPUs on.
-PARSE_AHEAD_CORES = 4
+#: The daemon parses IMAP chunks in a worker process from this many usable CPUs on
+#: (beside the sender's process, which gives way to both: sendproc.SENDER_NICE).
+PARSE_AHEAD_CORES = 2
 #: The outbox sender runs in a process of its own from this many usable CPUs on.
 SENDER_PROCESS_CORES = 2
 #: Between two chunks the sender sends for up to this long a mail of the chunk to come.
@@ -129,8 +130,8 @@ class Daemon:
         self.leader_sessions = self.lease.fenced_sessions()
         self.leader_pipeline = Pipeline(config, self.leader_sessions)
         # IMAP mail a fetch at a time, one transaction each; parsed ahead in a worker
-        # process only where that has a core to itself: on 2 cores shared with the
-        # sender and the MTA it made the daemon slower (bench/README.md, e2e)
+        # process with 2 CPUs or more, the sender's process running at a lower
+        # priority (bench/README.md, e2e)
         self.chunks = ChunkIngest(self.leader_pipeline, parse_ahead=_cores() >= PARSE_AHEAD_CORES)
         # SQLite: the sender's turn between chunks (see _sender_turn)
         self._queued = False

@@ -11,9 +11,11 @@ claim is the one named in ``claimed_by``), so the claims work between it and
 any other sender as between two instances. The daemon drives it over a
 pipe: ``wake`` (new rows), ``turn`` (the daemon's turn between chunks on
 SQLite: claim what is due now and say when that committed) and ``stop``
-(finish the mail in flight,
-then exit). The child's log records come back over the same pipe and are
-logged by the daemon's own handlers.
+(finish the mail in flight, then exit). The child's log records come back
+over the same pipe and are logged by the daemon's own handlers. The child
+runs ``SENDER_NICE`` below the daemon's CPU priority: with a backlog on two
+CPUs the daemon's chunks and its parsing worker come first, and the child
+sends in the time they leave (bench/README.md, e2e).
 
 Nothing about delivery changes: each mail's outcome is committed right after
 the relay's answer, before the next mail, in the child (on SQLite to the
@@ -34,6 +36,7 @@ import itertools
 import logging
 import logging.handlers
 import multiprocessing
+import os
 import signal
 import threading
 from datetime import timedelta
@@ -48,6 +51,8 @@ __all__ = ["SenderProcess", "SenderStoreUnavailable", "can_run_apart"]
 
 log = logging.getLogger(__name__)
 
+#: How much lower the child's CPU priority is than the daemon's (``nice``).
+SENDER_NICE = 10
 #: How long a stopping child may take for the mail in flight before it is killed:
 #: within the daemon's own shutdown limit, itself within systemd's TimeoutStopSec.
 STOP_GRACE = 15.0
@@ -258,6 +263,9 @@ def _child(
     from maild.service.worker import start_worker
 
     start_worker()  # Ctrl-C is the parent's; the parent's end is ours
+    # a backlog is filed first: when the daemon (or its parsing worker) and this
+    # process want the same core, the daemon gets it; idle, this changes nothing
+    os.nice(SENDER_NICE)
     # systemd's SIGTERM reaches every process of the unit: the parent tells us when
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     queue = _PipeQueue(conn)

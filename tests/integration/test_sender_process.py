@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from maild.service import daemon as daemon_mod
-from maild.service.sendproc import SenderProcess
+from maild.service.sendproc import SENDER_NICE, SenderProcess
 from tests.conftest import make_mail
 from tests.integration.daemon_proc import (
     MaildProcess,
@@ -101,6 +101,20 @@ def test_on_one_cpu_the_daemon_sends_itself(
         assert not children(maild.proc.pid), "a process started on one CPU"
         assert maild.stop() == 0
     assert "Traceback" not in maild.logtext()
+
+
+def test_with_a_backlog_the_daemon_comes_before_its_sender_process(
+    maild: MaildProcess, dovecot: Dovecot, imap_user: str
+) -> None:
+    # `top` shows the sender at a lower priority (higher nice) than maild run, so a
+    # backlog is filed first and the mail goes out in the time that leaves
+    with ThreadedSink() as sink:
+        kids = sending(maild, dovecot, imap_user, sink)
+        assert maild.proc is not None
+        daemon = os.getpriority(os.PRIO_PROCESS, maild.proc.pid)
+        nices = {os.getpriority(os.PRIO_PROCESS, pid) for pid in kids}
+        assert min(19, daemon + SENDER_NICE) in nices
+        assert maild.stop() == 0
 
 
 def test_the_sender_process_ends_with_a_killed_daemon(
