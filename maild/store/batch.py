@@ -13,7 +13,7 @@ like the first (everything is in the same transaction until it commits).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -712,7 +712,7 @@ class _Deferred:
     def keep(self, model: type[Base], values: list[dict[str, Any]]) -> None:
         self.rows.setdefault(model, []).extend(values)
         self.tickets.update(v["ticket_id"] for v in values if v.get("ticket_id") is not None)
-        self.size += sum(len(v.get("raw") or v.get("content") or b"") for v in values)
+        self.size += sum(_mail_bytes(v) for v in values)
 
 
 def defer_write_only(session: AsyncSession) -> None:
@@ -750,7 +750,34 @@ def _write_deferred(session: Session) -> None:
     deferred.rows, deferred.tickets, deferred.size = {}, set(), 0
     connection = session.connection()
     for model, values in rows.items():
-        connection.execute(_WRITERS[model].insert, values)
+        for batch in _batches(values):
+            connection.execute(_WRITERS[model].insert, batch)
+
+
+# an executemany of the kept rows carries about this much at most: on PostgreSQL it
+# leaves in one write, not drained over many (a process frozen between two writes
+# would leave the server waiting for the rest inside the transaction, where no
+# idle-in-transaction timeout runs, the rows and tickets it locked held)
+WRITE_BATCH_BYTES = 48 * 1024
+
+
+def _batches(values: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in values:
+        n = _mail_bytes(row) + 256  # the other columns, roughly
+        if batch and size + n > WRITE_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += n
+    if batch:
+        yield batch
+
+
+def _mail_bytes(row: Mapping[str, Any]) -> int:
+    """The bytes of mail a kept row holds (an outbox row's raw, an attachment's content)."""
+    return len(row.get("raw") or row.get("content") or b"")
 
 
 def _deferred_before_reading(state: ORMExecuteState) -> None:
