@@ -12,6 +12,7 @@ like the first (everything is in the same transaction until it commits).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -718,8 +719,9 @@ class _Deferred:
 def defer_write_only(session: AsyncSession) -> None:
     """From now on :func:`flush_in_bulk` keeps ``session``'s write-only rows (events,
     outbox, automatic sends, attachments) and :func:`write_deferred` writes them all,
-    one INSERT a table: a chunk of mails in one transaction pays those round trips
-    once, not once a mail. The caller calls :func:`write_deferred` before the commit.
+    an executemany a table (in batches of about ``WRITE_BATCH_BYTES`` of mail): a
+    chunk of mails in one transaction pays those round trips once, not once a mail.
+    The caller calls :func:`write_deferred` before the commit.
 
     Whatever reads those tables meanwhile reads them written: any statement run
     through the session that names one of their tables writes them first, and
@@ -812,11 +814,16 @@ _NAMES_WRITE_ONLY: weakref.WeakKeyDictionary[Executable, bool] = weakref.WeakKey
 
 def _names_write_only(statement: Executable) -> bool:
     """Whether ``statement`` reads or writes a write-only table; SQL text counts as one."""
-    names = _NAMES_WRITE_ONLY.get(statement)
-    if names is None:
-        names = _NAMES_WRITE_ONLY[statement] = any(
-            isinstance(e, TextClause)
-            or (isinstance(e, TableClause) and e.name in _WRITE_ONLY_TABLES)
-            for e in visitors.iterate(cast(visitors.ExternallyTraversible, statement))
-        )
+    try:
+        known = _NAMES_WRITE_ONLY.get(statement)
+    except TypeError:  # a statement that takes no weak reference: walked every time
+        known = None
+    if known is not None:
+        return known
+    names = any(
+        isinstance(e, TextClause) or (isinstance(e, TableClause) and e.name in _WRITE_ONLY_TABLES)
+        for e in visitors.iterate(cast(visitors.ExternallyTraversible, statement))
+    )
+    with contextlib.suppress(TypeError):
+        _NAMES_WRITE_ONLY[statement] = names
     return names
