@@ -40,6 +40,7 @@ from typing import TypeVar
 
 from maild.core import mailpolicy
 from maild.core.htmltext import html_to_text
+from maild.core.memo import CacheIf
 from maild.core.quotes import split_reply, unflow
 from maild.core.subjects import strip_header_unsafe
 
@@ -779,14 +780,6 @@ _AddressRead = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
 _NOT_KEPT = (": RecursionError", ": MemoryError")
 
 
-class _Unshared(Exception):
-    """An answer for this call alone (``lru_cache`` keeps no exceptions)."""
-
-    def __init__(self, read: _AddressRead) -> None:
-        super().__init__()
-        self.read = read
-
-
 def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[str, str]]:
     """(display name, lowercased addr-spec) for every address in the header values."""
     out: list[tuple[str, str]] = []
@@ -800,10 +793,7 @@ def _addresses(name: str, values: list[str], defects: _Defects) -> list[tuple[st
                 f"{name}: only the first {_MAX_ADDRESS_HEADER // 1024} KB of addresses read"
             )
         if len(value) <= _MAX_CACHED_ADDRESS_VALUE:
-            try:
-                found, problems = _address_value_cached(name, value)
-            except _Unshared as unshared:
-                found, problems = unshared.read
+            found, problems = _address_value_cached(name, value)
         else:
             found, problems = _address_value(name, value)
         out.extend(found)
@@ -854,12 +844,11 @@ def _address_value(name: str, value: str) -> _AddressRead:
     return tuple(out), tuple(defects.items)
 
 
-@functools.lru_cache(maxsize=_ADDRESSES_CACHED)
-def _address_value_cached(name: str, value: str) -> _AddressRead:
-    read = _address_value(name, value)
-    if any(problem.endswith(_NOT_KEPT) for problem in read[1]):
-        raise _Unshared(read)
-    return read
+_address_value_cached = CacheIf(
+    _address_value,
+    _ADDRESSES_CACHED,
+    keep=lambda read: not any(problem.endswith(_NOT_KEPT) for problem in read[1]),
+)
 
 
 def _parse_date(value: str | None, defects: _Defects) -> datetime | None:

@@ -18,11 +18,12 @@ mail after mail. A header read from these messages is not for setting on another
 
 from __future__ import annotations
 
-import functools
 from email import policy
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from typing import Any
+
+from maild.core.memo import CacheIf
 
 __all__ = ["DEFAULT", "SMTP", "SMTPUTF8"]
 
@@ -68,10 +69,7 @@ class _Message(EmailMessage):
             and len(stored) <= _SHARED_LONGEST
             and "boundary" not in stored.lower()  # one mail's own: it never comes back
         ):
-            try:
-                header = _shared_parse(stored_name, stored)
-            except _Unshared as unshared:
-                header = unshared.header
+            header = _shared_parse(stored_name, stored)
         else:
             header = self.policy.header_fetch_parse(stored_name, stored)
         parsed[key] = (stored, self.policy, header)
@@ -88,20 +86,11 @@ _SHARED_LONGEST = 100
 _SHARED_ENTRIES = 128
 
 
-class _Unshared(Exception):
-    """A header parsed for one message alone (``lru_cache`` keeps no exceptions)."""
-
-    def __init__(self, header: Any) -> None:
-        super().__init__()
-        self.header = header
+def _parse(name: str, value: str) -> Any:
+    return DEFAULT.header_fetch_parse(name, value)
 
 
-@functools.lru_cache(maxsize=_SHARED_ENTRIES)
-def _shared_parse(name: str, value: str) -> Any:
-    header = DEFAULT.header_fetch_parse(name, value)
-    if header.defects:
-        raise _Unshared(header)
-    return header
+_shared_parse = CacheIf(_parse, _SHARED_ENTRIES, keep=lambda header: not header.defects)
 
 
 _REGISTRY = _CachedRegistry()
