@@ -286,7 +286,7 @@ async def commit_chunk(
 
     The chunk goes first without savepoints (a round trip a mail on
     PostgreSQL), its mails' events, outbox rows, automatic sends and
-    attachments written at its end, one INSERT a table
+    attachments written at its end, an executemany a table
     (:func:`maild.store.batch.defer_write_only`). If any of its mails raises,
     that transaction is rolled back whole and the chunk goes again with a
     savepoint a mail

@@ -288,8 +288,8 @@ class Daemon:
         config = self.config
         if config.smtp is not None:
             if self._sender_apart():
-                # its own core: on SQLite the daemon parses the coming chunk meanwhile
-                # (_sender_turn) instead of sending (bench/README.md, e2e)
+                # its own core (at a lower priority): the daemon's chunks do not wait
+                # for its sending (bench/README.md, e2e)
                 self.sender = SenderProcess(
                     config.smtp, config.database.url, claim_for=config.database.leader_lease
                 )

@@ -380,7 +380,14 @@ def keep_message(session: AsyncSession, values: dict[str, Any]) -> SentMail | No
 
 
 def _kept(session: AsyncSession, model: type[Base]) -> list[tuple[dict[str, Any], Mail | None]]:
-    return [(v, m) for kind, v, m in session.info.get(_LATER, ()) if kind is model]
+    """``model``'s rows the transaction holds as values, not written yet: those kept for
+    :func:`flush_in_bulk` (:func:`write_later`) with the mail each is about, then those
+    kept to its end (:func:`defer_write_only`; their mail is in ``message_pk``)."""
+    kept = [(v, m) for kind, v, m in session.info.get(_LATER, ()) if kind is model]
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is not None:
+        kept += [(v, None) for v in deferred.rows.get(model, ())]
+    return kept
 
 
 def pending_chain(session: AsyncSession, ticket_id: int) -> list[ChainRow]:
@@ -422,9 +429,6 @@ async def load_sends(session: AsyncSession, keys: Collection[str], now: datetime
         else:
             total = await session.scalar(_SENDS_TOTAL, {"hour_ago": hour_ago}) or 0
     kept = [(v["address"], v["at"]) for v, _ in _kept(session, AutomaticSend)]
-    deferred: _Deferred | None = session.info.get(_DEFERRED)
-    if deferred is not None:
-        kept += [(v["address"], v["at"]) for v in deferred.rows.get(AutomaticSend, ())]
     for address, at in [(s.address, s.at) for s in pending(session, AutomaticSend)] + kept:
         if address in wanted and at > day_ago:
             times.setdefault(address, []).append(at)
