@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from maild.config import load_config
@@ -31,6 +33,21 @@ from maild.store.models import Event
 from tests.conftest import Factory, Instance, make_mail
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def _pipeline(inst: Instance) -> AsyncIterator[tuple[Pipeline, Engine]]:
+    """``inst``'s pipeline as ``maild ingest`` builds it (on SQLite with a store thread),
+    and the engine its statements go through (for listeners); closed after."""
+    engine = make_engine(inst.url)
+    store = StoreThread.for_url(inst.url)
+    try:
+        pipeline = Pipeline(load_config(inst.config), make_sessionmaker(engine), store=store)
+        yield pipeline, (store.engine if store else engine).sync_engine
+    finally:
+        if store is not None:
+            await store.aclose()
+        await engine.dispose()
 
 
 def _mails() -> list[bytes]:
@@ -59,12 +76,8 @@ async def _ingest(
     """(action, ticket) per mail, and the messages, outbox rows and quarantined mails stored."""
     inst = new_instance()
     assert inst.run("db", "upgrade").returncode == 0
-    config = load_config(inst.config)
-    engine = make_engine(inst.url)
-    store = StoreThread.for_url(inst.url)
     items = [(f"m{i}", raw, NOW) for i, raw in enumerate(_mails())]
-    try:
-        pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
+    async with _pipeline(inst) as (pipeline, _):
         outcomes: list[Outcome] = []
         if handed:
             # the daemon's way: chunks handed in one at a time, the next one announced
@@ -93,7 +106,7 @@ async def _ingest(
         else:
             for source, raw, now in items:
                 outcomes.append(await pipeline.ingest(raw, source, now, dry_run=dry_run))
-        async with make_sessionmaker(engine)() as session:
+        async with pipeline.sessions() as session:
             counts = (
                 await session.execute(
                     text(
@@ -102,10 +115,6 @@ async def _ingest(
                     )
                 )
             ).one()
-    finally:
-        if store is not None:
-            await store.aclose()
-        await engine.dispose()
     return ([(o.action, o.ticket) for o in outcomes], *[c or 0 for c in counts])  # type: ignore[return-value]
 
 
@@ -187,18 +196,12 @@ def test_a_chunk_takes_a_savepoint_a_mail_only_once_one_of_its_mails_failed(
     savepoints: list[str] = []
 
     async def go() -> None:
-        engine = make_engine(inst.url)
-        store = StoreThread.for_url(inst.url)
-
         def _seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
             if statement.upper().startswith(("SAVEPOINT", "ROLLBACK TO")):
                 savepoints.append(statement.split()[0].upper())
 
-        event.listen(
-            (store.engine if store else engine).sync_engine, "before_cursor_execute", _seen
-        )
-        try:
-            pipeline = Pipeline(config, make_sessionmaker(engine), store=store)
+        async with _pipeline(inst) as (pipeline, statements):
+            event.listen(statements, "before_cursor_execute", _seen)
             limit = config.tickets.max_message_bytes
             parsed = parse_many([raw for _, raw, _ in first], limit)
             done = await commit_chunk(pipeline, first, parsed)
@@ -211,10 +214,6 @@ def test_a_chunk_takes_a_savepoint_a_mail_only_once_one_of_its_mails_failed(
             assert outcomes[3].ticket == outcomes[0].ticket
             # the second go: a savepoint each of the four, and the bad one's rolled back
             assert savepoints.count("SAVEPOINT") == 4 and savepoints.count("ROLLBACK") == 1
-        finally:
-            if store is not None:
-                await store.aclose()
-            await engine.dispose()
 
     asyncio.run(go())
     assert inst.sql("SELECT count(*) FROM messages WHERE direction = 'in'")[0][0] == 5
@@ -376,18 +375,11 @@ _ROWS_WRITTEN_LAST = {
 
 async def _ingest_all(inst: Instance, raws: list[bytes], batched: bool) -> list[Outcome]:
     """The mails through ``inst``'s store: in one chunk (maild ingest's way) or one by one."""
-    engine = make_engine(inst.url)
-    store = StoreThread.for_url(inst.url)
-    try:
-        pipeline = Pipeline(load_config(inst.config), make_sessionmaker(engine), store=store)
-        items = [(f"m{i}", raw, NOW) for i, raw in enumerate(raws)]
+    items = [(f"m{i}", raw, NOW) for i, raw in enumerate(raws)]
+    async with _pipeline(inst) as (pipeline, _):
         if batched:
             return [o async for o in BatchIngest(pipeline, chunk=100).run(items)]
         return [await pipeline.ingest(raw, src, now) for src, raw, now in items]
-    finally:
-        if store is not None:
-            await store.aclose()
-        await engine.dispose()
 
 
 def test_a_chunk_writes_its_events_and_outbox_at_its_end_as_one_by_one_would(
@@ -438,24 +430,17 @@ def _inserts_into_attachments(new_instance: Factory, size: int) -> tuple[int, in
         raws.append(msg.as_bytes())
 
     async def go() -> int:
-        engine = make_engine(inst.url)
-        store = StoreThread.for_url(inst.url)
         inserts = 0
 
-        @event.listens_for((store.engine if store else engine).sync_engine, "before_cursor_execute")
         def _count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
             nonlocal inserts
             inserts += statement.startswith("INSERT INTO attachments")
 
-        try:
-            pipeline = Pipeline(load_config(inst.config), make_sessionmaker(engine), store=store)
+        async with _pipeline(inst) as (pipeline, statements):
+            event.listen(statements, "before_cursor_execute", _count)
             items = [(f"m{i}", raw, NOW) for i, raw in enumerate(raws)]
             outcomes = [o async for o in BatchIngest(pipeline, chunk=100).run(items)]
             assert [o.action for o in outcomes] == ["created"] * 4
-        finally:
-            if store is not None:
-                await store.aclose()
-            await engine.dispose()
         return inserts
 
     inserts = asyncio.run(go())
