@@ -402,13 +402,10 @@ def main() -> int:
 
 
 @dataclass
-class Round:
-    """One round's (b) and (c), taken one right after the other."""
+class EndToEnd:
+    """One (c): its seconds, what it cost, when things happened, what the store holds."""
 
-    ingest: float
-    ingest_cpu: float
-    e2e: float
-    e2e_first: bool
+    seconds: float
     daemon_cpu: float
     children_cpu: float
     dovecot_cpu: float
@@ -417,11 +414,21 @@ class Round:
     times: dict[str, Any]
     last_ack: float
     inbox_empty: float
-    sent: int
+    got: dict[str, int]
+
+
+@dataclass
+class Round:
+    """One round's (b) and (c), taken one right after the other."""
+
+    ingest: float
+    ingest_cpu: float
+    run: EndToEnd
+    e2e_first: bool
 
     @property
     def ratio(self) -> float:
-        return self.ingest / self.e2e  # the rates' ratio, for the same n
+        return self.ingest / self.run.seconds  # the rates' ratio, for the same n
 
 
 def ingest_phase(
@@ -454,11 +461,9 @@ def ingest_phase(
     return timer.seconds, cpu, counts
 
 
-def e2e_phase(
-    n: int, dovecot: Dovecot, sink: ThreadedSink, daemon: Daemon
-) -> tuple[float, dict[str, Any]]:
+def e2e_phase(n: int, dovecot: Dovecot, sink: ThreadedSink, daemon: Daemon) -> EndToEnd:
     """(c) ``maild run`` on a fresh store with the n mails in INBOX, until every mail it
-    queued is at the sink and INBOX is empty: (seconds, what else was measured)."""
+    queued is at the sink and INBOX is empty."""
     run_maild(daemon.config, "db", "upgrade")
     sink.clear()
     arrivals: list[float] = []
@@ -499,23 +504,25 @@ def e2e_phase(
     finally:
         sink.handler.arrived = original  # type: ignore[method-assign]
     last_ack = max(arrivals)
-    measured: dict[str, Any] = {
-        "daemon_cpu": cpu_of([daemon.proc.pid]),
-        "children_cpu": cpu_of(children_of(daemon.proc.pid)),
-        "dovecot_cpu": cpu_of(dovecot_pids(dovecot)) - dovecot_before,
-        "sink_cpu": time.process_time() - sink_cpu,
-        "t0": t0,
-        "last_ack": last_ack,
-        "inbox_empty": inbox_empty,
-        "times": store_times(daemon.db),
-        "got": got,
-    }
+    measured = EndToEnd(
+        seconds=max(last_ack, inbox_empty) - t0,
+        daemon_cpu=cpu_of([daemon.proc.pid]),
+        children_cpu=cpu_of(children_of(daemon.proc.pid)),
+        dovecot_cpu=cpu_of(dovecot_pids(dovecot)) - dovecot_before,
+        sink_cpu=time.process_time() - sink_cpu,
+        t0=t0,
+        times=store_times(daemon.db),
+        last_ack=last_ack,
+        inbox_empty=inbox_empty,
+        got=got,
+    )
     if len(sink.received) != got["sent"] or got["sent"] != got["outbox"]:
         raise Failed(f"{len(sink.received)} mails at the sink, store: {got}")
-    e2e = max(last_ack, inbox_empty) - t0
-    at_sink = len(sink.received)
-    print(f"(c) end to end: {e2e:.1f}s, {got['tickets']} tickets, {at_sink} mails at the sink")
-    return e2e, measured
+    print(
+        f"(c) end to end: {measured.seconds:.1f}s, {got['tickets']} tickets, "
+        f"{len(sink.received)} mails at the sink"
+    )
+    return measured
 
 
 def run(
@@ -559,30 +566,14 @@ def run(
             dovecot.deliver_many(USER, raws)
         e2e_first = number % 2 == 1
         if e2e_first:
-            e2e, measured = e2e_phase(n, dovecot, sink, daemon)
+            measured = e2e_phase(n, dovecot, sink, daemon)
         ingest, ingest_cpu, expected = ingest_phase(tmp / f"ingest-{number}", raws, threads)
         if not e2e_first:
-            e2e, measured = e2e_phase(n, dovecot, sink, daemon)
-        got = measured["got"]
+            measured = e2e_phase(n, dovecot, sink, daemon)
+        got = measured.got
         if got["tickets"] != expected["tickets"] or got["outbox"] != expected["outbox"]:
             raise Failed(f"maild run stored {got}, maild ingest {expected}: they should agree")
-        rounds.append(
-            Round(
-                ingest=ingest,
-                ingest_cpu=ingest_cpu,
-                e2e=e2e,
-                e2e_first=e2e_first,
-                daemon_cpu=measured["daemon_cpu"],
-                children_cpu=measured["children_cpu"],
-                dovecot_cpu=measured["dovecot_cpu"],
-                sink_cpu=measured["sink_cpu"],
-                t0=measured["t0"],
-                times=measured["times"],
-                last_ack=measured["last_ack"],
-                inbox_empty=measured["inbox_empty"],
-                sent=got["sent"],
-            )
-        )
+        rounds.append(Round(ingest, ingest_cpu, measured, e2e_first))
 
     # (d) IDLE latency, the last round's daemon, now idle
     time.sleep(1.0)
@@ -606,23 +597,14 @@ def run(
     finish(daemon)
 
     last = rounds[-1]
-    report(
-        n,
-        bare,
-        last.ingest,
-        last.e2e,
-        last.t0,
-        last.times,
-        last.last_ack,
-        last.inbox_empty,
-        last.sent,
-    )
+    report(n, bare, last.ingest, last.run)
     for r in rounds:
+        c = r.run
         print(
-            f"CPU during the end-to-end run: maild run {r.daemon_cpu:.1f}s "
-            f"({r.daemon_cpu / r.e2e:.0%} of one core) + its child processes "
-            f"{r.children_cpu:.1f}s, Dovecot {r.dovecot_cpu:.2f}s, "
-            f"this process (sink, polling) {r.sink_cpu:.1f}s; maild ingest used "
+            f"CPU during the end-to-end run: maild run {c.daemon_cpu:.1f}s "
+            f"({c.daemon_cpu / c.seconds:.0%} of one core) + its child processes "
+            f"{c.children_cpu:.1f}s, Dovecot {c.dovecot_cpu:.2f}s, "
+            f"this process (sink, polling) {c.sink_cpu:.1f}s; maild ingest used "
             f"{r.ingest_cpu:.1f}s"
         )
     if len(rounds) > 1:
@@ -633,7 +615,7 @@ def run(
                     str(i + 1),
                     "(c), (b)" if r.e2e_first else "(b), (c)",
                     f"{r.ingest:.2f}",
-                    f"{r.e2e:.2f}",
+                    f"{r.run.seconds:.2f}",
                     f"{r.ratio:.2f}x",
                 )
                 for i, r in enumerate(rounds)
@@ -673,17 +655,9 @@ def finish(daemon: Daemon) -> None:
         raise Failed(f"the daemon logged a traceback:\n{daemon.tail(40)}")
 
 
-def report(
-    n: int,
-    bare: float,
-    ingest: float,
-    e2e: float,
-    t0: float,
-    times: dict[str, Any],
-    last_ack: float,
-    inbox_empty: float,
-    outgoing: int,
-) -> None:
+def report(n: int, bare: float, ingest: float, run: EndToEnd) -> None:
+    e2e, t0, times = run.seconds, run.t0, run.times
+    last_ack, inbox_empty, outgoing = run.last_ack, run.inbox_empty, run.got["sent"]
     rows = [
         (f"(a) bare UID FETCH, {BATCH} per command", bare, "-"),
         ("(b) maild ingest, one process", ingest, "1.00x"),
