@@ -592,7 +592,8 @@ class Pipeline:
         claimed = {row.id for row in rows if row.claimed_by}
         if await fold_journaled(session, self.config.database.url, claimed):
             for row in rows:
-                await session.refresh(row)
+                if row.id in claimed:  # the others the fold's UPDATE left alone
+                    await session.refresh(row)
         for row in rows:
             if row.status == "sent":  # a report cannot be about mail not yet sent
                 row.status = "bounced"
