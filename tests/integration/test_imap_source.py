@@ -356,6 +356,30 @@ async def test_stop_during_a_big_pass_marks_what_was_handed_over(
     assert dovecot.count(imap_user, "INBOX") == 15
 
 
+async def test_stop_during_a_big_pass_in_chunks_marks_every_chunk_handed_over(
+    dovecot: Dovecot, imap_user: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # the batch handler's way: a stop during the third chunk still files the three
+    # chunks handed over (each marked after its commit), and nothing after them
+    dovecot.deliver_many(imap_user, [mail(f"m{n}") for n in range(20)])
+    stop = asyncio.Event()
+    calls: list[int] = []
+
+    async def batch(mails: Sequence[tuple[bytes, str]], upcoming: Sequence[bytes]) -> list[Verdict]:
+        calls.append(len(mails))
+        if len(calls) == 3:
+            stop.set()  # arrives while the third chunk is in flight, after its "commit"
+        await asyncio.sleep(0.05)
+        return ["processed"] * len(mails)
+
+    cfg = config(dovecot, imap_user)
+    source = ImapSource(cfg, sessions, Recorder(), batch_handler=batch, batch=4)
+    await asyncio.wait_for(source.run(stop), 10)
+    assert calls == [4, 4, 4]
+    assert dovecot.count(imap_user, "Processed") == 12  # none left between commit and mark
+    assert dovecot.count(imap_user, "INBOX") == 8
+
+
 async def test_a_failing_handler_leaves_the_mail_for_a_later_pass(
     dovecot: Dovecot,
     imap_user: str,
@@ -383,30 +407,6 @@ async def test_a_failing_handler_leaves_the_mail_for_a_later_pass(
 
 
 # -- 4. crash between commit and mark -----------------------------------------------------------
-
-
-async def test_stop_during_a_big_pass_in_chunks_marks_every_chunk_handed_over(
-    dovecot: Dovecot, imap_user: str, sessions: async_sessionmaker[AsyncSession]
-) -> None:
-    # the batch handler's way: a stop during the third chunk still files the three
-    # chunks handed over (each marked after its commit), and nothing after them
-    dovecot.deliver_many(imap_user, [mail(f"m{n}") for n in range(20)])
-    stop = asyncio.Event()
-    calls: list[int] = []
-
-    async def batch(mails: Sequence[tuple[bytes, str]], upcoming: Sequence[bytes]) -> list[Verdict]:
-        calls.append(len(mails))
-        if len(calls) == 3:
-            stop.set()  # arrives while the third chunk is in flight, after its "commit"
-        await asyncio.sleep(0.05)
-        return ["processed"] * len(mails)
-
-    cfg = config(dovecot, imap_user)
-    source = ImapSource(cfg, sessions, Recorder(), batch_handler=batch, batch=4)
-    await asyncio.wait_for(asyncio.create_task(source.run(stop)), 10)
-    assert calls == [4, 4, 4]
-    assert dovecot.count(imap_user, "Processed") == 12  # none left between commit and mark
-    assert dovecot.count(imap_user, "INBOX") == 8
 
 
 async def test_a_batch_handler_gets_each_fetch_whole_and_its_verdicts_file_the_mail(
